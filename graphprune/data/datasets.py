@@ -120,14 +120,20 @@ def _to_inputs(images: torch.Tensor, options: ImageOptions, mean: float, std: fl
 
 
 def synthetic(
-    n: int = 256, num_classes: int = 10, shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0
+    n: int = 256,
+    num_classes: int = 10,
+    shape: tuple[int, int, int] = (1, 28, 28),
+    seed: int = 0,
+    noise_seed: int | None = None,
 ) -> TensorDataset:
-    """A learnable, data-free stand-in: class-dependent means plus Gaussian noise.
+    """A learnable, data-free stand-in: one Gaussian blob per class.
 
-    Useful for fast tests of training code that must not depend on installed data.
+    Class centres come from ``seed`` and the per-example noise from ``noise_seed``
+    (default ``seed + 1``), so a train and a test set share centres when they share
+    ``seed`` and differ in ``noise_seed``. Useful for fast tests of training code.
     """
-    generator = torch.Generator().manual_seed(seed)
-    centres = torch.randn((num_classes, *shape), generator=generator)
+    centres = torch.randn((num_classes, *shape), generator=torch.Generator().manual_seed(seed))
+    noise_generator = torch.Generator().manual_seed(seed + 1 if noise_seed is None else noise_seed)
     labels = torch.arange(n) % num_classes
-    noise = torch.randn((n, *shape), generator=generator)
+    noise = torch.randn((n, *shape), generator=noise_generator)
     return TensorDataset(centres[labels] + noise, labels)

@@ -1,0 +1,221 @@
+"""Stage 2 — dependency graph: walk the traced graph once, let each op's rule couple channels.
+
+Reads: a ``TracedModel`` (fx graph with shapes).  Writes nothing into the graph; returns a
+``DependencyGraph``.
+
+How it works:
+
+1. Every tensor value (node outputs, tuple items, parameters, buffers) contributes one *dim* per axis.
+2. Each node's rule (looked up in ``rules.REGISTRY``) declares couplings between dims.  Identity couplings
+   merge whole dims in a union-find ("dim classes"); index maps (concat, flatten, grouped conv) become
+   element-level edges between classes.
+3. Dims a rule does not mention are frozen: model inputs and outputs, spatial axes of a conv, every axis
+   of an op nobody wrote a rule for.  Frozen means "keep every element", and the reason is kept.
+4. Where a rule had a choice (which axis of a reshape carries the channels), a dim that ended frozen
+   causes one more pass with the next option for that node (at most ``MAX_PASSES``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from ..trace import TracedModel
+from .context import Dim, RuleContext
+from .graph import DependencyGraph, finalize
+from .rules import lookup_rule, op_label
+
+__all__ = ["build_dependency_graph"]
+
+MAX_PASSES = 4
+
+
+@dataclass
+class _Choice:
+    options: list[Dim]
+    chosen: int
+
+
+@dataclass
+class _Builder:
+    traced: TracedModel
+    choices: dict[str, int]
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    parent: dict[Dim, Dim] = field(default_factory=dict)
+    root_frozen: set[Dim] = field(default_factory=set)
+    order: dict[Dim, int] = field(default_factory=dict)
+    reasons: dict[Dim, str] = field(default_factory=dict)
+    links: list[tuple[Dim, np.ndarray, Dim, np.ndarray]] = field(default_factory=list)
+    element_freezes: list[tuple[Dim, np.ndarray, str]] = field(default_factory=list)
+    sources: set[Dim] = field(default_factory=set)
+    inexact: dict[Dim, str] = field(default_factory=dict)
+    mac_terms: list[tuple[str, float, list[Dim]]] = field(default_factory=list)
+    made: dict[str, _Choice] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.gm = self.traced.gm
+        self.modules = dict(self.gm.named_modules())
+        self.shapes = dict(self.traced.shapes)
+        self.param_alias: dict[str, str] = {}
+        seen: dict[int, str] = {}
+        named = list(self.gm.named_parameters(remove_duplicate=False)) + \
+            list(self.gm.named_buffers(remove_duplicate=False))
+        for name, tensor in named:
+            key = f"@{name}"
+            self.shapes[key] = tuple(tensor.shape)
+            first = seen.setdefault(id(tensor), key)
+            self.param_alias[key] = first
+        for key, first in self.param_alias.items():
+            if key != first:  # tied weights: one tensor, many names
+                for axis in range(len(self.shapes[key])):
+                    self.union(Dim(key, axis), Dim(first, axis))
+
+    # ---- union-find over dims ------------------------------------------------------------
+    def _register(self, d: Dim) -> None:
+        if d not in self.parent:
+            self.parent[d] = d
+            self.order[d] = len(self.order)
+
+    def find(self, d: Dim) -> Dim:
+        self._register(d)
+        root = d
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[d] != root:
+            self.parent[d], d = root, self.parent[d]
+        return root
+
+    def union(self, a: Dim, b: Dim) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.order[rb] < self.order[ra]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        if rb in self.root_frozen:
+            self.root_frozen.add(ra)
+
+    def is_frozen(self, d: Dim) -> bool:
+        return self.find(d) in self.root_frozen
+
+    def freeze(self, d: Dim, reason: str, elements: np.ndarray | None = None) -> None:
+        self._register(d)
+        self.reasons.setdefault(d, reason)
+        if elements is None:
+            self.root_frozen.add(self.find(d))
+        else:
+            self.element_freezes.append((d, np.asarray(elements, dtype=np.int64), reason))
+
+    def add_links(self, a: Dim, ia: np.ndarray, b: Dim, ib: np.ndarray) -> None:
+        self._register(a)
+        self._register(b)
+        self.links.append((a, ia, b, ib))
+
+    def add_macs(self, node: str, coef: float, dims: list[Dim]) -> None:
+        for d in dims:
+            self._register(d)
+        self.mac_terms.append((node, coef, dims))
+
+    def choice_for(self, node_name: str, options: list[Dim]) -> int:
+        chosen = min(self.choices.get(node_name, 0), len(options) - 1)
+        self.made[node_name] = _Choice(options, chosen)
+        return chosen
+
+    def op_label(self, node: fx.Node) -> str:
+        return op_label(node, self.modules)
+
+    # ---- walking the graph ---------------------------------------------------------------
+    def values_of(self, node: fx.Node) -> list[str]:
+        if node.name in self.shapes:
+            return [node.name]
+        return sorted((k for k in self.shapes if k.startswith(node.name + "#")),
+                      key=lambda k: int(k.split("#")[1]))
+
+    def _module_params(self, target: str) -> list[str]:
+        module = self.modules[target]
+        names = [n for n, _ in module.named_parameters(remove_duplicate=False)]
+        names += [n for n, _ in module.named_buffers(remove_duplicate=False)]
+        return [f"@{target}.{n}" for n in names if f"@{target}.{n}" in self.shapes]
+
+    def involved(self, node: fx.Node) -> list[str]:
+        values = list(self.values_of(node))
+        for inp in node.all_input_nodes:
+            values += self.values_of(inp)
+        if node.op == "call_module":
+            values += self._module_params(node.target)
+        return values
+
+    def _freeze_all(self, values: list[str], reason: str) -> None:
+        for v in values:
+            for axis in range(len(self.shapes[v])):
+                self.freeze(Dim(v, axis), reason)
+
+    def visit(self, node: fx.Node) -> None:
+        label = self.op_label(node)
+        if node.op == "placeholder":
+            self._freeze_all(self.values_of(node), f"model input '{node.name}'")
+            return
+        if node.op == "output":
+            inputs = [v for n in node.all_input_nodes for v in self.values_of(n)]
+            self._freeze_all(inputs, "model output")
+            return
+        if node.op == "get_attr":
+            self._visit_get_attr(node)
+            return
+        involved = self.involved(node)
+        if not involved:
+            return  # pure Python arithmetic on sizes
+        rule = lookup_rule(node, self.modules)
+        if rule is None:
+            self._freeze_all(involved, f"{node.name} ({label}): no channel rule for this op; "
+                                       "its tensors keep all channels")
+            return
+        ctx = RuleContext(self, node)
+        rule.couple(ctx)
+        skipped = ctx.skip
+        for v in involved:
+            if v in skipped:
+                continue
+            for axis in range(len(self.shapes[v])):
+                d = Dim(v, axis)
+                if d not in ctx.touched:
+                    self.freeze(d, f"{node.name} ({label}): does not support pruning axis {axis} of {v}")
+
+    def _visit_get_attr(self, node: fx.Node) -> None:
+        if node.name not in self.shapes:
+            return
+        key = f"@{node.target}"
+        if key in self.shapes and self.shapes[key] == self.shapes[node.name]:
+            for axis in range(len(self.shapes[key])):
+                self.union(Dim(node.name, axis), Dim(key, axis))
+        else:
+            self._freeze_all([node.name], f"constant tensor '{node.target}' is not a parameter or buffer")
+
+    def run(self) -> None:
+        for node in self.gm.graph.nodes:
+            self.visit(node)
+
+
+def _retry_choices(builder: _Builder, graph: DependencyGraph) -> dict[str, int] | None:
+    """Next choices to try where a rule's chosen axis ended up frozen, or None when nothing changes."""
+    changed = dict(builder.choices)
+    for node_name, choice in builder.made.items():
+        if choice.chosen + 1 < len(choice.options) and graph.dim_fully_frozen(choice.options[choice.chosen]):
+            changed[node_name] = choice.chosen + 1
+    return changed if changed != builder.choices else None
+
+
+def build_dependency_graph(traced: TracedModel) -> DependencyGraph:
+    """Build the channel dependency graph of a traced model (see module docstring)."""
+    choices: dict[str, int] = {}
+    for _ in range(MAX_PASSES):
+        builder = _Builder(traced, choices)
+        builder.run()
+        graph = finalize(builder)
+        nxt = _retry_choices(builder, graph)
+        if nxt is None:
+            break
+        choices = nxt
+    return graph

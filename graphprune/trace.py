@@ -1,0 +1,155 @@
+"""Stage 1 — trace: turn an ``nn.Module`` into an fx graph whose every value carries its shape.
+
+The tracer is ``torch.fx.Tracer`` with two additions a pruning compiler needs:
+
+1. *Leaf modules* supplied by the user (types or qualified names) are kept as single ``call_module``
+   nodes, so code fx cannot trace can be fenced off.  Their channels are then frozen unless an op rule
+   knows the module type.
+2. When tracing fails, the error names the innermost module being traced, its class, the original fx
+   message, and the two ways through (``leaf_modules=`` / ``concrete_args=``).
+
+Shapes come from ``torch.fx.passes.shape_prop.ShapeProp`` run once on ``example_inputs`` in eval mode,
+so tracing never updates BatchNorm running statistics.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.fx as fx
+from torch.fx.passes.shape_prop import ShapeProp
+
+__all__ = ["TraceError", "TracedModel", "trace", "normalize_inputs"]
+
+
+class TraceError(RuntimeError):
+    """Raised when a model cannot be symbolically traced; the message says where and what to do."""
+
+
+@dataclass
+class TracedModel:
+    """A private copy of the user's model as an fx ``GraphModule`` with shapes on every node.
+
+    Attributes:
+        gm: the traced graph module (owns deep copies of the user's parameters).
+        example_inputs: the positional inputs used for shape propagation.
+        was_training: the user's ``model.training`` flag, restored on the pruned result.
+        shapes: value name -> shape, for every tensor value (node outputs; ``name#k`` for tuple items).
+    """
+
+    gm: fx.GraphModule
+    example_inputs: tuple
+    was_training: bool
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+class _GraphpruneTracer(fx.Tracer):
+    """fx tracer that honours user leaf modules and remembers which module it is inside."""
+
+    def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str]):
+        super().__init__()
+        self._leaf_types = leaf_types
+        self._leaf_names = leaf_names
+        self.gp_module_stack: list[tuple[str, str]] = []
+
+    def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+        if qualname in self._leaf_names or (self._leaf_types and isinstance(m, self._leaf_types)):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        qualname = self.path_of_module(m)
+        self.gp_module_stack.append((qualname, type(m).__name__))
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self.gp_module_stack.pop()
+
+
+def normalize_inputs(example_inputs: Any) -> tuple:
+    """Accept a tensor, a tuple/list of tensors; return a tuple."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)) and example_inputs:
+        return tuple(example_inputs)
+    raise TypeError("example_inputs must be a tensor or a non-empty tuple of tensors, "
+                    f"got {type(example_inputs).__name__}")
+
+
+def _split_leaves(leaf_modules: Iterable) -> tuple[tuple[type, ...], frozenset[str]]:
+    types, names = [], []
+    for leaf in leaf_modules or ():
+        (types if isinstance(leaf, type) else names).append(leaf)
+    return tuple(types), frozenset(str(n) for n in names)
+
+
+def _trace_graph(model: torch.nn.Module, leaf_modules, concrete_args) -> fx.GraphModule:
+    tracer = _GraphpruneTracer(*_split_leaves(leaf_modules))
+    try:
+        graph = tracer.trace(model, concrete_args=concrete_args)
+    except Exception as exc:  # fx raises many types; all mean "cannot trace"
+        where = tracer.gp_module_stack[-1] if tracer.gp_module_stack else ("<root>", type(model).__name__)
+        raise TraceError(
+            f"torch.fx could not trace module '{where[0]}' ({where[1]}): {type(exc).__name__}: {exc}\n"
+            f"Ways through: pass leaf_modules=[{where[1]}] (or the name '{where[0]}') to keep it as one opaque "
+            "node (its channels are then frozen), or concrete_args={...} to fix the Python value that "
+            "drives the control flow."
+        ) from exc
+    name = type(model).__name__
+    return fx.GraphModule(tracer.root, graph, name)
+
+
+def _record_shapes(gm: fx.GraphModule) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for node in gm.graph.nodes:
+        meta = node.meta.get("tensor_meta")
+        if meta is None:
+            continue
+        if hasattr(meta, "shape"):
+            shapes[node.name] = tuple(int(s) for s in meta.shape)
+        elif isinstance(meta, (tuple, list)):
+            for k, item in enumerate(meta):
+                if hasattr(item, "shape"):
+                    shapes[f"{node.name}#{k}"] = tuple(int(s) for s in item.shape)
+    return shapes
+
+
+def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence) -> dict[str, tuple[int, ...]]:
+    """Run ShapeProp in eval mode under no_grad; return value name -> shape."""
+    was_training = gm.training
+    gm.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*example_inputs)
+    finally:
+        gm.train(was_training)
+    return _record_shapes(gm)
+
+
+def trace(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable = (),
+          concrete_args: dict | None = None) -> TracedModel:
+    """Trace a deep copy of ``model`` (the user's module is never touched) and propagate shapes.
+
+    Args:
+        model: any ``nn.Module``; an existing ``fx.GraphModule`` is copied, not re-traced.
+        example_inputs: a tensor or tuple of tensors with the shapes the model will see.
+        leaf_modules: module types or qualified names to keep opaque.
+        concrete_args: forwarded to ``fx.Tracer.trace`` to specialise Python-valued arguments.
+    """
+    inputs = normalize_inputs(example_inputs)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    private = copy.deepcopy(model)
+    was_training = private.training
+    private.eval()  # NOTE: control flow on self.training is traced as in inference; BN stats stay put
+    if isinstance(private, fx.GraphModule) and not leaf_modules and concrete_args is None:
+        gm = private
+    else:
+        gm = _trace_graph(private, leaf_modules, concrete_args)
+    try:
+        shapes = propagate_shapes(gm, inputs)
+    except Exception as exc:
+        raise TraceError(f"the traced graph failed to run on example_inputs: {type(exc).__name__}: {exc}") from exc
+    return TracedModel(gm=gm, example_inputs=inputs, was_training=was_training, shapes=shapes)
