@@ -48,7 +48,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def save_checkpoint(path: str | Path, model: nn.Module, name: str, kwargs: dict | None = None,
                     meta: dict | None = None) -> None:
     """Save ``model``'s fp32 ``state_dict`` with the registry ``name``/``kwargs`` that rebuild it."""
-    state = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in unwrap(model).state_dict().items()}
     payload = {"format": FORMAT, "model": name, "kwargs": dict(kwargs or {}), "state_dict": state,
                "meta": dict(meta or {})}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
