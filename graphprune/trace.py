@@ -116,13 +116,31 @@ def _record_shapes(gm: fx.GraphModule) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _shape_prop(gm: fx.GraphModule, example_inputs: Sequence, fake: bool) -> None:
+    if not fake:
+        ShapeProp(gm).propagate(*example_inputs)
+        return
+    # NOTE: fake tensors carry shapes without computing: shape propagation costs no FLOPs.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with mode:
+        ShapeProp(gm, fake_mode=mode).propagate(*example_inputs)
+
+
 def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence) -> dict[str, tuple[int, ...]]:
-    """Run ShapeProp in eval mode under no_grad; return value name -> shape."""
+    """Run ShapeProp in eval mode under no_grad; return value name -> shape.
+
+    Tries fake tensors first (no arithmetic); falls back to a real forward for ops fake mode lacks.
+    """
     was_training = gm.training
     gm.eval()
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(*example_inputs)
+            try:
+                _shape_prop(gm, example_inputs, fake=True)
+            except Exception:
+                _shape_prop(gm, example_inputs, fake=False)
     finally:
         gm.train(was_training)
     return _record_shapes(gm)

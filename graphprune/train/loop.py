@@ -129,7 +129,7 @@ def _train_epoch(model, loader, optimizer, schedule, config, teacher, epoch) -> 
         schedule.step()
         totals += torch.tensor([loss.item() * len(labels), (logits.argmax(1) == labels).sum().item(), len(labels)],
                                dtype=torch.float64)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     totals = _all_reduce_sum(totals)
     return totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item()
 

@@ -1,0 +1,159 @@
+"""The public entry points.  ``prune`` reads top to bottom as the compiler's stages:
+
+trace -> dependency graph -> importance -> allocation (search) -> plan -> rewrite passes -> verify.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from .budget import Budget, BudgetError, as_budget
+from .depgraph import DependencyGraph, build_dependency_graph
+from .importance import score_units
+from .passes import rewrite
+from .plan import Plan
+from .search import AllocationConfig, allocate
+from .trace import trace
+
+__all__ = ["prune", "inspect", "apply_plan", "PruneResult", "PruneReport", "count_cost"]
+
+
+@dataclass
+class PruneReport:
+    """What a prune did, in numbers."""
+
+    budget: float
+    metric: str
+    dense_macs: float
+    dense_params: float
+    macs: float
+    params: float
+    groups_pruned: int
+    groups_total: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs / self.dense_macs if self.dense_macs else 1.0
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params / self.dense_params if self.dense_params else 1.0
+
+    def __str__(self) -> str:
+        t = ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())
+        return (f"budget {self.budget:.3f} of {self.metric}: MACs {self.dense_macs / 1e6:.2f}M -> "
+                f"{self.macs / 1e6:.2f}M ({self.macs_ratio:.3f}), params {self.dense_params / 1e6:.3f}M -> "
+                f"{self.params / 1e6:.3f}M ({self.params_ratio:.3f}); {self.groups_pruned}/{self.groups_total} "
+                f"groups pruned; {t}")
+
+
+@dataclass
+class PruneResult:
+    model: fx.GraphModule
+    plan: Plan
+    report: PruneReport
+    graph: DependencyGraph
+
+
+def inspect(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable = (),
+            concrete_args: dict | None = None) -> DependencyGraph:
+    """The dependency graph of ``model``: groups, frozen dims with reasons, costs (see ``.summary()``)."""
+    return build_dependency_graph(trace(model, example_inputs, leaf_modules=leaf_modules,
+                                        concrete_args=concrete_args))
+
+
+def count_cost(model: torch.nn.Module, example_inputs: Any, **trace_kw: Any):
+    """MACs (conv, linear, matmul, attention) and parameter count of ``model`` on ``example_inputs``."""
+    return inspect(model, example_inputs, **trace_kw).cost()
+
+
+def _ignored_groups(graph: DependencyGraph, ignored_layers: Iterable) -> frozenset[str]:
+    gm = graph.traced.gm
+    names = set()
+    for layer in ignored_layers:
+        if isinstance(layer, str):
+            names.add(layer)
+        else:
+            raise TypeError("ignored_layers takes qualified module names (strings), e.g. ['fc']; "
+                            f"got {type(layer).__name__}")
+    known = {n for n, _ in gm.named_modules()}
+    unknown = names - known
+    if unknown:
+        raise ValueError(f"ignored_layers {sorted(unknown)} are not modules of this model")
+    hit = set()
+    for g in graph.groups:
+        for d in g.parameters:
+            owner = d.value[1:].rpartition(".")[0]
+            if any(owner == n or owner.startswith(n + ".") for n in names):
+                hit.add(g.name)
+    return frozenset(hit)
+
+
+def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *,
+          strategy: str = "global", importance: str | Callable = "l2", round_to: int = 1,
+          min_channels: int = 1, max_prune_ratio: float = 0.95, ignored_layers: Iterable[str] = (),
+          leaf_modules: Iterable = (), concrete_args: dict | None = None,
+          return_result: bool = False) -> fx.GraphModule | PruneResult:
+    """Prune ``model`` so its MACs (or params) keep at most ``budget`` of the dense model's.
+
+    Args:
+        model: any traceable ``nn.Module``; it is never modified.
+        budget: fraction in (0, 1] of MACs to keep, or ``Budget.params(r)``.
+        example_inputs: tensor(s) with the shapes the model will see (costs are counted on these).
+        strategy: ``"global"`` (normalised importance ranked across groups) or ``"uniform"``.
+        importance: ``"l1"``, ``"l2"``, ``"bn"``, ``"random"`` or ``fn(graph) -> scores``.
+        round_to: kept channel counts per group are multiples of this (unless a group is kept whole).
+        min_channels: minimum channels (units) any group keeps.
+        max_prune_ratio: no group loses more than this fraction.
+        ignored_layers: qualified module names whose channels are never pruned.
+        leaf_modules / concrete_args: passed to the tracer (see ``graphprune.trace``).
+        return_result: return ``PruneResult(model, plan, report, graph)`` instead of the module.
+
+    Returns:
+        A new ``torch.fx.GraphModule``, physically smaller, in the same train/eval mode as ``model``.
+    """
+    b = as_budget(budget)
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args)
+    seconds["trace"] = time.perf_counter() - t
+    t = time.perf_counter()
+    graph = build_dependency_graph(traced)
+    seconds["dependency_graph"] = time.perf_counter() - t
+    if not graph.groups and b.ratio < 1.0:
+        reasons = "; ".join(f.reason for f in graph.frozen[:3]) or "no layer with prunable output channels"
+        raise BudgetError(f"nothing to prune in {type(model).__name__}: {reasons}")
+    t = time.perf_counter()
+    cfg = AllocationConfig(round_to=round_to, min_units=min_channels, max_prune_ratio=max_prune_ratio,
+                           ignored=_ignored_groups(graph, ignored_layers))
+    if b.ratio >= 1.0:
+        keep = graph.full_keep()
+    else:
+        scores = score_units(graph, importance)
+        keep = allocate(graph, scores, b, strategy, cfg).keep
+    seconds["search"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pruned = rewrite(graph, keep)
+    seconds["rewrite"] = time.perf_counter() - t
+    dense, cost = graph.cost(), graph.cost(keep)
+    n_pruned = sum(int((~keep[g.units]).any()) for g in graph.groups)
+    report = PruneReport(b.ratio, b.metric, dense.macs, dense.params, cost.macs, cost.params,
+                         n_pruned, len(graph.groups), seconds)
+    plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
+                          importance=importance if isinstance(importance, str) else "custom",
+                          achieved=getattr(report, f"{b.metric}_ratio"))
+    if return_result:
+        return PruneResult(pruned, plan, report, graph)
+    return pruned
+
+
+def apply_plan(model: torch.nn.Module, plan: Plan, example_inputs: Any, **trace_kw: Any) -> fx.GraphModule:
+    """Re-apply a saved plan to a freshly built instance of the same architecture."""
+    graph = inspect(model, example_inputs, **trace_kw)
+    return rewrite(graph, plan.keep_mask(graph))

@@ -1,0 +1,74 @@
+"""Pass: the *masked reference* — the original model with pruned channels zeroed, not removed.
+
+Reads: the dependency graph and a keep mask.  Rewrites a copy of the traced graph: after every node
+whose output has pruned elements, a ``mul`` by a 0/1 mask; every parameter's pruned slices are zeroed
+too (this reaches inside opaque modules such as ``MultiheadAttention``).  The shapes stay dense.
+
+This is the correctness oracle of the rewrite (pruned output == masked output), and a cheap way to
+evaluate many candidate plans without rewriting each.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from ..depgraph import DependencyGraph, Dim
+
+__all__ = ["masked_model"]
+
+
+def _axis_mask(graph: DependencyGraph, value: str, axis: int, keep: np.ndarray) -> torch.Tensor | None:
+    d = Dim(value, axis)
+    if d not in graph.dim_class:
+        return None
+    size = graph.shapes[value][axis]
+    kept = graph.kept_indices(d, keep)
+    if len(kept) == size:
+        return None
+    mask = torch.zeros(size)
+    mask[torch.as_tensor(kept)] = 1.0
+    shape = [1] * len(graph.shapes[value])
+    shape[axis] = size
+    return mask.reshape(shape)
+
+
+def _zero_parameters(gm: fx.GraphModule, graph: DependencyGraph, keep: np.ndarray) -> None:
+    with torch.no_grad():
+        for name, tensor in list(gm.named_parameters(remove_duplicate=False)) + \
+                list(gm.named_buffers(remove_duplicate=False)):
+            if not tensor.is_floating_point() or name.endswith("running_var"):
+                continue
+            key = graph.param_alias.get(f"@{name}", f"@{name}")
+            for axis in range(tensor.ndim):
+                m = _axis_mask(graph, key, axis, keep)
+                if m is not None:
+                    tensor.mul_(m.to(tensor.dtype))
+
+
+def masked_model(graph: DependencyGraph, keep: np.ndarray) -> fx.GraphModule:
+    gm = copy.deepcopy(graph.traced.gm)
+    _zero_parameters(gm, graph, keep)
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node.op in ("placeholder", "output") or node.name not in graph.shapes:
+            continue
+        current = node
+        for axis in range(len(graph.shapes[node.name])):
+            mask = _axis_mask(graph, node.name, axis, keep)
+            if mask is None:
+                continue
+            buf = f"_graphprune_mask_{count}"
+            count += 1
+            gm.register_buffer(buf, mask)
+            with gm.graph.inserting_after(current):
+                getter = gm.graph.get_attr(buf)
+            with gm.graph.inserting_after(getter):
+                product = gm.graph.call_function(torch.mul, (current, getter))
+            current.replace_all_uses_with(product, delete_user_cb=lambda u, p=product: u is not p)
+            current = product
+    gm.graph.lint()
+    gm.recompile()
+    return gm

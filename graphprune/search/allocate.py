@@ -1,0 +1,158 @@
+"""Stage 4 — allocation: how many units each group keeps so that the budget is met.
+
+Both built-in strategies are a monotone family of per-group keep counts ``k(t)``, t in [0, 1]:
+
+* ``uniform``: every group keeps ``ceil(t * n_g)`` units;
+* ``global``: units above a threshold on per-group-normalised importance are kept, t = fraction kept.
+
+Counts are rounded up to ``round_to`` and clipped to ``[min_units, n_g]``; each group keeps its top-k
+units by importance, so keep sets are nested and cost is monotone in t.  Bisection finds the largest t
+whose cost fits the budget; a greedy fill then adds single rounding steps while they still fit, so the
+achieved ratio lands just below the budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..budget import Budget, BudgetError
+from ..depgraph import DependencyGraph
+from ..importance import normalize_per_group
+
+__all__ = ["AllocationConfig", "Allocation", "allocate", "STRATEGIES"]
+
+
+@dataclass(frozen=True)
+class AllocationConfig:
+    """Knobs shared by every strategy.
+
+    Attributes:
+        round_to: kept unit counts are multiples of this (8 suits most vector hardware), unless the
+            group is kept whole.
+        min_units: every group keeps at least this many units (and at least 1).
+        max_prune_ratio: no group loses more than this fraction of its units.
+        ignored: group names that keep all units.
+    """
+
+    round_to: int = 1
+    min_units: int = 1
+    max_prune_ratio: float = 0.95
+    ignored: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass
+class Allocation:
+    keep: np.ndarray
+    ratio: float
+    iterations: int
+
+
+def _floors(graph: DependencyGraph, cfg: AllocationConfig) -> tuple[np.ndarray, np.ndarray]:
+    n = np.array([g.n_units for g in graph.groups])
+    lo = np.maximum(np.minimum(n, max(cfg.min_units, 1)), np.ceil(n * (1 - cfg.max_prune_ratio)).astype(int))
+    ignored = np.array([g.name in cfg.ignored for g in graph.groups], dtype=bool)
+    lo = np.where(ignored, n, lo)
+    return n, lo
+
+
+def _round(counts: np.ndarray, n: np.ndarray, lo: np.ndarray, round_to: int) -> np.ndarray:
+    if round_to > 1:
+        counts = np.ceil(counts / round_to).astype(int) * round_to
+    return np.clip(counts, lo, n)
+
+
+def _keep_from_counts(graph: DependencyGraph, order: list[np.ndarray], counts: np.ndarray) -> np.ndarray:
+    keep = np.zeros(graph.n_units, dtype=bool)
+    for g, ranked, k in zip(graph.groups, order, counts):
+        keep[g.first_unit + ranked[:k]] = True
+    return _repair_empty(graph, keep, order)
+
+
+def _repair_empty(graph: DependencyGraph, keep: np.ndarray, order: list[np.ndarray]) -> np.ndarray:
+    """Keep one more unit wherever a tensor dim would otherwise lose every element."""
+    sizes = graph.class_sizes(keep)
+    empty = np.nonzero((sizes == 0) & (graph.class_size > 0))[0]
+    if len(empty) == 0:
+        return keep
+    counts = graph._unit_counts.tocsr()
+    rank = np.empty(graph.n_units, dtype=np.int64)
+    for g, ranked in zip(graph.groups, order):
+        rank[g.first_unit + ranked] = np.arange(len(ranked))
+    keep = keep.copy()
+    for c in empty:
+        units = counts.indices[counts.indptr[c]:counts.indptr[c + 1]]
+        if len(units) and not keep[units].any():
+            keep[units[np.argmin(rank[units])]] = True
+    return keep
+
+
+def _ratio_fn(graph: DependencyGraph, metric: str) -> Callable[[np.ndarray], float]:
+    dense = getattr(graph.cost(), metric)
+    return lambda keep: getattr(graph.cost(keep), metric) / dense
+
+
+def _uniform_counts(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph) -> Callable:
+    return lambda t: np.ceil(t * n).astype(int)
+
+
+def _global_counts(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph) -> Callable:
+    norm = normalize_per_group(graph, scores)
+    ranked = np.sort(norm)[::-1]
+
+    def counts(t: float) -> np.ndarray:
+        k = int(round(t * len(ranked)))
+        if k <= 0:
+            return np.zeros(len(n), dtype=int)
+        threshold = ranked[min(k, len(ranked)) - 1]
+        return np.array([int((norm[g.units] >= threshold).sum()) for g in graph.groups])
+    return counts
+
+
+STRATEGIES: dict[str, Callable] = {"uniform": _uniform_counts, "global": _global_counts}
+
+
+def _fill(graph, order, counts, n, lo, cfg, ratio_of, budget, scores) -> np.ndarray:
+    """Greedily add one rounding step to groups (most important first) while the budget holds."""
+    step = max(cfg.round_to, 1)
+    mean_score = np.array([scores[g.units].mean() if g.n_units else 0 for g in graph.groups])
+    for gi in np.argsort(-mean_score):
+        while counts[gi] < n[gi]:
+            trial = counts.copy()
+            trial[gi] = min(n[gi], trial[gi] + step)
+            if ratio_of(_keep_from_counts(graph, order, trial)) > budget.ratio:
+                break
+            counts = trial
+    return counts
+
+
+def allocate(graph: DependencyGraph, scores: np.ndarray, budget: Budget, strategy: str = "global",
+             cfg: AllocationConfig = AllocationConfig(), fill: bool = True) -> Allocation:
+    """Keep mask over units meeting ``budget`` (see module docstring)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; built-in: {sorted(STRATEGIES)}")
+    if not graph.groups:
+        raise BudgetError("nothing to prune: no prunable channel groups (see inspect() for frozen reasons)")
+    n, lo = _floors(graph, cfg)
+    order = [np.argsort(-scores[g.units], kind="stable") for g in graph.groups]
+    counts_of = STRATEGIES[strategy](n, scores, graph)
+    ratio_of = _ratio_fn(graph, budget.metric)
+    keep_at = lambda t: _keep_from_counts(graph, order, _round(counts_of(t), n, lo, cfg.round_to))
+    floor_ratio = ratio_of(keep_at(0.0))
+    if floor_ratio > budget.ratio:
+        raise BudgetError(f"budget {budget.ratio:.3f} of {budget.metric} is below what pruning can reach here: "
+                          f"{floor_ratio:.3f} (frozen layers, min_units and max_prune_ratio floors); "
+                          "raise the budget or relax the floors")
+    lo_t, hi_t, it = 0.0, 1.0, 0
+    if ratio_of(keep_at(1.0)) <= budget.ratio:
+        lo_t = 1.0
+    while hi_t - lo_t > 1e-5 and it < 60:
+        mid = (lo_t + hi_t) / 2
+        lo_t, hi_t = (mid, hi_t) if ratio_of(keep_at(mid)) <= budget.ratio else (lo_t, mid)
+        it += 1
+    counts = _round(counts_of(lo_t), n, lo, cfg.round_to)
+    if fill:
+        counts = _fill(graph, order, counts, n, lo, cfg, ratio_of, budget, scores)
+    keep = _keep_from_counts(graph, order, counts)
+    return Allocation(keep=keep, ratio=ratio_of(keep), iterations=it)
