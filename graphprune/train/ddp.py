@@ -29,11 +29,11 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import load_checkpoint, load_module, save_module
+from .checkpoint import load_checkpoint, load_module
 from .config import TrainConfig
 from .loop import is_main_process, make_loader, seed_everything, train
 
-__all__ = ["main", "launch", "parse_args", "load_any_model"]
+__all__ = ["main", "launch", "parse_args", "load_any_model", "load_module"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -122,12 +122,16 @@ def main(argv: list[str] | None = None) -> float | None:
             dist.destroy_process_group()
 
 
-def launch(argv: list[str], nproc: int = 2, timeout: float | None = None) -> subprocess.CompletedProcess:
+def launch(argv: list[str], nproc: int = 2, timeout: float | None = None,
+           env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``main(argv)`` on ``nproc`` local CPU processes via ``torchrun`` (raises on failure)."""
     # NOTE: --standalone runs a local rendezvous on a free port, so parallel launches don't collide.
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                "-m", "graphprune.train.ddp", *argv]
-    return subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.CalledProcessError as error:
+        raise RuntimeError(f"torchrun failed ({error.returncode}):\n{error.stderr[-4000:]}") from error
 
 
 if __name__ == "__main__":
