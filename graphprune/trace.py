@@ -13,7 +13,9 @@ so tracing never updates BatchNorm running statistics.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -124,7 +126,7 @@ def _shape_prop(gm: fx.GraphModule, example_inputs: Sequence, fake: bool) -> Non
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with mode:
+    with mode, contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks itself
         ShapeProp(gm, fake_mode=mode).propagate(*example_inputs)
 
 

@@ -48,10 +48,53 @@ def _zero_parameters(gm: fx.GraphModule, graph: DependencyGraph, keep: np.ndarra
                     tensor.mul_(m.to(tensor.dtype))
 
 
+def masked_layer_norm(x: torch.Tensor, mask: torch.Tensor, n_axes: int, weight, bias, eps: float):
+    """LayerNorm over the last ``n_axes`` axes counting only elements where ``mask`` is 1."""
+    axes = tuple(range(x.ndim - n_axes, x.ndim))
+    count = mask.expand_as(x).sum(dim=axes, keepdim=True)
+    mean = (x * mask).sum(dim=axes, keepdim=True) / count
+    var = (((x - mean) * mask) ** 2).sum(dim=axes, keepdim=True) / count
+    y = (x - mean) / torch.sqrt(var + eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y * mask
+
+
+def _mask_layer_norms(gm: fx.GraphModule, graph: DependencyGraph, keep: np.ndarray, count: int) -> int:
+    """NOTE: a pruned LayerNorm normalises over fewer channels; its masked twin must do the same."""
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        m = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(m, torch.nn.LayerNorm) or node.name not in graph.shapes:
+            continue
+        shape = graph.shapes[node.name]
+        k = len(m.normalized_shape)
+        full = torch.ones(shape[-k:])
+        for i in range(k):
+            axis_mask = _axis_mask(graph, node.name, len(shape) - k + i, keep)
+            if axis_mask is not None:
+                full = full * axis_mask.reshape([-1 if j == i else 1 for j in range(k)])
+        if bool(full.all()):
+            continue
+        buf = f"_graphprune_lnmask_{count}"
+        count += 1
+        gm.register_buffer(buf, full)
+        with gm.graph.inserting_before(node):
+            getter = gm.graph.get_attr(buf)
+            w = gm.graph.get_attr(f"{node.target}.weight") if m.weight is not None else None
+            b = gm.graph.get_attr(f"{node.target}.bias") if m.bias is not None else None
+            new = gm.graph.call_function(masked_layer_norm, (node.args[0], getter, k, w, b, m.eps))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+    return count
+
+
 def masked_model(graph: DependencyGraph, keep: np.ndarray) -> fx.GraphModule:
     gm = copy.deepcopy(graph.traced.gm)
     _zero_parameters(gm, graph, keep)
-    count = 0
+    count = _mask_layer_norms(gm, graph, keep, 0)
     for node in list(gm.graph.nodes):
         if node.op in ("placeholder", "output") or node.name not in graph.shapes:
             continue
