@@ -15,10 +15,12 @@ import torch.fx as fx
 from .budget import Budget, BudgetError, as_budget
 from .depgraph import DependencyGraph, build_dependency_graph
 from .importance import score_units
-from .passes import rewrite
+from .passes import RewriteError, rewrite
 from .plan import Plan
 from .search import AllocationConfig, allocate
 from .trace import trace
+
+MAX_VERIFY_RETRIES = 16
 
 __all__ = ["prune", "inspect", "apply_plan", "PruneResult", "PruneReport", "count_cost"]
 
@@ -95,6 +97,22 @@ def _ignored_groups(graph: DependencyGraph, ignored_layers: Iterable) -> frozens
     return frozenset(hit)
 
 
+def _fence(gm: fx.GraphModule, node_name: str) -> list[str]:
+    """The failing node plus the nodes that read the tensor sizes it was given (``x.size()`` etc.)."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    fence, stack, seen = [node_name], list(nodes[node_name].all_input_nodes), set()
+    while stack:
+        n = stack.pop()
+        if n.name in seen:
+            continue
+        seen.add(n.name)
+        if "tensor_meta" in n.meta:  # a tensor: stop here
+            continue
+        fence.append(n.name)  # size arithmetic or a size read: walk up to the tensors it reads
+        stack.extend(n.all_input_nodes)
+    return fence
+
+
 def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *,
           strategy: str = "global", importance: str | Callable = "l2", round_to: int = 1,
           min_channels: int = 1, max_prune_ratio: float = 0.95, ignored_layers: Iterable[str] = (),
@@ -123,24 +141,36 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     t = time.perf_counter()
     traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args)
     seconds["trace"] = time.perf_counter() - t
-    t = time.perf_counter()
-    graph = build_dependency_graph(traced)
-    seconds["dependency_graph"] = time.perf_counter() - t
-    if not graph.groups and b.ratio < 1.0:
-        reasons = "; ".join(f.reason for f in graph.frozen[:3]) or "no layer with prunable output channels"
-        raise BudgetError(f"nothing to prune in {type(model).__name__}: {reasons}")
-    t = time.perf_counter()
-    cfg = AllocationConfig(round_to=round_to, min_units=min_channels, max_prune_ratio=max_prune_ratio,
-                           ignored=_ignored_groups(graph, ignored_layers))
-    if b.ratio >= 1.0:
-        keep = graph.full_keep()
-    else:
-        scores = score_units(graph, importance)
-        keep = allocate(graph, scores, b, strategy, cfg).keep
-    seconds["search"] = time.perf_counter() - t
-    t = time.perf_counter()
-    pruned = rewrite(graph, keep)
-    seconds["rewrite"] = time.perf_counter() - t
+    forced: dict[str, str] = {}
+    for attempt in range(MAX_VERIFY_RETRIES + 1):
+        t = time.perf_counter()
+        graph = build_dependency_graph(traced, forced)
+        seconds["dependency_graph"] = seconds.get("dependency_graph", 0.0) + time.perf_counter() - t
+        if not graph.groups and b.ratio < 1.0:
+            reasons = "; ".join(f.reason for f in graph.frozen[:3]) or "no layer with prunable output channels"
+            raise BudgetError(f"nothing to prune in {type(model).__name__}: {reasons}")
+        t = time.perf_counter()
+        cfg = AllocationConfig(round_to=round_to, min_units=min_channels, max_prune_ratio=max_prune_ratio,
+                               ignored=_ignored_groups(graph, ignored_layers))
+        if b.ratio >= 1.0:
+            keep = graph.full_keep()
+        else:
+            scores = score_units(graph, importance)
+            keep = allocate(graph, scores, b, strategy, cfg).keep
+        seconds["search"] = seconds.get("search", 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        try:
+            pruned = rewrite(graph, keep)
+        except RewriteError as exc:
+            # NOTE: fail closed and retry: the node whose pruned form did not check out keeps its channels.
+            if exc.node is None or exc.node in forced or attempt == MAX_VERIFY_RETRIES:
+                raise
+            why = f"frozen after verification failed: {str(exc).splitlines()[0][:200]}"
+            forced.update({name: why for name in _fence(traced.gm, exc.node)})
+            continue
+        finally:
+            seconds["rewrite"] = seconds.get("rewrite", 0.0) + time.perf_counter() - t
+        break
     dense, cost = graph.cost(), graph.cost(keep)
     n_pruned = sum(int((~keep[g.units]).any()) for g in graph.groups)
     report = PruneReport(b.ratio, b.metric, dense.macs, dense.params, cost.macs, cost.params,

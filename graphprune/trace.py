@@ -23,11 +23,32 @@ import torch
 import torch.fx as fx
 from torch.fx.passes.shape_prop import ShapeProp
 
-__all__ = ["TraceError", "TracedModel", "trace", "normalize_inputs"]
+__all__ = ["TraceError", "NodeRunError", "TracedModel", "trace", "normalize_inputs", "propagate_shapes"]
 
 
 class TraceError(RuntimeError):
     """Raised when a model cannot be symbolically traced; the message says where and what to do."""
+
+
+class NodeRunError(RuntimeError):
+    """A node of a graph failed while propagating shapes; ``node`` names it."""
+
+    def __init__(self, node: str, message: str):
+        super().__init__(f"node '{node}': {message}")
+        self.node = node
+
+
+class _NamedShapeProp(ShapeProp):
+    """ShapeProp that says which node failed (as ``NodeRunError``)."""
+
+    def run_node(self, n: fx.Node):
+        try:
+            return super().run_node(n)
+        except NodeRunError:
+            raise
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            raise NodeRunError(n.name, f"{type(cause).__name__}: {str(cause).splitlines()[0][:300]}") from exc
 
 
 @dataclass
@@ -120,14 +141,15 @@ def _record_shapes(gm: fx.GraphModule) -> dict[str, tuple[int, ...]]:
 
 def _shape_prop(gm: fx.GraphModule, example_inputs: Sequence, fake: bool) -> None:
     if not fake:
-        ShapeProp(gm).propagate(*example_inputs)
+        with contextlib.redirect_stderr(io.StringIO()):
+            _NamedShapeProp(gm).propagate(*example_inputs)
         return
     # NOTE: fake tensors carry shapes without computing: shape propagation costs no FLOPs.
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     with mode, contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks itself
-        ShapeProp(gm, fake_mode=mode).propagate(*example_inputs)
+        _NamedShapeProp(gm, fake_mode=mode).propagate(*example_inputs)
 
 
 def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence) -> dict[str, tuple[int, ...]]:

@@ -42,6 +42,7 @@ class _Choice:
 class _Builder:
     traced: TracedModel
     choices: dict[str, int]
+    forced_frozen: dict[str, str] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     parent: dict[Dim, Dim] = field(default_factory=dict)
     root_frozen: set[Dim] = field(default_factory=set)
@@ -167,6 +168,9 @@ class _Builder:
         involved = self.involved(node)
         if not involved:
             return  # pure Python arithmetic on sizes
+        if node.name in self.forced_frozen:
+            self._freeze_all(involved, f"{node.name} ({label}): {self.forced_frozen[node.name]}")
+            return
         rule = lookup_rule(node, self.modules)
         if rule is None:
             self._freeze_all(involved, f"{node.name} ({label}): no channel rule for this op; "
@@ -207,11 +211,15 @@ def _retry_choices(builder: _Builder, graph: DependencyGraph) -> dict[str, int] 
     return changed if changed != builder.choices else None
 
 
-def build_dependency_graph(traced: TracedModel) -> DependencyGraph:
-    """Build the channel dependency graph of a traced model (see module docstring)."""
+def build_dependency_graph(traced: TracedModel, forced_frozen: dict[str, str] | None = None) -> DependencyGraph:
+    """Build the channel dependency graph of a traced model (see module docstring).
+
+    ``forced_frozen`` maps node names to a reason: every tensor those nodes touch is frozen.  ``prune``
+    uses it to fence off a node whose pruned form failed verification, then tries again.
+    """
     choices: dict[str, int] = {}
     for _ in range(MAX_PASSES):
-        builder = _Builder(traced, choices)
+        builder = _Builder(traced, choices, dict(forced_frozen or {}))
         builder.run()
         graph = finalize(builder)
         nxt = _retry_choices(builder, graph)

@@ -33,7 +33,7 @@ def rewrite(graph: DependencyGraph, keep: np.ndarray) -> fx.GraphModule:
         try:
             fn(gm, graph, keep)
         except RewriteError as exc:
-            raise RewriteError(f"pass '{name}' failed (after {done or 'nothing'}): {exc}") from exc
+            raise RewriteError(f"pass '{name}' failed (after {done or 'nothing'}): {exc}", exc.node) from exc
         except Exception as exc:
             raise RewriteError(f"pass '{name}' failed (after {done or 'nothing'}): "
                                f"{type(exc).__name__}: {exc}") from exc

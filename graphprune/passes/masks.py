@@ -62,15 +62,26 @@ def masked_layer_norm(x: torch.Tensor, mask: torch.Tensor, n_axes: int, weight, 
     return y * mask
 
 
+def _layer_norm_spec(node: fx.Node, modules: dict) -> tuple | None:
+    """(n_axes, weight, bias, eps) of a LayerNorm module call or ``F.layer_norm`` call, else None."""
+    if node.op == "call_module" and isinstance(modules.get(node.target), torch.nn.LayerNorm):
+        m = modules[node.target]
+        return len(m.normalized_shape), m.weight, m.bias, m.eps
+    if node.op == "call_function" and node.target is torch.nn.functional.layer_norm:
+        arg = lambda i, name, default=None: node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+        return len(arg(1, "normalized_shape")), arg(2, "weight"), arg(3, "bias"), arg(4, "eps", 1e-5)
+    return None
+
+
 def _mask_layer_norms(gm: fx.GraphModule, graph: DependencyGraph, keep: np.ndarray, count: int) -> int:
     """NOTE: a pruned LayerNorm normalises over fewer channels; its masked twin must do the same."""
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
-        m = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(m, torch.nn.LayerNorm) or node.name not in graph.shapes:
+        spec = _layer_norm_spec(node, modules)
+        if spec is None or node.name not in graph.shapes:
             continue
+        k, w, b, eps = spec
         shape = graph.shapes[node.name]
-        k = len(m.normalized_shape)
         full = torch.ones(shape[-k:])
         for i in range(k):
             axis_mask = _axis_mask(graph, node.name, len(shape) - k + i, keep)
@@ -83,9 +94,10 @@ def _mask_layer_norms(gm: fx.GraphModule, graph: DependencyGraph, keep: np.ndarr
         gm.register_buffer(buf, full)
         with gm.graph.inserting_before(node):
             getter = gm.graph.get_attr(buf)
-            w = gm.graph.get_attr(f"{node.target}.weight") if m.weight is not None else None
-            b = gm.graph.get_attr(f"{node.target}.bias") if m.bias is not None else None
-            new = gm.graph.call_function(masked_layer_norm, (node.args[0], getter, k, w, b, m.eps))
+            if node.op == "call_module":
+                w = gm.graph.get_attr(f"{node.target}.weight") if w is not None else None
+                b = gm.graph.get_attr(f"{node.target}.bias") if b is not None else None
+            new = gm.graph.call_function(masked_layer_norm, (node.args[0], getter, k, w, b, eps))
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
     return count

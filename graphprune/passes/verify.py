@@ -9,13 +9,17 @@ import numpy as np
 import torch.fx as fx
 
 from ..depgraph import DependencyGraph, Dim
-from ..trace import propagate_shapes
+from ..trace import NodeRunError, propagate_shapes
 
 __all__ = ["RewriteError", "verify_shapes"]
 
 
 class RewriteError(RuntimeError):
-    """A rewrite produced a graph that does not match its plan (a graphprune bug; please report)."""
+    """A rewrite produced a graph that does not match its plan; ``node`` names where, if known."""
+
+    def __init__(self, message: str, node: str | None = None):
+        super().__init__(message)
+        self.node = node
 
 
 def planned_shape(graph: DependencyGraph, value: str, keep: np.ndarray) -> tuple[int, ...]:
@@ -28,6 +32,8 @@ def verify_shapes(gm: fx.GraphModule, graph: DependencyGraph, keep: np.ndarray) 
         gm.graph.lint()
         gm.recompile()
         shapes = propagate_shapes(gm, graph.traced.example_inputs)
+    except NodeRunError as exc:
+        raise RewriteError(f"the pruned graph does not run: {exc}", node=exc.node) from exc
     except Exception as exc:
         raise RewriteError(f"the pruned graph does not run: {type(exc).__name__}: {exc}") from exc
     for node in gm.graph.nodes:
@@ -38,4 +44,4 @@ def verify_shapes(gm: fx.GraphModule, graph: DependencyGraph, keep: np.ndarray) 
             got = shapes.get(v)
             if got is not None and got != want:
                 raise RewriteError(f"node '{node.name}' ({node.op} {node.target}) has shape {got}, "
-                                   f"the plan says {want}")
+                                   f"the plan says {want}", node=node.name)

@@ -83,6 +83,38 @@ def reshape_like(ctx, x: str | None, out: str | None) -> None:
             _carry(ctx, out, outs, x, ins[0], merge=False)
 
 
+def size_source(ctx, entry) -> Dim | None:
+    """The tensor dim a size argument was read from: ``x.size(i)``, ``x.shape[i]``, ``x.size()[i]``."""
+    if not isinstance(entry, fx.Node):
+        return None
+    if entry.op == "call_method" and entry.target == "size" and len(entry.args) == 2 \
+            and isinstance(entry.args[1], int) and ctx.value_of(entry.args[0]):
+        x = ctx.value_of(entry.args[0])
+        return Dim(x, entry.args[1] % ctx.ndim(x))
+    if entry.op == "call_function" and entry.target is operator.getitem and isinstance(entry.args[1], int):
+        src = entry.args[0]
+        reads_shape = isinstance(src, fx.Node) and (
+            (src.op == "call_function" and src.target is getattr and src.args[1] == "shape")
+            or (src.op == "call_method" and src.target == "size" and len(src.args) == 1))
+        x = ctx.value_of(src.args[0]) if reads_shape else None
+        if x is not None:
+            return Dim(x, entry.args[1] % ctx.ndim(x))
+    return None
+
+
+def couple_size_args(ctx, out: str, entries: list, first_axis: int = 0) -> None:
+    """A size read from tensor t's axis i and used as output axis j: the two must shrink together.
+
+    NOTE: equal *counts* are what is needed; identical elements is stronger, and always valid.
+    """
+    for j, e in enumerate(entries):
+        src = size_source(ctx, e)
+        d = Dim(out, first_axis + j)
+        if src is not None and first_axis + j < ctx.ndim(out) and \
+                ctx.shape(src.value)[src.axis] == ctx.shape(out)[d.axis] and src.value != out:
+            ctx.same(d, src)
+
+
 def _shape_entries(node: fx.Node, first: int):
     """(position container, values) of a shape given as varargs or as one list/tuple argument."""
     rest = node.args[first:]
@@ -117,6 +149,9 @@ def _rewrite_view(rctx) -> None:
 @register(torch.reshape, rewrite=_rewrite_view)
 def view(ctx) -> None:
     reshape_like(ctx, ctx.value_of(ctx.node.args[0]), ctx.out)
+    if ctx.out is not None:
+        entries = list(ctx.node.kwargs["shape"]) if "shape" in ctx.node.kwargs else _shape_entries(ctx.node, 1)[1]
+        couple_size_args(ctx, ctx.out, entries)
 
 
 @register_method("flatten", "squeeze", "unsqueeze", "view_as", "reshape_as")
@@ -338,6 +373,7 @@ def expand(ctx) -> None:
     x, out = ctx.value_of(ctx.node.args[0]), ctx.out
     if x is not None and out is not None:
         ctx.broadcast(out, [x])
+        couple_size_args(ctx, out, _shape_entries(ctx.node, 1)[1])
 
 
 @register_method("expand_as", "broadcast_to")
