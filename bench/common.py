@@ -1,0 +1,258 @@
+"""Shared helpers for ``bench/zoo.py``, ``bench/budget.py`` and ``bench/speed.py``.
+
+One place for: building torchvision models the same way every time, running each pruner the same way
+(graphprune and Torch-Pruning), formatting errors, per-stage time limits, and writing tables + JSON.
+
+The two pruners are configured as follows (everywhere in ``bench/``):
+
+* **graphprune** — ``graphprune.prune(model, budget, example_inputs=x, strategy, importance="l2")``,
+  *budget* = fraction of dense MACs kept.  No ``ignored_layers``: the model's output dims are frozen by
+  graphprune itself (reason ``model output``), which is what ignoring the classifier means.
+* **Torch-Pruning 1.6** — ``tp.pruner.MagnitudePruner`` with ``MagnitudeImportance(p=2)``,
+  ``pruning_ratio`` = fraction of *channels removed* per layer, ``global_pruning=False``, the final
+  classifier layer in ``ignored_layers``; no per-architecture options (``num_heads`` etc.).
+  NOTE: a channel ratio of 0.5 removes roughly 3/4 of a plain conv net's MACs (both in and out channels
+  of a conv shrink), so its MACs ratio is not matched to graphprune's budget; ``zoo.py`` compares
+  *coverage* (which models each tool can prune at all), ``budget.py`` graphprune's budget precision.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+# builder kwargs that the zoo needs beyond ``weights=None``
+BUILD_KWARGS = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+}
+DEFAULT_SIZE = {"inception_v3": 299}
+NUM_CLASSES = 1000
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A torchvision classification model: how to build it and which input it gets."""
+
+    name: str
+    size: int
+    params_m: float  # dense parameter count in millions (torchvision weight metadata; 0 if unknown)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.size, self.size)
+
+
+def _meta_params(name: str) -> float:
+    """Parameter count from torchvision's weight metadata (no download, no model build)."""
+    from torchvision.models import get_model_weights
+
+    try:
+        return get_model_weights(name).DEFAULT.meta["num_params"] / 1e6
+    except Exception:  # a model without published weights: order it last
+        return float("inf")
+
+
+def zoo_specs(names: Iterable[str] | None = None, size: int | None = None) -> list[ModelSpec]:
+    """Every torchvision classification model (or ``names``), ordered small to large by params."""
+    import torchvision
+
+    all_names = torchvision.models.list_models(module=torchvision.models)
+    if names is not None:
+        wanted = list(names)
+        unknown = sorted(set(wanted) - set(all_names))
+        if unknown:
+            raise SystemExit(f"unknown models: {unknown}")
+        all_names = wanted
+    specs = [ModelSpec(n, size or DEFAULT_SIZE.get(n, 224), _meta_params(n)) for n in all_names]
+    return sorted(specs, key=lambda s: (s.params_m, s.name))
+
+
+def build_model(name: str, seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised torchvision model in eval mode (same weights for the same seed)."""
+    from torchvision.models import get_model
+
+    torch.manual_seed(seed)
+    return get_model(name, weights=None, **BUILD_KWARGS.get(name, {})).eval()
+
+
+def example_input(shape: Sequence[int], seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def classifier(model: torch.nn.Module) -> tuple[str, torch.nn.Module]:
+    """The final classifier: the last Linear/Conv2d whose output size is the number of classes."""
+    found = None
+    for name, m in model.named_modules():
+        out = getattr(m, "out_features", None) if isinstance(m, torch.nn.Linear) else \
+            getattr(m, "out_channels", None) if isinstance(m, torch.nn.Conv2d) else None
+        if out == NUM_CLASSES:
+            found = (name, m)
+    if found is None:
+        raise ValueError(f"no layer with {NUM_CLASSES} outputs in {type(model).__name__}")
+    return found
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def first_output(y: Any) -> torch.Tensor:
+    return y[0] if isinstance(y, (tuple, list)) else y
+
+
+# ----------------------------------------------------------------------------------------------- errors
+
+class StageTimeout(Exception):
+    """A benchmark stage ran past its time limit."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, stage: str):
+    """Raise ``StageTimeout`` if the body runs longer than ``seconds`` (SIGALRM; main thread only).
+
+    NOTE: the alarm is delivered between Python bytecodes, so one long C call (a huge conv) overruns it;
+    ``zoo.py`` also runs each model in a subprocess with a hard timeout.
+    """
+    if not seconds:
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise StageTimeout(f"{stage} exceeded {seconds:.0f}s")
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def error_text(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` (truncated), the form every result file records."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg[:limit]}"
+
+
+def graphprune_error_kind(exc: BaseException) -> str:
+    """``trace`` / ``budget`` / ``rewrite`` for graphprune's own errors, ``timeout``, else ``bug``."""
+    import graphprune
+
+    kinds = {graphprune.TraceError: "trace", graphprune.BudgetError: "budget",
+             graphprune.RewriteError: "rewrite", graphprune.PlanError: "plan", StageTimeout: "timeout"}
+    for cls, kind in kinds.items():
+        if isinstance(exc, cls):
+            return kind
+    return "bug"
+
+
+# ----------------------------------------------------------------------------------------------- pruners
+
+@dataclass
+class TpRun:
+    """Torch-Pruning on one model: the pruned model (or None) and what it took."""
+
+    model: torch.nn.Module | None
+    seconds: float
+    macs_before: float = 0.0  # tp.utils.count_ops_and_params (its own MACs counter)
+    macs_after: float = 0.0
+    error: str = ""
+
+    @property
+    def macs_ratio(self) -> float | None:
+        return self.macs_after / self.macs_before if self.model is not None and self.macs_before else None
+
+
+def torch_pruning_prune(model: torch.nn.Module, x: torch.Tensor, ratio: float = 0.5,
+                        count: bool = True) -> TpRun:
+    """Prune ``model`` in place with Torch-Pruning's magnitude pruner (L2, per layer, classifier ignored).
+
+    ``seconds`` covers building the pruner (its dependency graph) and ``step()``; not the MACs counts.
+    """
+    import torch_pruning as tp
+
+    before = float(tp.utils.count_ops_and_params(model, x)[0]) if count else 0.0
+    t = time.perf_counter()
+    pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=2),
+                                       pruning_ratio=ratio, global_pruning=False,
+                                       ignored_layers=[classifier(model)[1]])
+    pruner.step()
+    seconds = time.perf_counter() - t
+    after = float(tp.utils.count_ops_and_params(model, x)[0]) if count else 0.0
+    return TpRun(model, seconds, before, after)
+
+
+def graphprune_seconds(report: Any) -> float:
+    """Total prune time graphprune reports (trace + dependency graph + search + rewrite)."""
+    return float(sum(report.seconds.values()))
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+def fmt(value: Any, spec: str = ".3f", none: str = "—") -> str:
+    """Format a table cell: numbers with ``spec``, booleans as ✓/✗, None as ``none``."""
+    if value is None:
+        return none
+    if isinstance(value, bool):
+        return "✓" if value else "✗"
+    if isinstance(value, (int, float)):
+        return format(value, spec)
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table; cells are ``str``-ed and ``|`` escaped."""
+    clean = lambda c: str(c).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON atomically (write a sibling, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    tmp.replace(path)
+
+
+def environment() -> dict:
+    """Library versions and thread count, recorded in every result file."""
+    import platform
+
+    import onnxruntime
+    import torch_pruning
+    import torchvision
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
+            "torch_pruning": getattr(torch_pruning, "__version__", "?"), "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+@dataclass
+class Timer:
+    """``with Timer() as t: ...`` then ``t.seconds``."""
+
+    seconds: float = 0.0
+    _start: float = field(default=0.0, repr=False)
+
+    def __enter__(self) -> "Timer":
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._start
