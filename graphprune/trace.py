@@ -71,11 +71,12 @@ class TracedModel:
 class _GraphpruneTracer(fx.Tracer):
     """fx tracer that honours user leaf modules and remembers which module it is inside."""
 
-    def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str]):
+    def __init__(self, leaf_types: tuple[type, ...] = (), leaf_names: frozenset[str] = frozenset()):
         super().__init__()
         self._leaf_types = leaf_types
         self._leaf_names = leaf_names
         self.gp_module_stack: list[tuple[str, str]] = []
+        self.failed_in: tuple[str, str] | None = None
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         if qualname in self._leaf_names or (self._leaf_types and isinstance(m, self._leaf_types)):
@@ -87,6 +88,10 @@ class _GraphpruneTracer(fx.Tracer):
         self.gp_module_stack.append((qualname, type(m).__name__))
         try:
             return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:  # innermost module wins
+                self.failed_in = self.gp_module_stack[-1]
+            raise
         finally:
             self.gp_module_stack.pop()
 
@@ -113,7 +118,7 @@ def _trace_graph(model: torch.nn.Module, leaf_modules, concrete_args) -> fx.Grap
     try:
         graph = tracer.trace(model, concrete_args=concrete_args)
     except Exception as exc:  # fx raises many types; all mean "cannot trace"
-        where = tracer.gp_module_stack[-1] if tracer.gp_module_stack else ("<root>", type(model).__name__)
+        where = tracer.failed_in or ("<root>", type(model).__name__)
         raise TraceError(
             f"torch.fx could not trace module '{where[0]}' ({where[1]}): {type(exc).__name__}: {exc}\n"
             f"Ways through: pass leaf_modules=[{where[1]}] (or the name '{where[0]}') to keep it as one opaque "

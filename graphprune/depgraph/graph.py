@@ -238,8 +238,10 @@ def _footprints(g: DependencyGraph, comp: np.ndarray, unit_comps: np.ndarray) ->
     mask = is_unit[comp]
     pairs = np.unique(comp[mask].astype(np.int64) * n_cls + el_class[mask])
     comps, classes = pairs // n_cls, pairs % n_cls
-    starts = np.flatnonzero(np.r_[True, comps[1:] != comps[:-1]])
     out: dict[tuple, list[int]] = {}
+    if len(comps) == 0:
+        return out
+    starts = np.flatnonzero(np.r_[True, comps[1:] != comps[:-1]])
     for s, e in zip(starts, np.r_[starts[1:], len(comps)]):
         out.setdefault(tuple(classes[s:e].tolist()), []).append(int(comps[s]))
     return out
