@@ -165,9 +165,9 @@ class DependencyGraph:
             share[g.name] = sum(macs[n] for n, idx in node_of_term.items() if idx & cls) / total
         return share
 
-    def summary(self) -> str:
+    def summary(self, max_groups: int = 60) -> str:
         from .inspect import summary
-        return summary(self)
+        return summary(self, max_groups)
 
     def to_networkx(self):
         from .inspect import to_networkx
