@@ -21,6 +21,7 @@ import contextlib
 import json
 import signal
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -141,10 +142,19 @@ def time_limit(seconds: float | None, stage: str):
         signal.signal(signal.SIGALRM, old)
 
 
-def error_text(exc: BaseException, limit: int = 300) -> str:
-    """``Type: first line of the message`` (truncated), the form every result file records."""
+def error_text(exc: BaseException, limit: int = 300, where: bool = True) -> str:
+    """``Type: first line of the message [at file:line in function]``, the form every result file records.
+
+    The location (the innermost frame that raised) is added for errors that are not one of graphprune's
+    own, whose messages already say where; it makes a bare ``ZeroDivisionError`` a specific reason.
+    """
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {msg[:limit]}"
+    text = f"{type(exc).__name__}: {msg[:limit]}"
+    if where and graphprune_error_kind(exc) in ("bug", "timeout") and exc.__traceback__ is not None:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        path = frame.filename.split("site-packages/")[-1].replace(str(REPO) + "/", "")
+        text += f" [at {path}:{frame.lineno} in {frame.name}]"
+    return text
 
 
 def graphprune_error_kind(exc: BaseException) -> str:
