@@ -66,6 +66,7 @@ class TracedModel:
     example_inputs: tuple
     was_training: bool
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    counted_macs: float | None = None
 
 
 class _GraphpruneTracer(fx.Tracer):
@@ -157,21 +158,33 @@ def _shape_prop(gm: fx.GraphModule, example_inputs: Sequence, fake: bool) -> Non
         _NamedShapeProp(gm, fake_mode=mode).propagate(*example_inputs)
 
 
-def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence) -> dict[str, tuple[int, ...]]:
+def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence,
+                     macs_out: list | None = None) -> dict[str, tuple[int, ...]]:
     """Run ShapeProp in eval mode under no_grad; return value name -> shape.
 
     Tries fake tensors first (no arithmetic); falls back to a real forward for ops fake mode lacks.
+    If ``macs_out`` is a list, the MACs torch's FLOP counter saw during propagation are appended to it.
     """
+    from .flops import counting_macs
+
     was_training = gm.training
     gm.eval()
+    counter_ctx = counting_macs() if macs_out is not None else contextlib.nullcontext()
     try:
         with torch.no_grad():
-            try:
-                _shape_prop(gm, example_inputs, fake=True)
-            except Exception:
-                _shape_prop(gm, example_inputs, fake=False)
+            for fake in (True, False):
+                try:
+                    with counter_ctx as counter:
+                        _shape_prop(gm, example_inputs, fake=fake)
+                    break
+                except Exception:
+                    if not fake:
+                        raise
+                    counter_ctx = counting_macs() if macs_out is not None else contextlib.nullcontext()
     finally:
         gm.train(was_training)
+    if macs_out is not None:
+        macs_out.append(counter.get_total_flops() / 2)
     return _record_shapes(gm)
 
 
@@ -195,8 +208,10 @@ def trace(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable
         gm = private
     else:
         gm = _trace_graph(private, leaf_modules, concrete_args)
+    macs: list[float] = []
     try:
-        shapes = propagate_shapes(gm, inputs)
+        shapes = propagate_shapes(gm, inputs, macs)
     except Exception as exc:
         raise TraceError(f"the traced graph failed to run on example_inputs: {type(exc).__name__}: {exc}") from exc
-    return TracedModel(gm=gm, example_inputs=inputs, was_training=was_training, shapes=shapes)
+    return TracedModel(gm=gm, example_inputs=inputs, was_training=was_training, shapes=shapes,
+                       counted_macs=macs[0] if macs else None)

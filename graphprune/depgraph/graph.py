@@ -100,6 +100,7 @@ class DependencyGraph:
         self._unit_counts: sp.csr_matrix | None = None
         self._mac_terms: list[tuple[str, float, list[int]]] = []
         self._param_terms: list[tuple[str, list[int]]] = []
+        self.unmodeled_macs = 0.0  # cost of ops without a rule (frozen, so constant)
 
     # ---- sizes and costs under a keep mask over units ------------------------------------------
     @property
@@ -120,7 +121,7 @@ class DependencyGraph:
     def cost(self, keep: np.ndarray | None = None) -> Cost:
         """MACs and params of the model pruned to ``keep`` (exact for ops with a rule, 0 MACs for others)."""
         sizes = self.class_sizes(self.full_keep() if keep is None else keep).astype(np.float64)
-        macs = sum(coef * np.prod(sizes[idx]) for _, coef, idx in self._mac_terms)
+        macs = self.unmodeled_macs + sum(coef * np.prod(sizes[idx]) for _, coef, idx in self._mac_terms)
         params = sum(np.prod(sizes[idx]) for _, idx in self._param_terms)
         return Cost(macs=float(macs), params=float(params))
 
@@ -346,5 +347,9 @@ def finalize(b: "_Builder") -> DependencyGraph:
     unit_comps = _units(b, g, comp, n_comp)
     _groups(b, g, comp, unit_comps)
     _cost_terms(b, g)
+    if b.traced.counted_macs is not None:
+        # NOTE: rules model conv/linear/matmul/attention exactly; whatever torch counted beyond them belongs
+        # to ops without a rule, whose tensors are frozen: a constant that every budget must include.
+        g.unmodeled_macs = max(0.0, b.traced.counted_macs - g.cost().macs)
     _frozen_report(b, g, comp)
     return g

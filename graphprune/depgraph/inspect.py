@@ -19,6 +19,8 @@ def summary(g: "DependencyGraph", max_groups: int = 60) -> str:
     share = g.group_macs_share()
     lines = [f"{type(g.traced.gm).__name__}: {c.macs / 1e6:.2f} MMACs, {c.params / 1e6:.3f} M params, "
              f"{len(g.groups)} prunable groups, {g.n_units} prunable channels, {len(g.frozen)} frozen sets"]
+    if g.unmodeled_macs:
+        lines.append(f"{g.unmodeled_macs / 1e6:.2f} MMACs are in ops without a channel rule (kept whole)")
     lines.append(f"{'group':<44} {'units':>6} {'MACs%':>6} {'exact':>5}  layers")
     for grp in g.groups[:max_groups]:
         layers = _layers(grp.members)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..depgraph import DependencyGraph, build_dependency_graph
+from ..flops import counted_macs
 from ..passes import masked_model, rewrite
 from ..search.allocate import _repair_empty
 from ..trace import normalize_inputs, trace
@@ -50,31 +51,6 @@ def random_keep(graph: DependencyGraph, rng: np.random.Generator, p_keep: float 
             keep[g.first_unit + rng.integers(g.n_units)] = True
         order.append(rng.permutation(g.n_units))
     return _repair_empty(graph, keep, order)
-
-
-def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of CPU flash attention (FlopCounterMode has no formula for this kernel)."""
-    *batch, q_len, d_qk = query_shape
-    s_len, d_v = key_shape[-2], value_shape[-1]
-    n = 1
-    for b in batch:
-        n *= b
-    return 2 * n * q_len * s_len * (d_qk + d_v)
-
-
-def counted_macs(model: torch.nn.Module, inputs: tuple) -> float:
-    """MACs counted by torch's FlopCounterMode (independent of graphprune's cost model)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    custom = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA kernel has no FLOP formula either
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=custom) as counter:
-            model(*inputs)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-    return counter.get_total_flops() / 2
 
 
 @dataclass
