@@ -1,7 +1,8 @@
 """Command line: ``graphprune prune MODEL --budget 0.5 --onnx out.onnx`` and ``graphprune inspect MODEL``.
 
 MODEL is ``torchvision:<name>`` (weights=None), ``models:<name>`` (graphprune's bundled reference
-networks) or ``path/to/file.py:factory`` (a function returning an ``nn.Module``).
+networks), ``checkpoint:<file.pt>`` (a trained baseline from ``checkpoints/``) or
+``path/to/file.py:factory`` (a function returning an ``nn.Module``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None) -> tuple[torch.nn
     """Resolve a MODEL spec to (model in eval mode, example input)."""
     kind, _, name = spec.partition(":")
     if not name:
-        raise SystemExit(f"MODEL must be torchvision:<name>, models:<name> or file.py:factory, got {spec!r}")
+        raise SystemExit(f"MODEL must be torchvision:<name>, models:<name>, checkpoint:<file> or file.py:factory, "
+                         f"got {spec!r}")
     if kind == "torchvision":
         import torchvision
 
@@ -38,6 +40,13 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None) -> tuple[torch.nn
 
         model = models.build(name)
         default = models.INPUT_SHAPES.get(name, (1, 3, 32, 32))
+    elif kind == "checkpoint":
+        from .train import load_checkpoint
+
+        ckpt = load_checkpoint(name)
+        model = ckpt.build()
+        side = 28 if "28x28" in str(ckpt.meta.get("input", "")) else 32
+        default = (1, ckpt.kwargs.get("in_channels", 3), side, side)
     elif kind.endswith(".py"):
         path = Path(kind)
         if not path.exists():
@@ -66,6 +75,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     pruned, report, plan = run_job(args.model, model, x, budget, onnx_path=args.onnx, threads=args.threads,
                                    strategy=args.strategy, importance=args.importance, round_to=args.round_to,
                                    ignored_layers=args.ignore)
+    if args.eval:
+        report.notes += _accuracy_notes(args, model, pruned, x)
     print(report.table())
     if args.save:
         save_pruned(pruned, args.save, plan)
@@ -73,6 +84,27 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if args.report:
         Path(args.report).write_text(report.to_json())
     return 0
+
+
+def _accuracy_notes(args: argparse.Namespace, dense: torch.nn.Module, pruned: torch.nn.Module,
+                    x: torch.Tensor) -> list[str]:
+    """Top-1 accuracy of dense and pruned on a test slice, and after an optional short KD fine-tune."""
+    from .data import ImageOptions, load_split
+    from .train import TrainConfig, evaluate, finetune
+    from .train.loop import make_loader
+
+    options = ImageOptions(pad_to_32=x.shape[-1] == 32, in_channels=x.shape[1])
+    test = make_loader(load_split(args.eval, "test", subset=args.eval_samples, options=options), 256, False)
+    notes = [f"{args.eval} test accuracy ({args.eval_samples} images): dense {evaluate(dense, test):.4f}, "
+             f"pruned {evaluate(pruned, test):.4f} before fine-tuning"]
+    if args.finetune_epochs > 0:
+        train = make_loader(load_split(args.eval, "train", subset=args.finetune_samples, stratified=True,
+                                       options=options), 128)
+        config = TrainConfig(epochs=args.finetune_epochs, lr=0.01, kd_alpha=0.5)
+        finetune(pruned, train, config, teacher=dense)
+        notes.append(f"after {args.finetune_epochs} epoch(s) of KD fine-tuning on {args.finetune_samples} "
+                     f"images: pruned {evaluate(pruned, test):.4f}")
+    return notes
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -104,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for latency")
     pr.add_argument("--save", help="save the pruned GraphModule (and its plan as JSON beside it)")
     pr.add_argument("--report", help="write the report as JSON")
+    pr.add_argument("--eval", choices=["fashion_mnist", "mnist"], help="report accuracy on this test split")
+    pr.add_argument("--eval-samples", type=int, default=2000)
+    pr.add_argument("--finetune-epochs", type=int, default=0, help="KD fine-tune epochs after pruning")
+    pr.add_argument("--finetune-samples", type=int, default=5000)
     pr.set_defaults(fn=_cmd_prune)
     ins = sub.add_parser("inspect", help="print the dependency graph: groups, frozen dims and why")
     ins.add_argument("model")

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The main job: prune the bundled CIFAR-style ResNet-56 — the Fashion-MNIST-trained baseline when its
+# checkpoint is here, else ResNet-20's, else untrained weights — to half its MACs, export ONNX, check it
+# with ONNX Runtime, time dense vs pruned, and print the report.  BUDGET=0.3 bash scripts/quickstart.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup_env.sh
+model="models:resnet56"
+eval_args=()
+for ckpt in checkpoints/resnet56.pt checkpoints/resnet20.pt; do
+  if [ -f "$ckpt" ]; then
+    model="checkpoint:$ckpt"
+    [ -d /usr/share/datasets/fashion-mnist ] && eval_args=(--eval fashion_mnist --finetune-epochs 1)
+    break
+  fi
+done
+graphprune prune "$model" --budget "${BUDGET:-0.5}" --onnx out/pruned.onnx \
+  --save out/pruned.pt --report out/report.json \
+  ${eval_args[@]+"${eval_args[@]}"}

