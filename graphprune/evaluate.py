@@ -200,21 +200,21 @@ class MaskedGraph:
         return self.gm
 
     @contextlib.contextmanager
-    def gated(self, gates: torch.Tensor) -> Iterator[fx.GraphModule]:
-        """Within the block, site masks are ``gates[n, unit]`` (``gates``: (batch, n_units + 1)).
+    def gated(self, gates: list[torch.Tensor]) -> Iterator[fx.GraphModule]:
+        """Within the block, site k's mask is ``gates[k][n, unit]`` (each gate: (batch, n_units + 1)).
 
-        Sites whose leading axis is not the batch read the batch-mean gate (their per-sample gradient
-        then spreads evenly over the batch).
+        One gate per site, so a gradient tells sites apart (sum them for the shared gate of the unit).
+        Sites whose leading axis is not the batch read the batch-mean gate row (their per-sample
+        gradient then spreads evenly over the batch).
         """
         buffers = self.gm._buffers
         saved = {s.buffer: buffers[s.buffer] for s in self.sites}
         try:
-            for s in self.sites:
+            for s, gate in zip(self.sites, gates, strict=True):
                 if s.batch_major:
-                    shape = [gates.shape[0]] + s.shape[1:]
-                    buffers[s.buffer] = gates[:, s.index].reshape(shape)
+                    buffers[s.buffer] = gate[:, s.index].reshape([gate.shape[0]] + s.shape[1:])
                 else:
-                    buffers[s.buffer] = gates.mean(0)[s.index].reshape(s.shape)
+                    buffers[s.buffer] = gate.mean(0)[s.index].reshape(s.shape)
             yield self.gm
         finally:
             buffers.update(saved)
