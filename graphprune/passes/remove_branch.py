@@ -1,0 +1,173 @@
+"""Pass: remove a branch of a concat — the operand leaves the concat, consumers lose its input columns.
+
+Rules (``find_branches`` is the analysis, ``check_branch`` the check, ``remove_branches`` the rewrite):
+
+1. A *branch* is operand ``i`` of a ``torch.cat`` of two or more tensors; its *private part* is the
+   operand and its ancestors no other operand depends on (so removing it deletes the branch's layers).
+2. Check, with a reason for refusing: the private nodes are used only inside the branch and by the
+   concat (else they would stay, with no output channels); every element of the concat output that comes from operand ``i``
+   is part of a prunable unit of the dependency graph, and those units touch only the branch's private
+   nodes and the concat's descendants (otherwise removing the channels would change something that is
+   not the branch's output); at least one operand of each concat remains.
+3. Rewrite: with ``keep`` = every unit except the branch's, slice parameters and apply the op rules'
+   size fixes (the consumers' input columns for those channels go); drop operand ``i`` from the concat
+   (one remaining operand replaces the concat); delete dead nodes (the branch), then unused submodules;
+   verify every remaining value has its planned shape.
+
+Before / after (c1 + c2 + c3 = conv.in_channels)::
+
+    y = conv(cat([b1(x), b2(x), b3(x)], 1))   ->   y = conv'(cat([b1(x), b3(x)], 1)),  conv' reads c1 + c3
+
+The result equals the original with operand ``i`` multiplied by 0, which is what GAL's branch mask at 0
+computes; ``tests/passes/test_remove_branch.py`` holds it to that.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from ..depgraph import DependencyGraph, Dim
+from .remove_block import private_parts
+from .rule_rewrites import apply_rule_rewrites
+from .slice_parameters import slice_parameters
+from .verify import RewriteError, verify_shapes
+
+__all__ = ["Branch", "find_branches", "check_branch", "branch_units", "remove_branches"]
+
+CATS = (torch.cat, torch.concat, torch.concatenate)
+
+
+@dataclass(frozen=True)
+class Branch:
+    """Operand ``index`` of concat node ``concat``; ``private`` names the branch's own nodes."""
+
+    concat: str
+    index: int
+    private: tuple[str, ...]
+
+
+def _cat_operands(node: fx.Node) -> list[fx.Node] | None:
+    if node.op != "call_function" or node.target not in CATS:
+        return None
+    items = node.args[0] if node.args else node.kwargs.get("tensors")
+    if not isinstance(items, (list, tuple)) or len(items) < 2 or not all(isinstance(t, fx.Node) for t in items):
+        return None
+    return list(items)
+
+
+def _cat_dim(node: fx.Node) -> int:
+    return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+
+
+def find_branches(gm: fx.GraphModule) -> list[Branch]:
+    """Every operand of every concat whose private part is not empty (rule 1), in graph order."""
+    out = []
+    for node in gm.graph.nodes:
+        operands = _cat_operands(node)
+        if operands is None:
+            continue
+        for i, part in enumerate(private_parts(operands)):
+            if part:
+                out.append(Branch(node.name, i, tuple(n.name for n in gm.graph.nodes if n in part)))
+    return out
+
+
+def branch_units(graph: DependencyGraph, branch: Branch) -> np.ndarray | None:
+    """Unit ids of the concat-output elements that come from the branch (None if any is frozen)."""
+    node = next(n for n in graph.traced.gm.graph.nodes if n.name == branch.concat)
+    operands = _cat_operands(node)
+    axis = _cat_dim(node) % len(graph.shapes[node.name])
+    sizes = [graph.shapes[o.name][axis] for o in operands]
+    lo = sum(sizes[:branch.index])
+    c = graph.dim_class.get(Dim(node.name, axis))
+    if c is None:
+        return None
+    units = graph.element_unit[graph.class_offset[c] + lo:graph.class_offset[c] + lo + sizes[branch.index]]
+    return None if (units < 0).any() else np.unique(units)
+
+
+def _descendants(node: fx.Node) -> set[fx.Node]:
+    seen, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.users)
+    return seen
+
+
+def _owner(value: str, nodes: dict, gm: fx.GraphModule) -> set[str]:
+    """Node names a value belongs to: the node itself, or the nodes that use a parameter's module."""
+    if not value.startswith("@"):
+        return {value.split("#")[0]}
+    module = value[1:].rpartition(".")[0]
+    return {n.name for n in nodes.values() if (n.op == "call_module" and n.target == module)
+            or (n.op == "get_attr" and n.target == value[1:])}
+
+
+def check_branch(graph: DependencyGraph, branch: Branch) -> str:
+    """Why the branch cannot be removed, or '' (rule 2)."""
+    gm = graph.traced.gm
+    nodes = {n.name: n for n in gm.graph.nodes}
+    private = set(branch.private)
+    leaks = [n for n in branch.private if any(u.name not in private | {branch.concat} for u in nodes[n].users)]
+    if leaks:
+        return f"branch {branch.index} of {branch.concat}: {leaks[0]} is also used outside the branch"
+    units = branch_units(graph, branch)
+    if units is None:
+        return f"branch {branch.index} of {branch.concat} has frozen channels"
+    allowed = set(branch.private) | {n.name for n in _descendants(nodes[branch.concat])}
+    counts = graph._unit_counts.tocsc()
+    for u in units:
+        for c in counts.indices[counts.indptr[u]:counts.indptr[u + 1]]:
+            for d in graph.class_dims[c]:
+                outside = _owner(d.value, nodes, gm) - allowed
+                if outside:
+                    return (f"branch {branch.index} of {branch.concat}: its channels are coupled to "
+                            f"{sorted(outside)[0]}, outside the branch and the concat's consumers")
+    return ""
+
+
+def _drop_operands(gm: fx.GraphModule, concat: str, indices: set[int]) -> None:
+    node = next(n for n in gm.graph.nodes if n.name == concat)
+    operands = _cat_operands(node)
+    remaining = [o for i, o in enumerate(operands) if i not in indices]
+    if len(remaining) == 1:
+        node.replace_all_uses_with(remaining[0])
+        gm.graph.erase_node(node)
+    elif node.args:
+        node.args = (type(node.args[0])(remaining),) + tuple(node.args[1:])
+    else:
+        node.kwargs = {**node.kwargs, "tensors": type(node.kwargs["tensors"])(remaining)}
+
+
+def remove_branches(graph: DependencyGraph, branches: Iterable[Branch]) -> fx.GraphModule:
+    """A new GraphModule without ``branches`` (rule 3); raises ``RewriteError`` with the check's reason."""
+    branches = list(branches)
+    by_concat: dict[str, set[int]] = {}
+    keep = graph.full_keep()
+    for b in branches:
+        reason = check_branch(graph, b)
+        if reason:
+            raise RewriteError(f"cannot remove {b.concat}[{b.index}]: {reason}", node=b.concat)
+        keep[branch_units(graph, b)] = False
+        by_concat.setdefault(b.concat, set()).add(b.index)
+    for concat, indices in by_concat.items():
+        n_ops = len(_cat_operands(next(n for n in graph.traced.gm.graph.nodes if n.name == concat)))
+        if len(indices) >= n_ops:
+            raise RewriteError(f"cannot remove every operand of {concat}", node=concat)
+    gm = copy.deepcopy(graph.traced.gm)
+    slice_parameters(gm, graph, keep)
+    apply_rule_rewrites(gm, graph, keep)
+    for concat, indices in by_concat.items():
+        _drop_operands(gm, concat, indices)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    verify_shapes(gm, graph, keep)
+    gm.train(graph.traced.was_training)
+    return gm
