@@ -97,16 +97,17 @@ def _ignored_groups(graph: DependencyGraph, ignored_layers: Iterable) -> frozens
     return frozenset(hit)
 
 
-def _fence(gm: fx.GraphModule, node_name: str) -> list[str]:
+def _fence(gm: fx.GraphModule, shapes: dict, node_name: str) -> list[str]:
     """The failing node plus the nodes that read the tensor sizes it was given (``x.size()`` etc.)."""
     nodes = {n.name: n for n in gm.graph.nodes}
+    is_tensor = lambda n: n.name in shapes or f"{n.name}#0" in shapes
     fence, stack, seen = [node_name], list(nodes[node_name].all_input_nodes), set()
     while stack:
         n = stack.pop()
         if n.name in seen:
             continue
         seen.add(n.name)
-        if "tensor_meta" in n.meta:  # a tensor: stop here
+        if is_tensor(n):  # a tensor: stop here
             continue
         fence.append(n.name)  # size arithmetic or a size read: walk up to the tensors it reads
         stack.extend(n.all_input_nodes)
@@ -166,7 +167,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             if exc.node is None or exc.node in forced or attempt == MAX_VERIFY_RETRIES:
                 raise
             why = f"frozen after verification failed: {str(exc).splitlines()[0][:200]}"
-            forced.update({name: why for name in _fence(traced.gm, exc.node)})
+            forced.update({name: why for name in _fence(traced.gm, traced.shapes, exc.node)})
             continue
         finally:
             seconds["rewrite"] = seconds.get("rewrite", 0.0) + time.perf_counter() - t

@@ -23,7 +23,7 @@ import torch
 import torch.fx as fx
 from torch.fx.passes.shape_prop import ShapeProp
 
-__all__ = ["TraceError", "NodeRunError", "TracedModel", "trace", "normalize_inputs", "propagate_shapes"]
+__all__ = ["structure_copy", "TraceError", "NodeRunError", "TracedModel", "trace", "normalize_inputs", "propagate_shapes"]
 
 
 class TraceError(RuntimeError):
@@ -97,6 +97,17 @@ class _GraphpruneTracer(fx.Tracer):
             self.gp_module_stack.pop()
 
 
+def structure_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """Deep-copy the module tree but share its parameter and buffer tensors (no weight memory copied).
+
+    NOTE: the copy may be rewired and its attributes changed freely; its tensors must only be *replaced*,
+    never modified in place, since they still belong to the original.
+    """
+    memo = {id(t): t for t in module.parameters(recurse=True)}
+    memo.update({id(t): t for t in module.buffers(recurse=True)})
+    return copy.deepcopy(module, memo)
+
+
 def normalize_inputs(example_inputs: Any) -> tuple:
     """Accept a tensor, a tuple/list of tensors; return a tuple."""
     if isinstance(example_inputs, torch.Tensor):
@@ -145,17 +156,30 @@ def _record_shapes(gm: fx.GraphModule) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _shape_prop(gm: fx.GraphModule, example_inputs: Sequence, fake: bool) -> None:
-    if not fake:
-        with contextlib.redirect_stderr(io.StringIO()):
-            _NamedShapeProp(gm).propagate(*example_inputs)
-        return
-    # NOTE: fake tensors carry shapes without computing: shape propagation costs no FLOPs.
-    from torch._subclasses.fake_tensor import FakeTensorMode
+def _meta_copy(gm: fx.GraphModule) -> fx.GraphModule:
+    """The same graph and modules with every parameter and buffer on the meta device (no data)."""
+    meta = structure_copy(gm)
+    for module in meta.modules():
+        for store in (module._parameters, module._buffers):
+            for name, t in list(store.items()):
+                if t is not None:
+                    m = t.detach().to("meta")
+                    store[name] = torch.nn.Parameter(m, t.requires_grad) if isinstance(t, torch.nn.Parameter) else m
+    return meta
 
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with mode, contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks itself
-        _NamedShapeProp(gm, fake_mode=mode).propagate(*example_inputs)
+
+def _shape_prop(gm: fx.GraphModule, example_inputs: Sequence, fake: bool) -> dict[str, tuple[int, ...]]:
+    if not fake:
+        with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks itself
+            _NamedShapeProp(gm).propagate(*example_inputs)
+        return _record_shapes(gm)
+    # NOTE: meta tensors carry shapes without data or arithmetic: shape propagation costs no FLOPs and
+    # no copy of the weights.  Ops without a meta kernel fall back to the real run.
+    meta = _meta_copy(gm)
+    inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in example_inputs]
+    with contextlib.redirect_stderr(io.StringIO()):
+        _NamedShapeProp(meta).propagate(*inputs)
+    return _record_shapes(meta)
 
 
 def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence,
@@ -175,7 +199,7 @@ def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence,
             for fake in (True, False):
                 try:
                     with counter_ctx as counter:
-                        _shape_prop(gm, example_inputs, fake=fake)
+                        shapes = _shape_prop(gm, example_inputs, fake=fake)
                     break
                 except Exception:
                     if not fake:
@@ -185,12 +209,14 @@ def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence,
         gm.train(was_training)
     if macs_out is not None:
         macs_out.append(counter.get_total_flops() / 2)
-    return _record_shapes(gm)
+    return shapes
 
 
 def trace(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable = (),
           concrete_args: dict | None = None) -> TracedModel:
-    """Trace a deep copy of ``model`` (the user's module is never touched) and propagate shapes.
+    """Trace a private copy of ``model`` (the user's module is never touched) and propagate shapes.
+
+    The copy shares the user's tensors (read only); every rewrite replaces or clones them.
 
     Args:
         model: any ``nn.Module``; an existing ``fx.GraphModule`` is copied, not re-traced.
@@ -201,7 +227,7 @@ def trace(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable
     inputs = normalize_inputs(example_inputs)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    private = copy.deepcopy(model)
+    private = structure_copy(model)
     was_training = private.training
     private.eval()  # NOTE: control flow on self.training is traced as in inference; BN stats stay put
     if isinstance(private, fx.GraphModule) and not leaf_modules and concrete_args is None:

@@ -27,6 +27,12 @@ def test_state_dict_and_mode_unchanged_and_result_smaller():
     assert model.training and pruned.training  # the mode is carried over
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
     assert isinstance(pruned, torch.fx.GraphModule)
+    user = {id(t) for t in list(model.parameters()) + list(model.buffers())}
+    assert not any(id(t) in user for t in list(pruned.parameters()) + list(pruned.buffers()))
+    with torch.no_grad():  # fine-tuning the pruned model must not touch the user's model
+        for t in pruned.parameters():
+            t.add_(1.0)
+    assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)
 
 
 def test_untraceable_model_names_module_and_way_out():

@@ -29,7 +29,7 @@ class CostModel:
         # holds this model to DependencyGraph.cost at 0/1 points.
         counts = graph._unit_counts.tocoo()
         self.counts = torch.sparse_coo_tensor(np.vstack([counts.row, counts.col]), counts.data.astype(np.float64),
-                                              counts.shape).coalesce()
+                                              counts.shape, check_invariants=True).coalesce()
         self.class_size = torch.as_tensor(graph.class_size, dtype=torch.float64)
         terms = graph._mac_terms if metric == "macs" else [(k, 1.0, idx) for k, idx in graph._param_terms]
         width = max((len(idx) for _, _, idx in terms), default=1)

@@ -5,12 +5,12 @@ and the passes that ran before it.
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
+import torch
 import torch.fx as fx
 
 from ..depgraph import DependencyGraph
+from ..trace import structure_copy
 from .masks import masked_model
 from .rule_rewrites import apply_rule_rewrites
 from .slice_parameters import slice_parameters
@@ -27,7 +27,7 @@ REWRITE_PIPELINE = [
 
 def rewrite(graph: DependencyGraph, keep: np.ndarray) -> fx.GraphModule:
     """A new, physically smaller GraphModule keeping the units in ``keep``; the traced model is untouched."""
-    gm = copy.deepcopy(graph.traced.gm)
+    gm = structure_copy(graph.traced.gm)
     done: list[str] = []
     for name, fn in REWRITE_PIPELINE:
         try:
@@ -38,5 +38,20 @@ def rewrite(graph: DependencyGraph, keep: np.ndarray) -> fx.GraphModule:
             raise RewriteError(f"pass '{name}' failed (after {done or 'nothing'}): "
                                f"{type(exc).__name__}: {exc}") from exc
         done.append(name)
+    _own_tensors(gm, graph.traced.gm)
     gm.train(graph.traced.was_training)
     return gm
+
+
+def _own_tensors(gm: fx.GraphModule, source: fx.GraphModule) -> None:
+    """Clone tensors still shared with the traced model (and so with the user's model)."""
+    shared = {id(t) for t in source.parameters()} | {id(t) for t in source.buffers()}
+    cloned: dict[int, object] = {}
+    for module in gm.modules():
+        for store in (module._parameters, module._buffers):
+            for name, t in list(store.items()):
+                if t is not None and id(t) in shared:
+                    if id(t) not in cloned:
+                        new = t.detach().clone()
+                        cloned[id(t)] = torch.nn.Parameter(new, t.requires_grad) if isinstance(t, torch.nn.Parameter) else new
+                    store[name] = cloned[id(t)]

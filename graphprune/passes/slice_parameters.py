@@ -21,7 +21,7 @@ def _sliced(tensor: torch.Tensor, graph: DependencyGraph, key: str, keep: np.nda
         if len(kept) != tensor.shape[axis]:
             out = out.index_select(axis, torch.as_tensor(kept, device=tensor.device))
             changed = True
-    return out.clone() if changed else None
+    return out if changed else None  # index_select already made new memory
 
 
 def slice_parameters(gm: fx.GraphModule, graph: DependencyGraph, keep: np.ndarray) -> bool:

@@ -3,12 +3,17 @@
 Both built-in strategies are a monotone family of per-group keep counts ``k(t)``, t in [0, 1]:
 
 * ``uniform``: every group keeps ``ceil(t * n_g)`` units;
-* ``global``: units above a threshold on per-group-normalised importance are kept, t = fraction kept.
+* ``global``: units above a threshold on per-group-normalised importance are kept, t = fraction kept;
+* ``global_raw``: the same threshold on raw scores (for criteria already comparable across groups, such
+  as cost-normalised Group Fisher).
 
 Counts are rounded up to ``round_to`` and clipped to ``[min_units, n_g]``; each group keeps its top-k
 units by importance, so keep sets are nested and cost is monotone in t.  Bisection finds the largest t
 whose cost fits the budget; a greedy fill then adds single rounding steps while they still fit, so the
 achieved ratio lands just below the budget.
+
+``allocate_family`` exposes that machinery for any monotone family (the searches in this package use
+it to project their per-group keep ratios onto the budget: ``ratio_family``).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from ..budget import Budget, BudgetError
 from ..depgraph import DependencyGraph
 from ..importance import normalize_per_group
 
-__all__ = ["AllocationConfig", "Allocation", "allocate", "STRATEGIES"]
+__all__ = ["AllocationConfig", "Allocation", "allocate", "allocate_family", "ratio_family", "STRATEGIES"]
 
 
 @dataclass(frozen=True)
@@ -97,8 +102,7 @@ def _uniform_counts(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph) -
     return lambda t: np.ceil(t * n).astype(int)
 
 
-def _global_counts(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph) -> Callable:
-    norm = normalize_per_group(graph, scores)
+def _threshold_counts(norm: np.ndarray, n: np.ndarray, graph: DependencyGraph) -> Callable:
     ranked = np.sort(norm)[::-1]
 
     def counts(t: float) -> np.ndarray:
@@ -110,7 +114,32 @@ def _global_counts(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph) ->
     return counts
 
 
-STRATEGIES: dict[str, Callable] = {"uniform": _uniform_counts, "global": _global_counts}
+def _global_counts(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph) -> Callable:
+    return _threshold_counts(normalize_per_group(graph, scores), n, graph)
+
+
+def _global_raw_counts(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph) -> Callable:
+    return _threshold_counts(np.asarray(scores, dtype=np.float64), n, graph)
+
+
+def ratio_family(ratios: np.ndarray) -> Callable[[np.ndarray, np.ndarray, DependencyGraph], Callable]:
+    """The monotone family through per-group keep ratios ρ: ``k_g(t) = ceil(n_g·min(1, ρ_g·t/(1-t)))``.
+
+    t = 0 keeps the floors, t = 1/2 keeps ``ρ`` exactly, t -> 1 keeps everything; bisection on t is the
+    exact projection of ``ρ`` onto the budget that preserves the ratios' proportions (up to the cap 1).
+    """
+    rho = np.clip(np.asarray(ratios, dtype=np.float64), 1e-6, 1.0)
+
+    def make(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph) -> Callable:
+        def counts(t: float) -> np.ndarray:
+            scale = t / (1.0 - t) if t < 1.0 else np.inf
+            return np.ceil(n * np.minimum(1.0, rho * scale) - 1e-9).astype(int)
+        return counts
+    return make
+
+
+STRATEGIES: dict[str, Callable] = {"uniform": _uniform_counts, "global": _global_counts,
+                                   "global_raw": _global_raw_counts}
 
 
 def _fill(graph, order, counts, n, lo, cfg, ratio_of, budget, scores) -> np.ndarray:
@@ -132,11 +161,17 @@ def allocate(graph: DependencyGraph, scores: np.ndarray, budget: Budget, strateg
     """Keep mask over units meeting ``budget`` (see module docstring)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; built-in: {sorted(STRATEGIES)}")
+    return allocate_family(graph, scores, budget, STRATEGIES[strategy], cfg, fill)
+
+
+def allocate_family(graph: DependencyGraph, scores: np.ndarray, budget: Budget, family: Callable,
+                    cfg: AllocationConfig = AllocationConfig(), fill: bool = True) -> Allocation:
+    """Bisection + fill over ``family(n, scores, graph) -> counts(t)``, monotone in t (module docstring)."""
     if not graph.groups:
         raise BudgetError("nothing to prune: no prunable channel groups (see inspect() for frozen reasons)")
     n, lo = _floors(graph, cfg)
     order = [np.argsort(-scores[g.units], kind="stable") for g in graph.groups]
-    counts_of = STRATEGIES[strategy](n, scores, graph)
+    counts_of = family(n, scores, graph)
     ratio_of = _ratio_fn(graph, budget.metric)
     keep_at = lambda t: _keep_from_counts(graph, order, _round(counts_of(t), n, lo, cfg.round_to))
     floor_ratio = ratio_of(keep_at(0.0))

@@ -1,0 +1,233 @@
+"""The learner interface: learn *which* units to keep while training, then hand back a plan.
+
+    >>> learner = BNIsta(epochs=2, lam=1e-4)
+    >>> plan = learner.fit(model, train_set, budget=0.5, eval_data=test_set)
+    >>> learner.result.model            # physically pruned GraphModule (trained weights, gates folded)
+    >>> learner.result.projection       # learned ratio, final ratio, units the projection moved
+
+Every learner runs the same pipeline; only the hooks differ:
+
+1. ``inspect`` the model → dependency graph (units, groups, cost terms);
+2. ``setup``: a gated copy of the model (:mod:`.gates`) and the learner's own optimisers;
+3. ``epochs`` × ``step`` over the training data (progress bar), then per epoch a log record: mean
+   losses, sparsity, MACs ratio of the mask learned so far, accuracy on ``eval_data``;
+4. ``export``: the trained model with gates folded into constants, a score per unit (gate magnitude),
+   the learned keep mask, and structures (blocks, branches) whose mask reached zero;
+5. :func:`finalize`: remove those structures (passes ``remove_block`` / ``remove_branch``), rebuild
+   the graph, carry scores over (:func:`.projection.transfer`), project onto the budget when the learned
+   mask misses it (:func:`.projection.project`), rewrite, and write the plan.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..api import inspect
+from ..budget import Budget, BudgetError, as_budget
+from ..depgraph import DependencyGraph
+from ..passes import rewrite
+from ..passes.remove_block import Block, remove_blocks
+from ..passes.remove_branch import Branch, check_branch, remove_branches
+from ..plan import Plan
+from ..search import AllocationConfig
+from ..trace import normalize_inputs
+from ..train import make_loader, seed_everything
+from .log import LearnLog
+from .projection import Projection, project, transfer
+
+__all__ = ["LearnerConfig", "Export", "LearnResult", "Learner", "finalize"]
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Settings every learner shares.
+
+    Attributes:
+        epochs / steps_per_epoch: learning length (``steps_per_epoch`` caps batches per epoch).
+        batch_size, lr, momentum, weight_decay: SGD on the network weights (constant lr while learning).
+        seed: seeds everything before the gated copy is made.
+        tolerance: a learned mask whose ratio is in ``[β − tolerance, β]`` is used without projection.
+        min_units, max_prune_ratio: the allocator's per-group floors, also applied to learned masks.
+        eval_batches: cap on evaluation batches per epoch (``None``: all of ``eval_data``).
+        log_path / plot_path: JSON log (rewritten every epoch) and PNG of MACs and accuracy.
+    """
+
+    epochs: int = 1
+    steps_per_epoch: int | None = None
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    tolerance: float = 0.02
+    min_units: int = 1
+    max_prune_ratio: float = 0.95
+    eval_batches: int | None = None
+    progress: bool = True
+    log_path: str | None = None
+    plot_path: str | None = None
+
+    def allocation(self) -> AllocationConfig:
+        return AllocationConfig(min_units=self.min_units, max_prune_ratio=self.max_prune_ratio)
+
+
+@dataclass
+class Export:
+    """What a learner hands to :func:`finalize` (unit arrays index ``source``'s units)."""
+
+    gm: fx.GraphModule
+    source: DependencyGraph
+    scores: np.ndarray
+    learned: np.ndarray
+    blocks: list[Block] = field(default_factory=list)
+    branches: list[Branch] = field(default_factory=list)
+
+
+@dataclass
+class LearnResult:
+    """The outcome of ``fit``; ``graph`` is the graph ``plan`` is keyed on (the exported model's)."""
+
+    plan: Plan
+    model: fx.GraphModule
+    graph: DependencyGraph
+    projection: Projection
+    log: LearnLog
+    macs_ratio: float
+    removed: dict[str, list] = field(default_factory=dict)
+
+
+def _remove_structures(exp: Export, example: tuple) -> tuple[fx.GraphModule, dict[str, list]]:
+    """Apply block then branch removal; branches the check refuses stay (their reason is recorded)."""
+    gm = remove_blocks(exp.gm, exp.blocks) if exp.blocks else exp.gm
+    removed = {"blocks": [b.add for b in exp.blocks], "branches": [], "refused": []}
+    if exp.branches:
+        graph = inspect(gm, example)
+        names = {n.name: n for n in graph.traced.gm.graph.nodes}
+        ok = []
+        for b in exp.branches:
+            reason = check_branch(graph, b) if b.concat in names else "concat removed with a block"
+            (removed["refused"].append(f"{b.concat}[{b.index}]: {reason}") if reason else ok.append(b))
+        if ok:
+            gm = remove_branches(graph, ok)
+        removed["branches"] = [[b.concat, b.index] for b in ok]
+    return gm, removed
+
+
+def finalize(exp: Export, budget: Budget, example: tuple, config: LearnerConfig, info: dict) -> LearnResult:
+    """Steps 5 of the module docstring; the result's ratios are of the *original* dense cost."""
+    reference = getattr(exp.source.cost(), budget.metric)
+    gm, removed = _remove_structures(exp, example)
+    graph = inspect(gm, example)
+    if not graph.groups:
+        raise BudgetError("nothing prunable is left after structure removal")
+    scores = transfer(exp.source, exp.scores, graph, default=0.0)
+    learned = transfer(exp.source, exp.learned.astype(np.float64), graph, default=1.0) > 0.5
+    proj = project(graph, scores, learned, budget, config.tolerance, reference, config.allocation())
+    pruned = rewrite(graph, proj.keep)
+    plan = Plan.from_keep(graph, proj.keep, budget=budget.ratio, metric=budget.metric, achieved=proj.ratio,
+                          removed_blocks=removed["blocks"], removed_branches=removed["branches"],
+                          projection=proj.to_dict(), **info)
+    return LearnResult(plan, pruned, graph, proj, None, proj.ratio, removed)
+
+
+class Learner:
+    """Base class; subclasses implement ``setup``, ``step``, ``state``, ``network`` and ``export``."""
+
+    name = "learner"
+    config_class = LearnerConfig
+
+    def __init__(self, config: LearnerConfig | None = None, **overrides: Any):
+        self.config = replace(config or self.config_class(), **overrides)
+        self.result: LearnResult | None = None
+        self.graph: DependencyGraph | None = None
+
+    # ---- hooks ------------------------------------------------------------------------------
+    def setup(self, graph: DependencyGraph, budget: Budget) -> None:
+        raise NotImplementedError
+
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        """(score per unit, learned keep mask) as of now."""
+        raise NotImplementedError
+
+    def network(self) -> nn.Module:
+        """The module to evaluate during learning."""
+        raise NotImplementedError
+
+    def export(self) -> Export:
+        raise NotImplementedError
+
+    def learned_ratio(self, learned: np.ndarray) -> float:
+        return self.graph.cost(learned).macs / self.graph.cost().macs
+
+    # ---- the pipeline -----------------------------------------------------------------------
+    def fit(self, model: nn.Module, train_data: Dataset, budget: Budget | float, example_inputs: Any = None,
+            eval_data: Dataset | None = None) -> Plan:
+        """Learn a plan for ``model`` meeting ``budget``; the details land in ``self.result``."""
+        cfg, b = self.config, as_budget(budget)
+        seed_everything(cfg.seed)
+        example = normalize_inputs(example_inputs if example_inputs is not None else train_data[0][0][None])
+        self.graph = inspect(model, example)
+        if not self.graph.groups:
+            raise BudgetError(f"nothing to prune in {type(model).__name__} (see inspect() for frozen reasons)")
+        self.setup(self.graph, b)
+        log = LearnLog(self.name, {**asdict(cfg), "budget": b.ratio, "metric": b.metric}, cfg.log_path,
+                       cfg.plot_path)
+        loader = make_loader(train_data, cfg.batch_size, True, cfg.seed)
+        eval_loader = make_loader(eval_data, 256, False) if eval_data is not None else None
+        for epoch in range(1, cfg.epochs + 1):
+            start = time.perf_counter()
+            losses = self._epoch(loader, epoch)
+            _, learned = self.state()
+            log.append(epoch, losses, 1.0 - learned.mean(), self.learned_ratio(learned),
+                       self._evaluate(eval_loader), time.perf_counter() - start)
+        result = finalize(self.export(), b, example, cfg, {"learner": self.name})
+        result.log = log
+        log.final = {**result.projection.to_dict(), "macs_ratio": result.macs_ratio, "removed": result.removed}
+        log.write()
+        log.plot()
+        self.result = result
+        return result.plan
+
+    def _epoch(self, loader: DataLoader, epoch: int) -> dict[str, float]:
+        loader.sampler.set_epoch(epoch - 1)
+        total = len(loader) if self.config.steps_per_epoch is None else min(len(loader), self.config.steps_per_epoch)
+        sums: dict[str, float] = {}
+        bar = tqdm(loader, total=total, desc=f"{self.name} {epoch}/{self.config.epochs}", leave=False,
+                   disable=not self.config.progress)
+        steps = 0
+        for inputs, labels in bar:
+            if steps >= total:
+                break
+            for k, v in self.step(inputs, labels).items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            steps += 1
+            bar.set_postfix({k: f"{v / steps:.3g}" for k, v in sums.items()}, refresh=False)
+        bar.close()
+        return {k: v / max(steps, 1) for k, v in sums.items()}
+
+    @torch.no_grad()
+    def _evaluate(self, loader: DataLoader | None) -> float | None:
+        if loader is None:
+            return None
+        net = self.network()
+        was_training = net.training
+        net.eval()
+        correct = total = 0
+        for k, (inputs, labels) in enumerate(loader):
+            if self.config.eval_batches is not None and k >= self.config.eval_batches:
+                break
+            correct += int((net(inputs).argmax(1) == labels).sum())
+            total += len(labels)
+        net.train(was_training)
+        return correct / max(total, 1)
