@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 import torch.fx as fx
 
@@ -114,6 +113,36 @@ def _fence(gm: fx.GraphModule, shapes: dict, node_name: str) -> list[str]:
     return fence
 
 
+def _search_and_rewrite(traced, b: Budget, strategy, importance, floors: dict, ignored_layers,
+                        seconds: dict[str, float]):
+    """Stages 2-5, repeated with a fence around any node whose pruned form fails verification."""
+    def timed(stage, fn, *args):
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - t
+
+    forced: dict[str, str] = {}
+    for attempt in range(MAX_VERIFY_RETRIES + 1):
+        graph = timed("dependency_graph", build_dependency_graph, traced, forced)
+        if not graph.groups and b.ratio < 1.0:
+            reasons = "; ".join(f.reason for f in graph.frozen[:3]) or "no layer with prunable output channels"
+            raise BudgetError(f"nothing to prune in {type(traced.gm).__name__}: {reasons}")
+        cfg = AllocationConfig(**floors, ignored=_ignored_groups(graph, ignored_layers))
+        keep = graph.full_keep() if b.ratio >= 1.0 else timed(
+            "search", lambda: allocate(graph, score_units(graph, importance), b, strategy, cfg).keep)
+        try:
+            return graph, keep, timed("rewrite", rewrite, graph, keep)
+        except RewriteError as exc:
+            # NOTE: fail closed and retry: the node whose pruned form did not check out keeps its channels.
+            if exc.node is None or exc.node in forced or attempt == MAX_VERIFY_RETRIES:
+                raise
+            why = f"frozen after verification failed: {str(exc).splitlines()[0][:200]}"
+            forced.update({name: why for name in _fence(traced.gm, traced.shapes, exc.node)})
+    raise AssertionError("unreachable")
+
+
 def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *,
           strategy: str = "global", importance: str | Callable = "l2", round_to: int = 1,
           min_channels: int = 1, max_prune_ratio: float = 0.95, ignored_layers: Iterable[str] = (),
@@ -142,36 +171,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     t = time.perf_counter()
     traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args)
     seconds["trace"] = time.perf_counter() - t
-    forced: dict[str, str] = {}
-    for attempt in range(MAX_VERIFY_RETRIES + 1):
-        t = time.perf_counter()
-        graph = build_dependency_graph(traced, forced)
-        seconds["dependency_graph"] = seconds.get("dependency_graph", 0.0) + time.perf_counter() - t
-        if not graph.groups and b.ratio < 1.0:
-            reasons = "; ".join(f.reason for f in graph.frozen[:3]) or "no layer with prunable output channels"
-            raise BudgetError(f"nothing to prune in {type(model).__name__}: {reasons}")
-        t = time.perf_counter()
-        cfg = AllocationConfig(round_to=round_to, min_units=min_channels, max_prune_ratio=max_prune_ratio,
-                               ignored=_ignored_groups(graph, ignored_layers))
-        if b.ratio >= 1.0:
-            keep = graph.full_keep()
-        else:
-            scores = score_units(graph, importance)
-            keep = allocate(graph, scores, b, strategy, cfg).keep
-        seconds["search"] = seconds.get("search", 0.0) + time.perf_counter() - t
-        t = time.perf_counter()
-        try:
-            pruned = rewrite(graph, keep)
-        except RewriteError as exc:
-            # NOTE: fail closed and retry: the node whose pruned form did not check out keeps its channels.
-            if exc.node is None or exc.node in forced or attempt == MAX_VERIFY_RETRIES:
-                raise
-            why = f"frozen after verification failed: {str(exc).splitlines()[0][:200]}"
-            forced.update({name: why for name in _fence(traced.gm, traced.shapes, exc.node)})
-            continue
-        finally:
-            seconds["rewrite"] = seconds.get("rewrite", 0.0) + time.perf_counter() - t
-        break
+    floors = dict(round_to=round_to, min_units=min_channels, max_prune_ratio=max_prune_ratio)
+    graph, keep, pruned = _search_and_rewrite(traced, b, strategy, importance, floors, ignored_layers, seconds)
     dense, cost = graph.cost(), graph.cost(keep)
     n_pruned = sum(int((~keep[g.units]).any()) for g in graph.groups)
     report = PruneReport(b.ratio, b.metric, dense.macs, dense.params, cost.macs, cost.params,

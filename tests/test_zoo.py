@@ -16,7 +16,7 @@ FAMILIES = {
     "mnasnet0_5": {}, "convnext_tiny": {}, "resnext50_32x4d": {},
     "vit_b_16": {"image_size": 32, "_size": 32},
     "swin_t": {},
-    "maxvit_t": {"input_size": (64, 64)},
+    "maxvit_t": {"_size": 224},
 }
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 import torch.fx as fx
 
 from ..trace import TracedModel
