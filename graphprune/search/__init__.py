@@ -1,4 +1,20 @@
-"""Stage 4: search — how much of each group to keep."""
-from .allocate import Allocation, AllocationConfig, STRATEGIES, allocate
+"""Stage 4: search — how much of each group to keep.
 
-__all__ = ["allocate", "Allocation", "AllocationConfig", "STRATEGIES"]
+Data-free allocation (``allocate``: uniform, global, global_raw) and searches that score candidates on
+the masked, BN-recalibrated model (``SEARCHES``: sensitivity, evolutionary, rl), plus the
+budget-conditioned policy ``ConditionalSearch`` (imported lazily: it needs torch_geometric).
+"""
+from .allocate import Allocation, AllocationConfig, STRATEGIES, allocate, allocate_family, ratio_family
+from .context import SearchContext, SearchResult
+from .registry import SEARCHES, Search, run_search
+
+__all__ = ["allocate", "allocate_family", "ratio_family", "Allocation", "AllocationConfig", "STRATEGIES",
+           "SearchContext", "SearchResult", "SEARCHES", "Search", "run_search", "ConditionalSearch", "RLConfig"]
+
+
+def __getattr__(name: str):
+    if name in ("ConditionalSearch", "RLConfig"):
+        from . import conditional
+
+        return getattr(conditional, name)
+    raise AttributeError(name)

@@ -1,0 +1,77 @@
+"""Search strategies that score candidates, by name — the table ``prune(strategy=...)`` dispatches to.
+
+A row is ``Search(run, options)``: ``run(ctx, **options) -> SearchResult``.  Built-in:
+
+=================  =======================================================================  ==========
+``sensitivity``     per-group sensitivity profile + threshold bisection (``sensitivity.py``)  G·L evals
+``evolutionary``    genetic search over projected per-group keep ratios (``evolution.py``)     P·T evals
+``rl``              CACP policy (GCN PruningNet, REINFORCE) trained at this budget, then its   episodes
+                    greedy plan projected onto the budget (``conditional.py``)
+=================  =======================================================================  ==========
+
+The data-free strategies (``uniform``, ``global``, ``global_raw``) stay in ``allocate.STRATEGIES``.
+Add a strategy by adding a row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..budget import Budget
+from ..depgraph import DependencyGraph
+from ..evaluate import CandidateEvaluator, EvalConfig, classification_eval_fn
+from .allocate import AllocationConfig
+from .context import SearchContext, SearchResult
+from .evolution import EvolutionConfig, evolutionary_search
+from .sensitivity import SensitivityConfig, sensitivity_search
+
+__all__ = ["Search", "SEARCHES", "run_search"]
+
+
+def _rl(ctx: SearchContext, episodes: int = 32, **config: Any) -> SearchResult:
+    from .conditional import ConditionalSearch, RLConfig
+
+    rl_config = RLConfig(**{"budget_range": (ctx.budget.ratio, ctx.budget.ratio), "seed": ctx.seed, **config})
+    search = ConditionalSearch.from_context(ctx, rl_config)
+    calls = ctx.evaluator.calls if ctx.evaluator is not None else 0
+    search.fit(episodes)
+    result = search.search_result(ctx.budget)
+    result.evaluations = ctx.need_evaluator("rl").calls - calls
+    result.seconds = sum(h["seconds"] for h in search.history) + result.seconds
+    return result
+
+
+@dataclass(frozen=True)
+class Search:
+    """A strategy: ``run(ctx, **options)``, and its default options."""
+
+    run: Callable[..., SearchResult]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+SEARCHES: dict[str, Search] = {
+    "sensitivity": Search(lambda ctx, **kw: sensitivity_search(ctx, SensitivityConfig(**kw))),
+    "evolutionary": Search(lambda ctx, **kw: evolutionary_search(ctx, EvolutionConfig(**kw))),
+    "rl": Search(_rl),
+}
+
+
+def run_search(name: str, graph: DependencyGraph, scores: np.ndarray, budget: Budget,
+               cfg: AllocationConfig = AllocationConfig(), *, eval_fn: Callable | None = None,
+               calib_data: Iterable | None = None, eval_config: EvalConfig = EvalConfig(),
+               options: dict[str, Any] | None = None, seed: int = 0, progress: bool = False) -> SearchResult:
+    """Run strategy ``name``; ``eval_fn`` defaults to minus the cross-entropy on ``calib_data``.
+
+    NOTE: that default scores candidates on the data that recalibrates them; pass an ``eval_fn`` on held-out
+    batches (``evaluate.classification_eval_fn``) for an unbiased search.
+    """
+    if name not in SEARCHES:
+        raise ValueError(f"unknown search strategy {name!r}; choose one of {sorted(SEARCHES)}")
+    if eval_fn is None and calib_data is not None:
+        eval_fn = classification_eval_fn(calib_data, metric="neg_loss")
+    evaluator = CandidateEvaluator(graph, eval_fn, calib_data, eval_config) if eval_fn is not None else None
+    ctx = SearchContext(graph, scores, budget, cfg, evaluator, seed, progress)
+    search = SEARCHES[name]
+    return search.run(ctx, **{**search.options, **(options or {})})
