@@ -17,6 +17,7 @@ from .importance import score_units
 from .passes import RewriteError, rewrite
 from .plan import Plan
 from .search import AllocationConfig, allocate
+from .search.registry import choose_keep
 from .trace import trace
 
 MAX_VERIFY_RETRIES = 16
@@ -114,7 +115,7 @@ def _fence(gm: fx.GraphModule, shapes: dict, node_name: str) -> list[str]:
 
 
 def _search_and_rewrite(traced, b: Budget, strategy, importance, floors: dict, ignored_layers,
-                        seconds: dict[str, float]):
+                        seconds: dict[str, float], search_kw: dict | None = None):
     """Stages 2-5, repeated with a fence around any node whose pruned form fails verification."""
     def timed(stage, fn, *args):
         t = time.perf_counter()
@@ -131,7 +132,7 @@ def _search_and_rewrite(traced, b: Budget, strategy, importance, floors: dict, i
             raise BudgetError(f"nothing to prune in {type(traced.gm).__name__}: {reasons}")
         cfg = AllocationConfig(**floors, ignored=_ignored_groups(graph, ignored_layers))
         keep = graph.full_keep() if b.ratio >= 1.0 else timed(
-            "search", lambda: allocate(graph, score_units(graph, importance), b, strategy, cfg).keep)
+            "search", lambda: choose_keep(graph, importance, b, strategy, cfg, **(search_kw or {})))
         try:
             return graph, keep, timed("rewrite", rewrite, graph, keep)
         except RewriteError as exc:
@@ -147,7 +148,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
           strategy: str = "global", importance: str | Callable = "l2", round_to: int = 1,
           min_channels: int = 1, max_prune_ratio: float = 0.95, ignored_layers: Iterable[str] = (),
           leaf_modules: Iterable = (), concrete_args: dict | None = None,
-          return_result: bool = False) -> fx.GraphModule | PruneResult:
+          return_result: bool = False, eval_fn: Callable | None = None, calib_data: Iterable | None = None,
+          search_options: dict | None = None) -> fx.GraphModule | PruneResult:
     """Prune ``model`` so its MACs (or params) keep at most ``budget`` of the dense model's.
 
     Args:
@@ -162,6 +164,10 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
         ignored_layers: qualified module names whose channels are never pruned.
         leaf_modules / concrete_args: passed to the tracer (see ``graphprune.trace``).
         return_result: return ``PruneResult(model, plan, report, graph)`` instead of the module.
+        eval_fn / calib_data / search_options: for the searching strategies ``"sensitivity"``,
+            ``"evolutionary"``, ``"rl"`` (``graphprune.search.SEARCHES``) and data-driven importance
+            (``"taylor"``, ``"group_fisher"``): ``eval_fn(model) -> float`` (higher is better), calibration
+            batches, and strategy options (e.g. ``{"episodes": 64}``).
 
     Returns:
         A new ``torch.fx.GraphModule``, physically smaller, in the same train/eval mode as ``model``.
@@ -172,7 +178,9 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args)
     seconds["trace"] = time.perf_counter() - t
     floors = dict(round_to=round_to, min_units=min_channels, max_prune_ratio=max_prune_ratio)
-    graph, keep, pruned = _search_and_rewrite(traced, b, strategy, importance, floors, ignored_layers, seconds)
+    search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options)
+    graph, keep, pruned = _search_and_rewrite(traced, b, strategy, importance, floors, ignored_layers, seconds,
+                                              search_kw)
     dense, cost = graph.cost(), graph.cost(keep)
     n_pruned = sum(int((~keep[g.units]).any()) for g in graph.groups)
     report = PruneReport(b.ratio, b.metric, dense.macs, dense.params, cost.macs, cost.params,

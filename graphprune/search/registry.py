@@ -27,7 +27,7 @@ from .context import SearchContext, SearchResult
 from .evolution import EvolutionConfig, evolutionary_search
 from .sensitivity import SensitivityConfig, sensitivity_search
 
-__all__ = ["Search", "SEARCHES", "run_search"]
+__all__ = ["Search", "SEARCHES", "run_search", "choose_keep"]
 
 
 def _rl(ctx: SearchContext, episodes: int = 32, **config: Any) -> SearchResult:
@@ -75,3 +75,23 @@ def run_search(name: str, graph: DependencyGraph, scores: np.ndarray, budget: Bu
     ctx = SearchContext(graph, scores, budget, cfg, evaluator, seed, progress)
     search = SEARCHES[name]
     return search.run(ctx, **{**search.options, **(options or {})})
+
+
+def choose_keep(graph: DependencyGraph, importance: str | Callable, budget: Budget, strategy: str,
+                cfg: AllocationConfig = AllocationConfig(), *, eval_fn: Callable | None = None,
+                calib_data: Iterable | None = None, options: dict[str, Any] | None = None) -> np.ndarray:
+    """``prune``'s stage 3+4: unit scores, then a data-free allocation or a search from ``SEARCHES``."""
+    from ..importance import CRITERIA, score_units
+    from .allocate import STRATEGIES, allocate
+
+    needs_data = isinstance(importance, str) and importance in CRITERIA and CRITERIA[importance].needs_data
+    scores = score_units(graph, importance, calib=calib_data if needs_data else None)
+    if strategy in STRATEGIES:
+        return allocate(graph, scores, budget, strategy, cfg).keep
+    if strategy not in SEARCHES:
+        raise ValueError(f"unknown strategy {strategy!r}; data-free: {sorted(STRATEGIES)}, "
+                         f"searches: {sorted(SEARCHES)}")
+    if eval_fn is None and calib_data is None:
+        raise ValueError(f"strategy {strategy!r} scores candidates: pass eval_fn=... and calib_data=...")
+    return run_search(strategy, graph, scores, budget, cfg, eval_fn=eval_fn, calib_data=calib_data,
+                      options=options).keep
