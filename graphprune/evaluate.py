@@ -3,10 +3,14 @@
 A search proposes hundreds of keep masks.  Rewriting the model for each one (deep copy, slice every
 parameter, verify shapes) costs more than the evaluation itself on small calibration sets, so instead:
 
-1. **build once** (``MaskedGraph``): copy the traced graph and insert ``x * mask_k`` after every value
-   that has a prunable channel dim (all masks 1 at first); LayerNorms over prunable dims become the
-   masked LayerNorm of ``passes.masks`` (same statistics as the pruned op).  Keep a copy of every
-   parameter with a prunable dim;
+1. **build once** (``MaskedGraph``): copy the traced graph and insert ``x * mask_k`` after values with
+   a prunable channel dim (all masks 1 at first); LayerNorms over prunable dims become the masked
+   LayerNorm of ``passes.masks`` (same statistics as the pruned op).  Keep a copy of every parameter
+   with a prunable dim.  ``sites="all"`` masks every such value, like ``passes.masked_model``;
+   ``sites="needed"`` (the default) skips values produced by *zero-preserving* ops (``ZERO_PRESERVING``):
+   with pruned parameter slices zeroed (conv rows and bias, BN γ, β and running mean), an op whose
+   output is 0 wherever its inputs are 0 keeps the invariant "every pruned element is exactly 0" that
+   the full masking enforces, so both give the same numbers — and a plain CNN runs with no extra op;
 2. **swap per candidate** (``MaskedGraph.set_keep``): mask_k = [keep; 1][unit_of_element_k] for every
    site — one gather per site — and parameters = original ⊙ mask (this reaches inside opaque modules);
 3. **recalibrate BatchNorm** (``recalibrate_bn``): pruning changes the statistics that downstream
@@ -27,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -39,7 +44,7 @@ from .depgraph import DependencyGraph, Dim
 from .passes.masks import _layer_norm_spec, masked_layer_norm
 from .trace import normalize_inputs
 
-__all__ = ["MaskedGraph", "recalibrate_bn", "CandidateEvaluator", "EvalConfig", "classification_eval_fn",
+__all__ = ["MaskedGraph", "preserves_zeros", "recalibrate_bn", "CandidateEvaluator", "EvalConfig", "classification_eval_fn",
            "take_batches"]
 
 Batch = Any  # a tensor, a tuple (inputs..., target) or (inputs, target)
@@ -59,6 +64,39 @@ def split_batch(batch: Batch) -> tuple[tuple, Any]:
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return tuple(batch[:-1]), batch[-1]
     return normalize_inputs(batch), None
+
+
+# ---- zero-preserving ops: f(0) = 0 channel-wise, given pruned parameter slices are zeroed -------------
+_nn = torch.nn
+ZERO_PRESERVING_MODULES: tuple[type, ...] = (
+    _nn.modules.conv._ConvNd, _nn.Linear, _nn.modules.batchnorm._BatchNorm, _nn.Identity, _nn.Flatten,
+    _nn.ReLU, _nn.ReLU6, _nn.LeakyReLU, _nn.PReLU, _nn.ELU, _nn.GELU, _nn.SiLU, _nn.Hardswish, _nn.Tanh,
+    _nn.modules.dropout._DropoutNd, _nn.modules.pooling._MaxPoolNd, _nn.modules.pooling._AvgPoolNd,
+    _nn.modules.pooling._AdaptiveAvgPoolNd, _nn.modules.pooling._AdaptiveMaxPoolNd, _nn.Upsample,
+)
+ZERO_PRESERVING_FUNCTIONS = {
+    torch.relu, F.relu, F.relu6, F.gelu, F.silu, F.hardswish, torch.tanh, F.leaky_relu, torch.flatten, torch.cat,
+    torch.mul, operator.mul, operator.getitem, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.avg_pool2d,
+    F.max_pool2d, F.interpolate, torch.permute, torch.transpose, torch.reshape, F.dropout,
+}
+ZERO_PRESERVING_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "relu", "mul",
+                           "chunk", "split", "unsqueeze", "squeeze", "expand", "mean", "sum", "max", "amax"}
+# NOTE: x + y and x - y preserve zeros only when both are tensors of the coupled set (a constant shifts them)
+ADDITIVE = {operator.add, torch.add, operator.sub, torch.sub, "add", "sub"}
+
+
+def preserves_zeros(node: fx.Node, modules: dict[str, torch.nn.Module]) -> bool:
+    """True if ``node``'s output is 0 on every pruned element whenever its inputs and parameters are."""
+    if node.op == "get_attr":
+        return True
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), ZERO_PRESERVING_MODULES)
+    target = node.target
+    if target in ADDITIVE:
+        return all(isinstance(a, fx.Node) for a in node.args) and not node.kwargs.get("alpha")
+    if node.op == "call_method":
+        return target in ZERO_PRESERVING_METHODS
+    return node.op == "call_function" and target in ZERO_PRESERVING_FUNCTIONS
 
 
 @dataclass
@@ -85,14 +123,19 @@ def _unit_index(graph: DependencyGraph, dim: Dim) -> np.ndarray | None:
 
 
 class MaskedGraph:
-    """The traced model with a swappable channel mask after every prunable value (see module docstring).
+    """The traced model with swappable channel masks (see module docstring).
 
     Args:
         graph: the dependency graph; its traced module is copied, never modified.
+        sites: ``"needed"`` (mask only outputs of ops that do not preserve zeros) or ``"all"`` (every
+            value; required for gradient gates, ``gated``).
     """
 
-    def __init__(self, graph: DependencyGraph):
+    def __init__(self, graph: DependencyGraph, sites: str = "needed"):
+        if sites not in ("needed", "all"):
+            raise ValueError(f"sites must be 'needed' or 'all', got {sites!r}")
         self.graph = graph
+        self.all_sites = sites == "all"
         self.gm = copy.deepcopy(graph.traced.gm)
         self.sites: list[_Site] = []
         self._ln_sites: list[tuple[str, list[tuple[int, torch.Tensor]]]] = []
@@ -158,8 +201,11 @@ class MaskedGraph:
 
     def _mask_values(self) -> None:
         shapes = self.graph.shapes
+        modules = dict(self.gm.named_modules())
         for node in list(self.gm.graph.nodes):
             if node.op in ("placeholder", "output") or node.name not in shapes:
+                continue
+            if not self.all_sites and preserves_zeros(node, modules):
                 continue
             current = node
             for axis in range(len(shapes[node.name])):

@@ -210,7 +210,7 @@ def group_fisher(graph: DependencyGraph, calib: Iterable, loss_fn: Callable | No
     from .evaluate import MaskedGraph, split_batch
 
     loss_fn = loss_fn or F.cross_entropy
-    masked = MaskedGraph(graph)
+    masked = MaskedGraph(graph, sites="all")
     gm = masked.set_keep(graph.full_keep()).eval()
     fisher, count = np.zeros(graph.n_units + 1), 0
     for batch in _batches(calib, batches, "group_fisher"):
