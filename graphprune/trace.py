@@ -179,6 +179,10 @@ def _shape_prop(gm: fx.GraphModule, example_inputs: Sequence, fake: bool) -> dic
     inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in example_inputs]
     with contextlib.redirect_stderr(io.StringIO()):
         _NamedShapeProp(meta).propagate(*inputs)
+    by_name = {n.name: n for n in meta.graph.nodes}
+    for node in gm.graph.nodes:  # annotate the real graph as ShapeProp itself would
+        if "tensor_meta" in by_name[node.name].meta:
+            node.meta["tensor_meta"] = by_name[node.name].meta["tensor_meta"]
     return _record_shapes(meta)
 
 

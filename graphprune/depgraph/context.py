@@ -78,6 +78,11 @@ class RuleContext:
             return []
         return [v for v in self._b.values_of(x) if "#" in v]
 
+    def tuple_outputs(self, x: fx.Node) -> tuple:
+        """The (shape-propagated) items of a tuple-returning node, None where an item is not a tensor."""
+        meta = x.meta.get("tensor_meta")
+        return tuple(meta) if isinstance(meta, (tuple, list)) else ()
+
     def param(self, attr: str) -> str | None:
         """Value name of a parameter/buffer ``attr`` of the called module, if it exists."""
         if self.module is None:

@@ -108,6 +108,24 @@ class ShuffleUnit(nn.Module):
         return self.head(x).mean((2, 3))
 
 
+class Res2NetSplit(nn.Module):
+    """Res2Net-style: split into fixed-width pieces, a conv per piece, the last piece via ``[-1]``."""
+
+    def __init__(self, width: int = 8, scale: int = 4):
+        super().__init__()
+        self.width = width
+        self.conv1 = _cbr(3, width * scale, 1)
+        self.convs = nn.ModuleList(_cbr(width, width) for _ in range(scale - 1))
+        self.pool = nn.AvgPool2d(3, 1, 1)
+        self.conv3 = nn.Conv2d(width * scale, 10, 1)
+
+    def forward(self, x):
+        pieces = torch.split(self.conv1(x), self.width, 1)
+        outs = [conv(pieces[i]) for i, conv in enumerate(self.convs)]
+        outs.append(self.pool(pieces[-1]))
+        return self.conv3(torch.cat(outs, 1)).mean((2, 3))
+
+
 class SqueezeExcite(nn.Module):
     def __init__(self):
         super().__init__()
@@ -298,6 +316,7 @@ PATTERNS: list[Pattern] = [
     Pattern("grouped_conv", GroupedConv, _image()),
     Pattern("inception_concat", Inception, _image()),
     Pattern("shuffle_split_concat", ShuffleUnit, _image()),
+    Pattern("res2net_split_negative_index", Res2NetSplit, _image()),
     Pattern("squeeze_excite", SqueezeExcite, _image()),
     Pattern("flatten_linear", FlattenLinear, _image()),
     Pattern("vit_multihead_attention", ViTBlock, _image(3, 8), exact=False),

@@ -66,11 +66,13 @@ def getitem(ctx) -> None:
     src, index, out = ctx.node.args[0], ctx.node.args[1], ctx.out
     items = ctx.tuple_values(src)
     if items:  # selecting one output of a tuple-returning node; other items are not ours to freeze
-        if not isinstance(index, int):
+        n_items = len(ctx.tuple_outputs(src))
+        if not isinstance(index, int) or not -n_items <= index < n_items:
             return
-        ctx.skip.update(v for v in items if v != f"{src.name}#{index}")
-        if out is not None and f"{src.name}#{index}" in items:
-            ctx.same_all(f"{src.name}#{index}", out)
+        item = f"{src.name}#{index % n_items}"
+        ctx.skip.update(v for v in items if v != item)
+        if out is not None and item in items:
+            ctx.same_all(item, out)
         return
     x = ctx.value_of(src)
     if x is None or out is None:
