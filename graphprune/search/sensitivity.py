@@ -5,7 +5,8 @@
    ``d_g(r) = s(dense) − s(g at r)`` (masked model, BatchNorm recalibrated).  That is
    ``|groups| × |levels|`` evaluations, done once for every budget.
 2. **Curves**: ``d_g`` is made monotone (keeping more never hurts: ``d'_g(r) = max_{r' >= r} d_g(r')``,
-   ``d'_g(1) = 0``) and interpolated linearly in r.
+   ``d'_g(1) = 0``) and interpolated linearly in r; below the lowest level (unmeasured) it rises to
+   twice the largest measured drop at r = 0, so the tolerance sweep can reach every group's floor.
 3. **Threshold**: for a tolerance τ each group keeps the smallest ratio whose drop is at most τ,
    ``r_g(τ) = min{r : d'_g(r) <= τ}``.  Keep counts are monotone in τ, so with ``τ(t) = τ_max·(1 − t)``
    the allocator's bisection (``allocate_family``) finds the smallest tolerance that fits the budget,
@@ -55,11 +56,12 @@ def sensitivity_profile(ctx: SearchContext, config: SensitivityConfig = Sensitiv
 
 def _curves(drops: np.ndarray, levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Monotone, interpolated drop curves on a grid of ratios: (grid (R,), curves (groups, R))."""
-    r = np.array(list(levels) + [1.0])
-    grid = np.linspace(r[0], 1.0, GRID)
+    r = np.array([0.0] + list(levels) + [1.0])
+    grid = np.linspace(0.0, 1.0, GRID)
+    worst = 2.0 * max(float(drops.max()), 0.0) + 1e-6  # NOTE: below the lowest level is unmeasured: assume worst
     curves = []
     for d in drops:
-        d = np.append(d, 0.0)
+        d = np.concatenate([[worst], d, [0.0]])
         d = np.maximum.accumulate(d[::-1])[::-1]  # d'(r) = max over r' >= r
         curves.append(np.interp(grid, r, d))
     return grid, np.array(curves)
