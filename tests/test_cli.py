@@ -36,6 +36,12 @@ def test_inspect_prints_groups_and_writes_dot(tmp_path, capsys):
     assert (tmp_path / "g.dot").read_text().startswith("graph dependency")
 
 
+def test_inspect_renders_svg(tmp_path, capsys):
+    rc = main(["inspect", "models:lenet5", "--svg", str(tmp_path / "g.svg")])
+    assert rc == 0
+    assert "<svg" in (tmp_path / "g.svg").read_text()
+
+
 def test_bad_budget_is_a_clean_error(capsys):
     rc = main(["prune", "torchvision:resnet18", "--budget", "1.5", "--input-shape", "1,3,32,32"])
     assert rc == 2
