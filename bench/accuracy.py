@@ -1,0 +1,285 @@
+"""Accuracy of pruned baselines: graphprune vs Torch-Pruning at matched MACs.
+
+For every baseline in ``checkpoints/`` (Fashion-MNIST, 28×28×1) and every budget
+(fraction of dense MACs kept), three methods prune the same trained network:
+
+=====================  =========================================================================
+``gp-uniform-l1``       ``graphprune.prune(strategy="uniform", importance="l1")``
+``gp-global-l2``        ``graphprune.prune(strategy="global", importance="l2")``
+``tp-magnitude-l1``     Torch-Pruning ``MagnitudePruner`` (L1, per-layer ratio), stepped in
+                        ~1% channel increments until its own MACs counter reports ≤ budget
+=====================  =========================================================================
+
+Each pruned network is evaluated before fine-tuning, then fine-tuned from the
+same state twice with the same short recipe — plain cross-entropy, and with
+knowledge distillation from the unpruned network (α=0.5, T=4). MACs and params
+are measured on every result with ``FlopCounterMode`` (conv + linear MACs), so
+the three methods are compared by one counter, not their own.
+
+NOTE (option-A ResNets): the zero-padding shortcut slices and pads channels.
+Torch-Pruning treats that ``pad`` as element-wise and silently produces a model
+whose classifier input no longer matches, so here it is restricted to the
+channels inside each block (stem and block-output convs in ``ignored_layers``).
+graphprune freezes those residual groups itself, with a recorded reason.
+
+One seed, small fine-tune and test subsets (CPU budget): differences below
+~1.5 points are within noise (binomial s.e. at 2000 test images ≈ 0.7 points).
+
+    python bench/accuracy.py                       # everything (~1 h on one idle core)
+    python bench/accuracy.py --models resnet56 --append   # add/redo one model in the same report
+    python bench/accuracy.py --models resnet20 --budgets 0.5 --ft-subset 500 --test-subset 500
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import graphprune  # noqa: E402
+from graphprune.data import fashion_mnist  # noqa: E402
+from graphprune.train import evaluate, finetune, finetune_config, load_checkpoint, make_loader  # noqa: E402
+
+EXAMPLE = torch.zeros(1, 1, 28, 28)
+RESULTS = REPO / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One (model, budget, method) outcome. Accuracies are on the test subset."""
+
+    model: str
+    budget: float
+    method: str
+    macs: float
+    params: float
+    macs_ratio: float
+    params_ratio: float
+    acc_pruned: float
+    acc_finetuned: float
+    acc_finetuned_kd: float
+    prune_seconds: float
+    finetune_seconds: float
+
+
+def count(model: nn.Module) -> tuple[float, int]:
+    """(MACs, params) at 28×28×1 by ``FlopCounterMode`` (FLOPs / 2 of conv + linear)."""
+    model = copy.deepcopy(model).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(EXAMPLE)
+    return counter.get_total_flops() / 2, sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def gp_uniform_l1(model: nn.Module, budget: float) -> nn.Module:
+    return graphprune.prune(model, budget, example_inputs=EXAMPLE, strategy="uniform", importance="l1")
+
+
+def gp_global_l2(model: nn.Module, budget: float) -> nn.Module:
+    return graphprune.prune(model, budget, example_inputs=EXAMPLE, strategy="global", importance="l2")
+
+
+def tp_magnitude_l1(model: nn.Module, budget: float, steps: int = 100) -> nn.Module:
+    """Torch-Pruning at matched MACs: prune in small steps until its counter says ≤ budget."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model).eval()
+    dense, _ = tp.utils.count_ops_and_params(model, EXAMPLE)
+    pruner = tp.pruner.MagnitudePruner(model, EXAMPLE, importance=tp.importance.MagnitudeImportance(p=1),
+                                       iterative_steps=steps, pruning_ratio=0.95,
+                                       ignored_layers=_tp_ignored(model))
+    for _ in range(steps):
+        pruner.step()
+        macs, _ = tp.utils.count_ops_and_params(model, EXAMPLE)
+        if macs <= budget * dense:
+            break
+    return model
+
+
+def _tp_ignored(model: nn.Module) -> list[nn.Module]:
+    """The classifier, plus (option-A ResNets) every conv whose output meets a padded shortcut."""
+    from models.resnet_cifar import BasicBlock, CifarResNet
+
+    if isinstance(model, CifarResNet):
+        return [model.fc, model.conv1] + [m.conv2 for m in model.modules() if isinstance(m, BasicBlock)]
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return [last]
+
+
+METHODS: dict[str, Callable[[nn.Module, float], nn.Module]] = {
+    "gp-uniform-l1": gp_uniform_l1,
+    "gp-global-l2": gp_global_l2,
+    "tp-magnitude-l1": tp_magnitude_l1,
+}
+
+# ----------------------------------------------------------------------------- experiment
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Data and recipe shared by every run."""
+
+    train_loader: torch.utils.data.DataLoader
+    test_loader: torch.utils.data.DataLoader
+    ft_epochs: int
+    ft_lr: float
+
+
+def run_one(name: str, teacher: nn.Module, budget: float, method: str, setup: Setup, dense: tuple) -> Row:
+    start = time.perf_counter()
+    pruned = METHODS[method](copy.deepcopy(teacher).eval(), budget)
+    prune_seconds = time.perf_counter() - start
+    macs, params = count(pruned)
+    acc_pruned = evaluate(pruned, setup.test_loader)
+    start = time.perf_counter()
+    accs = []
+    for kd_teacher in (None, teacher):
+        student = copy.deepcopy(pruned).to(memory_format=torch.channels_last)
+        config = finetune_config(epochs=setup.ft_epochs, lr=setup.ft_lr, progress=False)
+        finetune(student, setup.train_loader, config, teacher=kd_teacher)
+        accs.append(evaluate(student, setup.test_loader))
+    return Row(name, budget, method, macs, params, macs / dense[0], params / dense[1], acc_pruned, accs[0], accs[1],
+               round(prune_seconds, 2), round(time.perf_counter() - start, 1))
+
+
+def run(args: argparse.Namespace) -> dict:
+    train_set = fashion_mnist("train", subset=args.ft_subset, stratified=True, seed=1)
+    test_set = fashion_mnist("test", subset=args.test_subset, stratified=True, seed=0)
+    setup = Setup(make_loader(train_set, 128, seed=0), make_loader(test_set, 500, shuffle=False),
+                  args.ft_epochs, args.ft_lr)
+    report = _start_report(args)
+    for name in args.models:
+        teacher = load_checkpoint(REPO / "checkpoints" / f"{name}.pt").build().eval()
+        dense = count(teacher)
+        report["dense"][name] = {"macs": dense[0], "params": dense[1], "acc": evaluate(teacher, setup.test_loader)}
+        for budget in args.budgets:
+            for method in args.methods:
+                row = _safe_run(name, teacher, budget, method, setup, dense)
+                if row is not None:
+                    report["rows"].append(asdict(row))
+                    print(_row_line(row), flush=True)
+                write_outputs(report, args.out_prefix)
+    return report
+
+
+def _start_report(args: argparse.Namespace) -> dict:
+    """A fresh report, or (``--append``) the existing one minus the models about to be rerun."""
+    settings = {k: v for k, v in vars(args).items() if k not in ("models", "append")}
+    path = RESULTS / f"{args.out_prefix}.json"
+    if not (args.append and path.exists()):
+        return {"settings": settings, "dense": {}, "rows": []}
+    report = json.loads(path.read_text())
+    if report["settings"] != settings:
+        raise SystemExit(f"--append needs the settings of {path}: {report['settings']}")
+    report["dense"] = {k: v for k, v in report["dense"].items() if k not in args.models}
+    report["rows"] = [r for r in report["rows"] if r["model"] not in args.models]
+    return report
+
+
+def _safe_run(name, teacher, budget, method, setup, dense) -> Row | None:
+    """A method that crashes or breaks the model is recorded as a failure, not a crash of the bench."""
+    try:
+        return run_one(name, teacher, budget, method, setup, dense)
+    except Exception as error:  # noqa: BLE001 - the failure itself is a result
+        print(f"{name} {budget} {method}: FAILED {type(error).__name__}: {error}", flush=True)
+        return None
+
+
+def _row_line(row: Row) -> str:
+    return (f"{row.model:12s} {row.budget:.1f} {row.method:16s} MACs {row.macs_ratio:.3f} params {row.params_ratio:.3f} "
+            f"acc {row.acc_pruned:.4f} -> ft {row.acc_finetuned:.4f} / kd {row.acc_finetuned_kd:.4f}")
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def write_outputs(report: dict, prefix: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{prefix}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{prefix}.md").write_text(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    lines = [
+        "# Pruned-baseline accuracy (Fashion-MNIST, 28×28×1)",
+        "",
+        f"Generated by `bench/accuracy.py`. Fine-tune: {s['ft_epochs']} epoch(s), lr {s['ft_lr']}, "
+        f"{s['ft_subset']} train images; KD α=0.5, T=4. Test subset: {s['test_subset']} images "
+        f"(s.e. ≈ {100 * (0.9 * 0.1 / s['test_subset']) ** 0.5:.1f} points). One seed.",
+        "MACs/params by FlopCounterMode, as a fraction of the dense model.",
+        "",
+        "| model | dense acc | budget | method | MACs | params | acc pruned | acc FT | acc FT+KD |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        dense = report["dense"][r["model"]]["acc"]
+        lines.append(f"| {r['model']} | {dense:.4f} | {r['budget']:.1f} | {r['method']} | {r['macs_ratio']:.3f} | "
+                     f"{r['params_ratio']:.3f} | {r['acc_pruned']:.4f} | {r['acc_finetuned']:.4f} | "
+                     f"{r['acc_finetuned_kd']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def pareto_plot(report: dict, path: Path) -> None:
+    """Accuracy after fine-tuning (KD) vs MACs, one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["dense"])
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        dense = report["dense"][name]
+        ax.scatter([dense["macs"] / 1e6], [dense["acc"]], marker="*", s=150, color="k", label="dense")
+        for method in dict.fromkeys(r["method"] for r in report["rows"]):
+            rows = sorted((r for r in report["rows"] if r["model"] == name and r["method"] == method),
+                          key=lambda r: r["macs"])
+            ax.plot([r["macs"] / 1e6 for r in rows], [r["acc_finetuned_kd"] for r in rows], "o-", label=method)
+        ax.set(title=name, xlabel="MACs (M) at 28×28×1", ylabel="test accuracy after FT+KD")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "mobilenetv2"])
+    parser.add_argument("--budgets", nargs="+", type=float, default=[0.3, 0.5, 0.7])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--ft-subset", type=int, default=3000)
+    parser.add_argument("--ft-epochs", type=int, default=1)
+    parser.add_argument("--ft-lr", type=float, default=0.01)
+    parser.add_argument("--test-subset", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out-prefix", default="accuracy")
+    parser.add_argument("--append", action="store_true", help="merge into an existing report (same settings)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    report = run(args)
+    if report["rows"]:
+        pareto_plot(report, RESULTS / f"{args.out_prefix}_pareto.png")
+
+
+if __name__ == "__main__":
+    main()
