@@ -146,26 +146,32 @@ def render(rows: list[BudgetRow], notes: list[str], env: dict) -> str:
 
 
 def plot(rows: list[BudgetRow], path: Path) -> None:
-    """Achieved vs requested MACs ratio, one marker per (model, strategy), with the allowed band."""
+    """Left: achieved vs requested MACs ratio; right: the gap in points against the allowed band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, (ax, gx) = plt.subplots(1, 2, figsize=(11, 4.5))
     lo, hi = min(BUDGETS) - 0.05, max(BUDGETS) + 0.05
     ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="achieved = budget")
-    ax.fill_between([lo, hi], [lo - TOLERANCE, hi - TOLERANCE], [lo, hi], color="g", alpha=0.15,
-                    label=f"allowed band ({100 * TOLERANCE:g} pts)")
+    ax.fill_between([lo, hi], [lo - TOLERANCE, hi - TOLERANCE], [lo, hi], color="g", alpha=0.15)
+    gx.axhspan(0, 100 * TOLERANCE, color="g", alpha=0.15, label=f"allowed: 0 to {100 * TOLERANCE:g} pts")
     markers = dict(zip(MODELS, "osD^"))
-    for (model, strategy) in sorted({(r.model, r.strategy) for r in rows}):
-        pts = [(r.budget, r.achieved) for r in rows if (r.model, r.strategy) == (model, strategy) and r.achieved]
-        if pts:
-            ax.plot(*zip(*pts), marker=markers.get(model, "x"), ls="--" if strategy == "uniform" else "-",
-                    label=f"{model} {strategy}", alpha=0.8)
+    keys = sorted({(r.model, r.strategy) for r in rows})
+    for k, (model, strategy) in enumerate(keys):
+        sel = [r for r in rows if (r.model, r.strategy) == (model, strategy) and r.achieved is not None]
+        style = dict(marker=markers.get(model, "x"), ls="--" if strategy == "uniform" else "-", alpha=0.8,
+                     label=f"{model} {strategy}")
+        ax.plot([r.budget for r in sel], [r.achieved for r in sel], **style)
+        offset = (k - len(keys) / 2) * 0.004  # spread the markers so overlapping runs stay visible
+        gx.plot([r.budget + offset for r in sel], [r.gap_points for r in sel], **style)
     ax.set(xlabel="requested MACs ratio (budget)", ylabel="achieved MACs ratio", xlim=(lo, hi), ylim=(lo, hi),
-           title="graphprune budget precision")
-    ax.legend(fontsize=7)
+           title="achieved vs requested")
+    gx.set(xlabel="requested MACs ratio (budget)", ylabel="budget − achieved (points)",
+           title="gap (must lie in the green band)", ylim=(-0.25, 100 * TOLERANCE + 0.25))
+    gx.legend(fontsize=7, ncol=2)
+    fig.suptitle("graphprune budget precision")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
