@@ -383,7 +383,8 @@ class CandidateEvaluator:
         if self.config.cache and key in self._cache:
             return self._cache[key]
         t = time.perf_counter()
-        score = float(self.eval_fn(self.model(keep)))
+        with torch.no_grad():
+            score = float(self.eval_fn(self.model(keep)))
         self.seconds += time.perf_counter() - t
         self.calls += 1
         if self.config.cache:
