@@ -91,3 +91,30 @@ def test_keeps_most_important_units():
     for g in graph.groups:
         kept = np.nonzero(keep[g.units])[0]
         assert list(kept) == list(range(g.n_units - len(kept), g.n_units))
+
+
+# ---- the family machinery the searches reuse -------------------------------------------------------
+def test_ratio_family_passes_through_the_ratios_and_projects_onto_the_budget():
+    from graphprune.search import allocate_family, ratio_family
+
+    p = PATTERNS[0]
+    graph = graphprune.inspect(randomize_(p.build().eval()), p.make_input())
+    n = np.array([g.n_units for g in graph.groups])
+    rho = np.linspace(0.2, 1.0, len(n))
+    counts = ratio_family(rho)(n, None, graph)
+    assert np.array_equal(counts(0.5), np.ceil(n * rho - 1e-9).astype(int))
+    assert np.array_equal(counts(1.0), n) and not counts(0.0).any()
+    scores = score_units(graph, "l2")
+    alloc = allocate_family(graph, scores, Budget.macs(0.5), ratio_family(rho))
+    assert 0.44 <= alloc.ratio <= 0.5
+
+
+def test_global_raw_ranks_raw_scores_across_groups():
+    p = PATTERNS[0]
+    graph = graphprune.inspect(randomize_(p.build().eval()), p.make_input())
+    scores = np.ones(graph.n_units)
+    cheap = graph.groups[0]
+    scores[cheap.units] = 0.01  # raw scores say: prune this group first (per-group normalisation would hide it)
+    keep = allocate(graph, scores, Budget.macs(0.8), "global_raw").keep
+    other = np.concatenate([keep[g.units] for g in graph.groups[1:]])
+    assert keep[cheap.units].mean() < other.mean()
