@@ -38,8 +38,26 @@ class NodeRunError(RuntimeError):
         self.node = node
 
 
+# Modules whose output has the input's shape, dtype and layout: on meta tensors their kernels (decomposed
+# batch norm in particular) cost far more than the answer, which is known.
+_SAME_SHAPE = (torch.nn.modules.batchnorm._NormBase, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.SiLU,
+               torch.nn.GELU, torch.nn.Hardswish, torch.nn.Hardsigmoid, torch.nn.Sigmoid, torch.nn.Dropout,
+               torch.nn.Identity)
+
+
 class _NamedShapeProp(ShapeProp):
-    """ShapeProp that says which node failed (as ``NodeRunError``)."""
+    """ShapeProp that says which node failed (as ``NodeRunError``); ``shortcut`` skips same-shape modules."""
+
+    def __init__(self, gm: fx.GraphModule, shortcut: bool = False, **kwargs):
+        super().__init__(gm, **kwargs)
+        self.shortcut = shortcut
+
+    def call_module(self, target, args, kwargs):
+        module = self.fetch_attr(target)
+        if self.shortcut and isinstance(module, _SAME_SHAPE) and args and isinstance(args[0], torch.Tensor) \
+                and not kwargs:
+            return torch.empty_like(args[0])
+        return super().call_module(target, args, kwargs)
 
     def run_node(self, n: fx.Node):
         try:
@@ -156,16 +174,26 @@ def _record_shapes(gm: fx.GraphModule) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _meta_copy(gm: fx.GraphModule) -> fx.GraphModule:
-    """The same graph and modules with every parameter and buffer on the meta device (no data)."""
-    meta = structure_copy(gm)
-    for module in meta.modules():
+@contextlib.contextmanager
+def _on_meta(gm: fx.GraphModule):
+    """Temporarily swap every parameter and buffer of ``gm`` for a data-less meta tensor.
+
+    NOTE: ``gm`` is always a private structure copy, so swapping entries of its modules' dicts touches
+    nothing the user owns; the real tensors are put back even if propagation fails.
+    """
+    saved = []
+    for module in gm.modules():
         for store in (module._parameters, module._buffers):
             for name, t in list(store.items()):
                 if t is not None:
+                    saved.append((store, name, t))
                     m = t.detach().to("meta")
                     store[name] = torch.nn.Parameter(m, t.requires_grad) if isinstance(t, torch.nn.Parameter) else m
-    return meta
+    try:
+        yield gm
+    finally:
+        for store, name, t in saved:
+            store[name] = t
 
 
 def _shape_prop(gm: fx.GraphModule, example_inputs: Sequence, fake: bool) -> dict[str, tuple[int, ...]]:
@@ -175,15 +203,10 @@ def _shape_prop(gm: fx.GraphModule, example_inputs: Sequence, fake: bool) -> dic
         return _record_shapes(gm)
     # NOTE: meta tensors carry shapes without data or arithmetic: shape propagation costs no FLOPs and
     # no copy of the weights.  Ops without a meta kernel fall back to the real run.
-    meta = _meta_copy(gm)
     inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in example_inputs]
-    with contextlib.redirect_stderr(io.StringIO()):
-        _NamedShapeProp(meta).propagate(*inputs)
-    by_name = {n.name: n for n in meta.graph.nodes}
-    for node in gm.graph.nodes:  # annotate the real graph as ShapeProp itself would
-        if "tensor_meta" in by_name[node.name].meta:
-            node.meta["tensor_meta"] = by_name[node.name].meta["tensor_meta"]
-    return _record_shapes(meta)
+    with _on_meta(gm), contextlib.redirect_stderr(io.StringIO()):
+        _NamedShapeProp(gm, shortcut=True).propagate(*inputs)
+    return _record_shapes(gm)
 
 
 def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence,

@@ -118,12 +118,27 @@ class DependencyGraph:
     def dim_size(self, dim: Dim, keep: np.ndarray) -> int:
         return int(self.class_sizes(keep)[self.dim_class[dim]])
 
+    def _terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cost terms as arrays: (coefficients, class-index matrix padded with a size-1 slot, is-MACs)."""
+        if getattr(self, "_term_arrays", None) is None:
+            rows = [(coef, idx, True) for _, coef, idx in self._mac_terms]
+            rows += [(1.0, idx, False) for _, idx in self._param_terms]
+            pad = len(self.class_size)  # index of the appended 1.0
+            width = max((len(r[1]) for r in rows), default=0)
+            index = np.full((len(rows), width), pad, dtype=np.int64)
+            for i, (_, idx, _) in enumerate(rows):
+                index[i, :len(idx)] = idx
+            self._term_arrays = (np.array([r[0] for r in rows], dtype=np.float64), index,
+                                 np.array([r[2] for r in rows], dtype=bool))
+        return self._term_arrays
+
     def cost(self, keep: np.ndarray | None = None) -> Cost:
-        """MACs and params of the model pruned to ``keep`` (exact for ops with a rule, 0 MACs for others)."""
+        """MACs and params of the model pruned to ``keep`` (exact for ops with a rule; ops without a rule
+        are a measured constant, ``unmodeled_macs``)."""
         sizes = self.class_sizes(self.full_keep() if keep is None else keep).astype(np.float64)
-        macs = self.unmodeled_macs + sum(coef * np.prod(sizes[idx]) for _, coef, idx in self._mac_terms)
-        params = sum(np.prod(sizes[idx]) for _, idx in self._param_terms)
-        return Cost(macs=float(macs), params=float(params))
+        coef, index, is_macs = self._terms()
+        values = coef * np.append(sizes, 1.0)[index].prod(axis=1)
+        return Cost(macs=float(self.unmodeled_macs + values[is_macs].sum()), params=float(values[~is_macs].sum()))
 
     def node_macs(self, keep: np.ndarray | None = None) -> dict[str, float]:
         sizes = self.class_sizes(self.full_keep() if keep is None else keep).astype(np.float64)
@@ -290,8 +305,9 @@ def _groups(b: "_Builder", g: DependencyGraph, comp: np.ndarray, unit_comps: np.
 def _cost_terms(b: "_Builder", g: DependencyGraph) -> None:
     g._mac_terms = [(node, coef, [g.dim_class[d] for d in dims]) for node, coef, dims in b.mac_terms]
     g._param_terms = []
+    parameters = {f"@{n}" for n, _ in b.gm.named_parameters(remove_duplicate=False)}
     for key, first in b.param_alias.items():
-        if key != first or not _is_parameter(b, key):
+        if key != first or key not in parameters:
             continue
         shape = b.shapes[key]
         g._param_terms.append((key, [g.dim_class.get(Dim(key, a), -1) for a in range(len(shape))]))
@@ -304,10 +320,6 @@ def _cost_terms(b: "_Builder", g: DependencyGraph) -> None:
     el_class = np.repeat(np.arange(len(g.class_size)), g.class_size)
     g._unit_counts = sp.coo_matrix((np.ones(int(mask.sum()), dtype=np.int64), (el_class[mask], units[mask])),
                                    shape=(len(g.class_size), n_units)).tocsr()
-
-
-def _is_parameter(b: "_Builder", key: str) -> bool:
-    return any(f"@{n}" == key for n, _ in b.gm.named_parameters(remove_duplicate=False))
 
 
 def _frozen_report(b: "_Builder", g: DependencyGraph, comp: np.ndarray) -> None:
