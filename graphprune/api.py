@@ -13,10 +13,9 @@ import torch.fx as fx
 
 from .budget import Budget, BudgetError, as_budget
 from .depgraph import DependencyGraph, build_dependency_graph
-from .importance import score_units
 from .passes import RewriteError, rewrite
 from .plan import Plan
-from .search import AllocationConfig, allocate
+from .search import AllocationConfig
 from .search.registry import choose_keep
 from .trace import trace
 
