@@ -1,0 +1,187 @@
+"""BN-γ sparsity: ISTA on BatchNorm scales (Ye et al. 2018) and Network Slimming (Liu et al. 2017).
+
+Both train the network with an L1 penalty on the BatchNorm scales γ of every prunable channel::
+
+    min_W,γ  L(W, γ) + λ Σ_c |γ_c|
+
+* **BN-ISTA** (Ye et al., "Rethinking the smaller-norm-less-informative assumption"): γ takes plain
+  gradient steps on L (no momentum, no weight decay) followed by the proximal step of λ‖·‖₁::
+
+      γ ← sign(γ) · max(|γ| − η·λ, 0)
+
+  so channels reach **exact** zeros (a channel with γ = 0 outputs the constant β: what pruning it loses
+  is a bias, which fine-tuning recovers).  Options: the paper's **γ-W rescaling**: γ, β ← αγ, αβ and the
+  consumers' input columns W ← W/α, which leaves the function unchanged where the path between them is
+  positively homogeneous (ReLU, pooling) while changing how fast λ zeroes the scales; it is applied per
+  group only where a forward pass confirms the function is unchanged (ReLU6 paths, for instance, are
+  refused and recorded), and undone before export.  ``lam_adapt`` > 0 multiplies λ by ``exp(±lam_adapt)``
+  after every step, up while the zero set is short of the budget and down once it is past it.
+* **Network Slimming** (baseline): the L1 subgradient ``λ·sign(γ)`` is added to γ's gradient and γ
+  trains with the same SGD as the weights; γ never reaches exact zero, so the plan comes from ranking
+  |γ| globally against the budget (the "threshold" is the projection of :mod:`.projection`).
+
+A unit is a coupled channel set: its score is ``‖(γ_c)_c‖₂`` over every BN channel in it (residual-coupled
+channels have one γ per BN), and it is dropped when all are zero.  **Units with no BatchNorm** (e.g. a conv
+feeding a linear directly) get a gate scalar (:mod:`.gates`, initialised to 1) under the same penalty and
+the same proximal step; the trained gate is folded into the exported model as a constant.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..budget import Budget
+from ..depgraph import DependencyGraph, Dim
+from .base import Export, Learner, LearnerConfig
+from .gates import GatedModel, attach_gates, materialize
+from .prox import prox_l1_
+from .rescale import Rescaling, rescale_groups, undo_rescale
+
+__all__ = ["BNIstaConfig", "BNIsta", "NetworkSlimming", "BNScale", "bn_scales"]
+
+
+@dataclass(frozen=True)
+class BNIstaConfig(LearnerConfig):
+    """``lam``: L1 weight λ; ``sparse_lr``: step size of γ and gates (default ``lr``); ``rescale``: the
+    γ-W rescaling factor α (None: off); ``lam_adapt``: per-step log-factor steering λ to the budget."""
+
+    lam: float = 1e-3
+    sparse_lr: float | None = None
+    rescale: float | None = None
+    lam_adapt: float = 0.0
+
+
+@dataclass
+class BNScale:
+    """A BatchNorm with prunable channels: module name and, per channel, its unit (-1: frozen)."""
+
+    module: str
+    units: np.ndarray
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return torch.as_tensor(self.units >= 0)
+
+
+def bn_scales(graph: DependencyGraph, model: nn.Module) -> list[BNScale]:
+    """Every affine BatchNorm of ``model`` whose channels include units of ``graph``."""
+    out = []
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm) or not m.affine:
+            continue
+        key = graph.param_alias.get(f"@{name}.weight", f"@{name}.weight")
+        c = graph.dim_class.get(Dim(key, 0))
+        if c is None:
+            continue
+        units = graph.element_unit[graph.class_offset[c]:graph.class_offset[c] + graph.class_size[c]]
+        if (units >= 0).any():
+            out.append(BNScale(name, units.copy()))
+    return out
+
+
+class BNIsta(Learner):
+    """BN-ISTA learner (module docstring)."""
+
+    name = "bn-ista"
+    config_class = BNIstaConfig
+    proximal = True
+
+    def setup(self, graph: DependencyGraph, budget: Budget) -> None:
+        cfg = self.config
+        self.budget, self.lam = budget, cfg.lam
+        self.scales = bn_scales(graph, graph.traced.gm)
+        self.has_bn = np.zeros(graph.n_units, dtype=bool)
+        for s in self.scales:
+            self.has_bn[s.units[s.units >= 0]] = True
+        self.gated: GatedModel = attach_gates(graph, gated_units=~self.has_bn)
+        self.gated.gm.train()
+        self.rescaling = rescale_groups(self.gated, self.scales, cfg.rescale) if cfg.rescale else None
+        self.optimizer = self._optimizer()
+
+    # ---- parameters under the penalty -------------------------------------------------------
+    def _sparse(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(tensor, mask of penalised elements): BN scales of units, and gates of units without BN."""
+        modules = dict(self.gated.gm.named_modules())
+        pairs = [(modules[s.module].weight, s.mask) for s in self.scales]
+        pairs.append((self.gated.unit_gates.values, torch.as_tensor(~self.has_bn)))
+        return pairs
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        sparse = [t for t, _ in self._sparse()]
+        ids = {id(t) for t in sparse}
+        rest = [p for p in self.gated.gm.parameters() if id(p) not in ids]
+        momentum = 0.0 if self.proximal else cfg.momentum
+        return torch.optim.SGD([
+            {"params": rest, "lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay},
+            {"params": sparse, "lr": cfg.sparse_lr or cfg.lr, "momentum": momentum, "weight_decay": 0.0},
+        ])
+
+    def _l1(self) -> float:
+        return sum(float(t.detach()[m].abs().sum()) for t, m in self._sparse())
+
+    # ---- one step ---------------------------------------------------------------------------
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        loss = F.cross_entropy(self.gated.gm(inputs), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if not self.proximal:
+            self._add_subgradient()
+        self.optimizer.step()
+        if self.proximal:
+            threshold = (self.config.sparse_lr or self.config.lr) * self.lam
+            for t, m in self._sparse():
+                prox_l1_(t, threshold, m)
+        self._adapt_lambda()
+        return {"ce": loss.item(), "l1": self.lam * self._l1(), "lam": self.lam}
+
+    @torch.no_grad()
+    def _add_subgradient(self) -> None:
+        for t, m in self._sparse():
+            if t.grad is not None:
+                t.grad.add_(self.lam * torch.sign(t) * m)
+
+    def _adapt_lambda(self) -> None:
+        if self.config.lam_adapt <= 0:
+            return
+        over = self.learned_ratio(self.state()[1]) > self.budget.ratio
+        self.lam *= math.exp(self.config.lam_adapt if over else -self.config.lam_adapt)
+
+    # ---- state and export -------------------------------------------------------------------
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        sq = np.zeros(self.graph.n_units)
+        modules = dict(self.gated.gm.named_modules())
+        for s in self.scales:
+            gamma = modules[s.module].weight.detach()
+            if self.rescaling is not None and s.module in self.rescaling.bn_factor:
+                gamma = gamma / self.rescaling.bn_factor[s.module]
+            gamma = gamma.numpy()
+            ok = s.units >= 0
+            np.add.at(sq, s.units[ok], gamma[ok] ** 2)
+        gates = self.gated.unit_gates.values.detach().numpy()
+        sq = np.where(self.has_bn, sq, gates ** 2)
+        scores = np.sqrt(sq)
+        return scores, scores > 0
+
+    def network(self) -> nn.Module:
+        return self.gated.gm
+
+    def export(self) -> Export:
+        if self.rescaling is not None:
+            undo_rescale(self.gated, self.rescaling)
+            self.rescaling = None
+        scores, learned = self.state()
+        return Export(materialize(self.gated), self.graph, scores, learned)
+
+
+class NetworkSlimming(BNIsta):
+    """Network Slimming baseline: L1 subgradient on γ, global threshold at the end (module docstring)."""
+
+    name = "slimming"
+    proximal = False
+
