@@ -23,6 +23,7 @@ Kendall τ between the masked-candidate score and fine-tuned accuracy over ``--k
 
     python bench/search.py                          # defaults sized for ~40 min on one busy core
     python bench/search.py --budgets 0.5 --episodes 4 --kendall 3 --ft-subset 200 --test 200   # smoke
+    python bench/search.py --render bench/results/search.json     # table + plot again from the JSON
 """
 from __future__ import annotations
 
@@ -250,6 +251,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['method']} | {r['budget']:.2f} | {r['macs_ratio']:.3f} | {r['params_ratio']:.3f} | "
                      f"{score} | {r['acc_before']:.4f} | {r['acc_recal']:.4f} | {r['acc_after']:.4f} | "
                      f"{r['search_seconds']:.1f} |")
+    lines += _conditional_vs_per_budget(report)
     if "eval_speed" in report:
         s = report["eval_speed"]
         lines += ["", f"Candidate evaluation: masked {s['masked_seconds']:.2f}s vs rewrite {s['rewrite_seconds']:.2f}s "
@@ -259,6 +261,19 @@ def markdown(report: dict) -> str:
         lines += ["", f"Kendall τ (masked score vs fine-tuned accuracy, {k['n']} random plans at β={k['budget']}): "
                       f"{k['tau']:.3f} (p={k['p_value']:.3f})."]
     return "\n".join(lines) + "\n"
+
+
+def _conditional_vs_per_budget(report: dict) -> list[str]:
+    rows = {(r["method"], r["budget"]): r for r in report["rows"]}
+    budgets = sorted({b for m, b in rows if m == "rl-conditional" and ("rl-per-budget", b) in rows})
+    if not budgets:
+        return []
+    cond = report.get("rl_conditional", {}).get("fit_seconds", 0.0)
+    per = sum(rows[("rl-per-budget", b)]["search_seconds"] for b in budgets)
+    diffs = ", ".join(f"β={b}: {rows[('rl-conditional', b)]['acc_after'] - rows[('rl-per-budget', b)]['acc_after']:+.4f}"
+                      for b in budgets)
+    return ["", f"Conditional policy (trained once, {cond:.0f}s) vs one policy per budget ({per:.0f}s in total): "
+                f"accuracy after fine-tune, conditional − per-budget: {diffs}."]
 
 
 def pareto_plot(report: dict, path: Path) -> None:
@@ -308,4 +323,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    run(parse_args())
+    if len(sys.argv) == 3 and sys.argv[1] == "--render":  # re-render table and plot from a results JSON
+        write(json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[2]).stem)
+    else:
+        run(parse_args())
