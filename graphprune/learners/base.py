@@ -35,7 +35,7 @@ from ..budget import Budget, BudgetError, as_budget
 from ..depgraph import DependencyGraph
 from ..passes import rewrite
 from ..passes.remove_block import Block, remove_blocks
-from ..passes.remove_branch import Branch, check_branch, remove_branches
+from ..passes.remove_branch import Branch, check_branch, find_branches, remove_branches
 from ..plan import Plan
 from ..search import AllocationConfig
 from ..trace import normalize_inputs
@@ -110,11 +110,16 @@ def _remove_structures(exp: Export, example: tuple) -> tuple[fx.GraphModule, dic
     removed = {"blocks": [b.add for b in exp.blocks], "branches": [], "refused": []}
     if exp.branches:
         graph = inspect(gm, example)
-        names = {n.name: n for n in graph.traced.gm.graph.nodes}
+        # NOTE: re-found on the exported graph, whose branches also hold the folded gate constants.
+        current = {(b.concat, b.index): b for b in find_branches(graph.traced.gm)}
         ok = []
-        for b in exp.branches:
-            reason = check_branch(graph, b) if b.concat in names else "concat removed with a block"
-            (removed["refused"].append(f"{b.concat}[{b.index}]: {reason}") if reason else ok.append(b))
+        for wanted in exp.branches:
+            b = current.get((wanted.concat, wanted.index))
+            reason = check_branch(graph, b) if b is not None else "no longer a branch (removed with a block?)"
+            if reason:
+                removed["refused"].append(f"{wanted.concat}[{wanted.index}]: {reason}")
+            else:
+                ok.append(b)
         if ok:
             gm = remove_branches(graph, ok)
         removed["branches"] = [[b.concat, b.index] for b in ok]

@@ -238,14 +238,14 @@ def materialize(gated: GatedModel) -> fx.GraphModule:
             continue
         site = node.kwargs["site"]
         with torch.no_grad():
-            const = units.factor(site) if node.target == UNIT_GATES else structs.values[site]
+            const = (units.factor(site) if node.target == UNIT_GATES else structs.values[site]).detach()
         (x,) = node.args
         if bool((const == 1).all()):
             node.replace_all_uses_with(x)
         else:
             with gm.graph.inserting_before(node):
                 if const.ndim == 0:
-                    new = gm.graph.call_function(torch.mul, (x, float(const)))
+                    new = gm.graph.call_function(torch.mul, (x, const.item()))
                 else:
                     name = f"gp_gate_const_{site}"
                     gm.register_buffer(name, const.detach().clone())

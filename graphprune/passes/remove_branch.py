@@ -101,13 +101,22 @@ def _descendants(node: fx.Node) -> set[fx.Node]:
     return seen
 
 
-def _owner(value: str, nodes: dict, gm: fx.GraphModule) -> set[str]:
-    """Node names a value belongs to: the node itself, or the nodes that use a parameter's module."""
+def _owner(value: str, nodes: dict) -> set[str]:
+    """Node names a value belongs to: the node itself; for a parameter or buffer, the nodes that use it
+    (calls of its module, users of a ``get_attr`` of it)."""
     if not value.startswith("@"):
+        node = nodes.get(value.split("#")[0])
+        if node is not None and node.op == "get_attr":  # a constant read: it belongs to its readers
+            return {u.name for u in node.users}
         return {value.split("#")[0]}
     module = value[1:].rpartition(".")[0]
-    return {n.name for n in nodes.values() if (n.op == "call_module" and n.target == module)
-            or (n.op == "get_attr" and n.target == value[1:])}
+    owners = set()
+    for n in nodes.values():
+        if n.op == "call_module" and n.target == module:
+            owners.add(n.name)
+        elif n.op == "get_attr" and n.target == value[1:]:
+            owners.update(u.name for u in n.users)
+    return owners
 
 
 def check_branch(graph: DependencyGraph, branch: Branch) -> str:
@@ -126,7 +135,7 @@ def check_branch(graph: DependencyGraph, branch: Branch) -> str:
     for u in units:
         for c in counts.indices[counts.indptr[u]:counts.indptr[u + 1]]:
             for d in graph.class_dims[c]:
-                outside = _owner(d.value, nodes, gm) - allowed
+                outside = _owner(d.value, nodes) - allowed
                 if outside:
                     return (f"branch {branch.index} of {branch.concat}: its channels are coupled to "
                             f"{sorted(outside)[0]}, outside the branch and the concat's consumers")
