@@ -7,7 +7,8 @@ Rules (``find_blocks`` is the analysis, ``remove_blocks`` the rewrite):
 2. The *private part* of an operand is the operand and its ancestors that the other operand does not
    depend on.  The **mapping** is the operand whose private part calls parameterised modules or reads
    parameters; the **identity** (shortcut) is the other one, whose private part must have none
-   (an identity, a parameter-free subsample/pad).  Both or neither parameterised: not a block.
+   (an identity, a parameter-free subsample/pad).  Both or neither parameterised: not a block.  The
+   mapping's nodes must feed only the mapping and the add (else they would outlive its removal).
 3. Rewrite: every use of the add reads the identity operand instead; nodes left without users (the
    mapping) are deleted, then submodules no node calls.
 
@@ -91,7 +92,10 @@ def find_blocks(gm: fx.GraphModule) -> list[Block]:
         if heavy.count(True) != 1:
             continue
         mapping = heavy.index(True)
-        private = tuple(n.name for n in gm.graph.nodes if n in parts[mapping])
+        part = parts[mapping]
+        if any(u not in part and u is not node and u.users for n in part for u in n.users):
+            continue  # the mapping's nodes feed something else too: removing the add would not delete them
+        private = tuple(n.name for n in gm.graph.nodes if n in part)
         blocks.append(Block(node.name, mapping, private))
     return blocks
 
