@@ -260,6 +260,12 @@ def markdown(report: dict) -> str:
         k = report["kendall"]
         lines += ["", f"Kendall τ (masked score vs fine-tuned accuracy, {k['n']} random plans at β={k['budget']}): "
                       f"{k['tau']:.3f} (p={k['p_value']:.3f})."]
+    n_test = report["config"].get("test", 0)
+    lines += ["", f"Noise: one seed; test subset of {n_test} images (binomial s.e. ≈ "
+                  f"{100 * (0.7 * 0.3 / max(n_test, 1)) ** 0.5:.1f} points at 70%); fine-tune = "
+                  f"{report['config'].get('ft_epochs')} epoch on {report['config'].get('ft_subset')} images. "
+                  "Differences of a few points are within noise. 'search score' is minus the cross-entropy of the "
+                  "masked, BN-recalibrated candidate on the held-out search images (higher is better)."]
     return "\n".join(lines) + "\n"
 
 
