@@ -55,10 +55,11 @@ def _param(graph: DependencyGraph, key: str) -> torch.Tensor | None:
 
 
 def _per_element(t: torch.Tensor, axis: int, p: float) -> np.ndarray:
+    """sum of |w|^p over every axis but ``axis`` (one fused reduction, no |w|^p temporary)."""
     dims = [a for a in range(t.ndim) if a != axis]
     w = t.detach().float()
-    w = w * w if p == 2.0 else (w.abs() if p == 1.0 else w.abs().pow(p))
-    return (w.sum(dim=dims) if dims else w).cpu().numpy().astype(np.float64)
+    norms = torch.linalg.vector_norm(w, ord=p, dim=dims) if dims else w.abs()
+    return norms.pow(p).cpu().numpy().astype(np.float64)
 
 
 def _dim_units(graph: DependencyGraph, d: Dim) -> np.ndarray:
