@@ -173,9 +173,13 @@ def graphprune_error_kind(exc: BaseException) -> str:
 
 @dataclass
 class TpRun:
-    """Torch-Pruning on one model: the pruned model (or None) and what it took."""
+    """Torch-Pruning on one model: the pruned model and what it took.
 
-    model: torch.nn.Module | None
+    ``error`` is set when ``step()`` returned but the pruned model fails to run (its MACs count is a
+    forward pass); ``seconds`` is then still the prune time.
+    """
+
+    model: torch.nn.Module
     seconds: float
     macs_before: float = 0.0  # tp.utils.count_ops_and_params (its own MACs counter)
     macs_after: float = 0.0
@@ -183,7 +187,7 @@ class TpRun:
 
     @property
     def macs_ratio(self) -> float | None:
-        return self.macs_after / self.macs_before if self.model is not None and self.macs_before else None
+        return self.macs_after / self.macs_before if not self.error and self.macs_before else None
 
 
 def torch_pruning_prune(model: torch.nn.Module, x: torch.Tensor, ratio: float = 0.5,
@@ -191,6 +195,7 @@ def torch_pruning_prune(model: torch.nn.Module, x: torch.Tensor, ratio: float = 
     """Prune ``model`` in place with Torch-Pruning's magnitude pruner (L2, per layer, classifier ignored).
 
     ``seconds`` covers building the pruner (its dependency graph) and ``step()``; not the MACs counts.
+    Exceptions from building the pruner or ``step()`` propagate.
     """
     import torch_pruning as tp
 
@@ -200,9 +205,13 @@ def torch_pruning_prune(model: torch.nn.Module, x: torch.Tensor, ratio: float = 
                                        pruning_ratio=ratio, global_pruning=False,
                                        ignored_layers=[classifier(model)[1]])
     pruner.step()
-    seconds = time.perf_counter() - t
-    after = float(tp.utils.count_ops_and_params(model, x)[0]) if count else 0.0
-    return TpRun(model, seconds, before, after)
+    run = TpRun(model, time.perf_counter() - t, before)
+    if count:
+        try:
+            run.macs_after = float(tp.utils.count_ops_and_params(model, x)[0])
+        except Exception as exc:  # the pruned model does not run
+            run.error = f"pruned model fails: {error_text(exc)}"
+    return run
 
 
 def graphprune_seconds(report: Any) -> float:

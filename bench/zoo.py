@@ -214,6 +214,8 @@ def _run_torch_pruning(row: ZooRow, spec: ModelSpec, cfg: WorkerConfig, dense: f
         with time_limit(cfg.tp_limit, "torch-pruning"):
             run = torch_pruning_prune(model, x, TP_RATIO)
             row.tp_seconds, row.tp_macs_ratio = run.seconds, run.macs_ratio
+            if run.error:
+                raise RuntimeError(run.error)
             with torch.no_grad():
                 y = first_output(model.eval()(x))
             if tuple(y.shape) != (1, 1000):
@@ -222,7 +224,7 @@ def _run_torch_pruning(row: ZooRow, spec: ModelSpec, cfg: WorkerConfig, dense: f
             if dense:
                 row.tp_macs_ratio_counted = counted_macs(model, (x,)) / dense
     except Exception as exc:
-        row.tp_ok, row.tp_error = False, error_text(exc)
+        row.tp_ok, row.tp_error = False, str(exc) if row.tp_seconds is not None else error_text(exc)
 
 
 def run_worker(spec: ModelSpec, cfg: WorkerConfig, out: Path) -> ZooRow:
