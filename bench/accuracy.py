@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> dict:
     test_set = fashion_mnist("test", subset=args.test_subset, stratified=True, seed=0)
     setup = Setup(make_loader(train_set, 128, seed=0), make_loader(test_set, 500, shuffle=False),
                   args.ft_epochs, args.ft_lr)
-    report = _start_report(args)
+    report = merged = _start_report(args)
     for name in args.models:
         teacher = load_checkpoint(REPO / "checkpoints" / f"{name}.pt").build().eval()
         dense = count(teacher)
@@ -171,8 +171,8 @@ def run(args: argparse.Namespace) -> dict:
                 if row is not None:
                     report["rows"].append(asdict(row))
                     print(_row_line(row), flush=True)
-                write_outputs(report, args.out_prefix)
-    return report
+                merged = write_outputs(report, args.out_prefix, args.models if args.append else None)
+    return merged
 
 
 def _start_report(args: argparse.Namespace) -> dict:
@@ -206,10 +206,27 @@ def _row_line(row: Row) -> str:
 # ----------------------------------------------------------------------------- outputs
 
 
-def write_outputs(report: dict, prefix: str) -> None:
+def write_outputs(report: dict, prefix: str, models: list[str] | None = None) -> None:
+    """Write JSON + Markdown. With ``models`` (``--append``), merge into the file on disk under a lock,
+    replacing only those models, so several appending runs can proceed side by side."""
+    import fcntl
+
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{prefix}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"{prefix}.md").write_text(markdown(report))
+    path = RESULTS / f"{prefix}.json"
+    with open(RESULTS / f".{prefix}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if models is not None and path.exists():
+            report = _merge(json.loads(path.read_text()), report, models)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / f"{prefix}.md").write_text(markdown(report))
+    return report
+
+
+def _merge(on_disk: dict, mine: dict, models: list[str]) -> dict:
+    dense = {k: v for k, v in on_disk["dense"].items() if k not in models}
+    dense.update({k: v for k, v in mine["dense"].items() if k in models})
+    rows = [r for r in on_disk["rows"] if r["model"] not in models] + [r for r in mine["rows"] if r["model"] in models]
+    return {"settings": on_disk["settings"], "dense": dense, "rows": rows}
 
 
 def markdown(report: dict) -> str:
@@ -277,7 +294,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     report = run(args)
-    if report["rows"]:
+    if report and report["rows"]:
         pareto_plot(report, RESULTS / f"{args.out_prefix}_pareto.png")
 
 
