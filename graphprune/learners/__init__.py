@@ -9,8 +9,9 @@ epoch (:mod:`.log`), and ends with a plan meeting the budget (:mod:`.projection`
 from .base import Export, LearnerConfig, Learner, LearnResult, finalize
 from .gates import GatedModel, Structure, attach_gates, materialize
 from .gal import GAL, Discriminator, GALConfig
+from .hsn import HSN, HSNConfig, HyperStructureNetwork
 from .ista import BNIsta, BNIstaConfig, NetworkSlimming
 
 __all__ = ["Learner", "LearnerConfig", "LearnResult", "Export", "finalize", "GatedModel", "Structure",
            "attach_gates", "materialize", "BNIsta", "BNIstaConfig", "NetworkSlimming", "GAL", "GALConfig",
-           "Discriminator"]
+           "Discriminator", "HSN", "HSNConfig", "HyperStructureNetwork"]

@@ -153,6 +153,7 @@ class Learner:
         self.config = replace(config or self.config_class(), **overrides)
         self.result: LearnResult | None = None
         self.graph: DependencyGraph | None = None
+        self.total_steps = 1  # learning steps of this fit (set before ``setup``)
 
     # ---- hooks ------------------------------------------------------------------------------
     def setup(self, graph: DependencyGraph, budget: Budget) -> None:
@@ -185,10 +186,12 @@ class Learner:
         self.graph = inspect(model, example)
         if not self.graph.groups:
             raise BudgetError(f"nothing to prune in {type(model).__name__} (see inspect() for frozen reasons)")
+        loader = make_loader(train_data, cfg.batch_size, True, cfg.seed)
+        per_epoch = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
+        self.total_steps = max(1, cfg.epochs * per_epoch)
         self.setup(self.graph, b)
         log = LearnLog(self.name, {**asdict(cfg), "budget": b.ratio, "metric": b.metric}, cfg.log_path,
                        cfg.plot_path)
-        loader = make_loader(train_data, cfg.batch_size, True, cfg.seed)
         eval_loader = make_loader(eval_data, 256, False) if eval_data is not None else None
         for epoch in range(1, cfg.epochs + 1):
             start = time.perf_counter()
@@ -215,6 +218,9 @@ class Learner:
             if steps >= total:
                 break
             for k, v in self.step(inputs, labels).items():
+                if not np.isfinite(v):
+                    raise FloatingPointError(f"{self.name}: loss '{k}' is {v} at step {steps + 1} of epoch {epoch}; "
+                                             "lower the learning rates (lr, mask/sparse/hsn lr)")
                 sums[k] = sums.get(k, 0.0) + float(v)
             steps += 1
             bar.set_postfix({k: f"{v / steps:.3g}" for k, v in sums.items()}, refresh=False)

@@ -15,6 +15,10 @@ mask drops the unit, a zero branch or block mask removes that structure.  Ablati
 "sgd"`` (L1 subgradient, no exact zeros: channels are thresholded by the budget projection, structures
 by ``sgd_threshold``), ``adversarial=False`` (data term only).
 
+``lam=None`` calibrates λ to the schedule: the smallest λ with which a mask that the loss does not defend
+(∇ = 0) goes from 1 to exact zero within the ``T`` learning steps (:func:`.prox.calibrate_l1`, FISTA's
+momentum included); masks the loss defends survive.
+
 Structure removal is guarded so the plan stays within the budget window: zero-mask structures are
 removed in graph order only while the dense-channel cost after removal stays ≥ (β − tolerance);
 the channel projection then meets the budget.
@@ -35,17 +39,18 @@ from ..passes.remove_block import Block, find_blocks
 from ..passes.remove_branch import Branch, branch_units, check_branch, find_branches
 from .base import Export, Learner, LearnerConfig
 from .gates import Structure, attach_gates, materialize
-from .prox import FISTA
+from .prox import FISTA, calibrate_l1
 
 __all__ = ["GALConfig", "GAL", "Discriminator"]
 
 
 @dataclass(frozen=True)
 class GALConfig(LearnerConfig):
-    """``lam``/``lam_structure``: L1 weights of channel and structure masks; ``mask_lr``: their step;
-    ``adv_weight``: μ; ``d_lr``: Adam step of D; ``structures``: which of channel/branch/block to mask."""
+    """``lam``/``lam_structure``: L1 weights of channel and structure masks (None: calibrated, see the
+    module docstring); ``mask_lr``: their step; ``adv_weight``: μ; ``d_lr``: Adam step of D;
+    ``structures``: which of channel/branch/block to mask."""
 
-    lam: float = 1e-2
+    lam: float | None = None
     lam_structure: float | None = None
     mask_lr: float = 0.05
     mask_optimizer: str = "fista"
@@ -108,14 +113,15 @@ class GAL(Learner):
         mask_ids = {id(self.gated.unit_gates.values)} | ({id(self.struct_mask)} if self.struct_mask is not None else set())
         weights = [p for p in self.gated.gm.parameters() if id(p) not in mask_ids]
         self.opt_w = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        groups = [{"params": self.masks, "lam": cfg.lam}] if self.masks else []
+        fista = cfg.mask_optimizer == "fista"
+        lam = cfg.lam if cfg.lam is not None else calibrate_l1(1.0, self.total_steps, cfg.mask_lr, fista)
+        groups = [{"params": self.masks, "lam": lam}] if self.masks else []
         if self.struct_mask is not None:
             groups.append({"params": [self.struct_mask], "lam": cfg.lam_structure if cfg.lam_structure is not None
-                           else cfg.lam})
+                           else lam})
         self.opt_m = None
         if groups:
-            self.opt_m = FISTA(groups, lr=cfg.mask_lr, lam=cfg.lam) if cfg.mask_optimizer == "fista" else \
-                torch.optim.SGD(groups, lr=cfg.mask_lr)
+            self.opt_m = FISTA(groups, lr=cfg.mask_lr, lam=lam) if fista else torch.optim.SGD(groups, lr=cfg.mask_lr)
         with torch.no_grad():
             n_out = self.teacher(*graph.traced.example_inputs).shape[-1]
         self.disc = Discriminator(n_out)

@@ -15,6 +15,11 @@ is a *site*; the gated graph computes ``N(..., A ⊙ G, ...)`` with ``G[i] = g[u
   channels computes (the masked reference of :mod:`graphprune.passes.masks`), for exact groups;
 * soft ``g``: each read of a channel is scaled once (no ``g²`` along conv→BN→ReLU chains).
 
+Inexact cases (as for the masked reference): an op that normalises over a unit's channels while
+carrying them (LayerNorm), and a fused op that both reduces a unit and carries it (SDPA reduces the head
+dim in q·k and carries it from v) sees the ungated channel, since the gate sits where the unit stops
+being carried.
+
 *Structure gates* (GAL) are scalars on whole operands: a concat's branch input, or a residual add's
 mapping input (see :mod:`graphprune.passes.remove_branch` / :mod:`.remove_block`).
 

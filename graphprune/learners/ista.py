@@ -14,8 +14,10 @@ Both train the network with an L1 penalty on the BatchNorm scales γ of every pr
   consumers' input columns W ← W/α, which leaves the function unchanged where the path between them is
   positively homogeneous (ReLU, pooling) while changing how fast λ zeroes the scales; it is applied per
   group only where a forward pass confirms the function is unchanged (ReLU6 paths, for instance, are
-  refused and recorded), and undone before export.  ``lam_adapt`` > 0 multiplies λ by ``exp(±lam_adapt)``
-  after every step, up while the zero set is short of the budget and down once it is past it.
+  refused and recorded), and undone before export.  ``lam=None`` calibrates λ to the budget and the
+  schedule: with ``T`` steps of size η and ``s*`` the score at which ranking the initial scales meets the
+  budget, ``λ = s* / (T·η)``: a scale the loss does not defend reaches zero by the last step exactly when
+  it lies below the cut (the loss gradient then decides which channels survive).
 * **Network Slimming** (baseline): the L1 subgradient ``λ·sign(γ)`` is added to γ's gradient and γ
   trains with the same SGD as the weights; γ never reaches exact zero, so the plan comes from ranking
   |γ| globally against the budget (the "threshold" is the projection of :mod:`.projection`).
@@ -27,7 +29,6 @@ the same proximal step; the trained gate is folded into the exported model as a 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,7 @@ from ..budget import Budget
 from ..depgraph import DependencyGraph, Dim
 from .base import Export, Learner, LearnerConfig
 from .gates import GatedModel, attach_gates, materialize
+from .projection import project
 from .prox import prox_l1_
 from .rescale import Rescaling, rescale_groups, undo_rescale
 
@@ -47,13 +49,12 @@ __all__ = ["BNIstaConfig", "BNIsta", "NetworkSlimming", "BNScale", "bn_scales"]
 
 @dataclass(frozen=True)
 class BNIstaConfig(LearnerConfig):
-    """``lam``: L1 weight λ; ``sparse_lr``: step size of γ and gates (default ``lr``); ``rescale``: the
-    γ-W rescaling factor α (None: off); ``lam_adapt``: per-step log-factor steering λ to the budget."""
+    """``lam``: L1 weight λ (None: calibrated to the budget, module docstring); ``sparse_lr``: step size
+    of γ and gates (default ``lr``); ``rescale``: the γ-W rescaling factor α (None: off)."""
 
-    lam: float = 1e-3
+    lam: float | None = 1e-3
     sparse_lr: float | None = None
     rescale: float | None = None
-    lam_adapt: float = 0.0
 
 
 @dataclass
@@ -93,7 +94,7 @@ class BNIsta(Learner):
 
     def setup(self, graph: DependencyGraph, budget: Budget) -> None:
         cfg = self.config
-        self.budget, self.lam = budget, cfg.lam
+        self.budget = budget
         self.scales = bn_scales(graph, graph.traced.gm)
         self.has_bn = np.zeros(graph.n_units, dtype=bool)
         for s in self.scales:
@@ -102,6 +103,15 @@ class BNIsta(Learner):
         self.gated.gm.train()
         self.rescaling = rescale_groups(self.gated, self.scales, cfg.rescale) if cfg.rescale else None
         self.optimizer = self._optimizer()
+        self.lam = cfg.lam if cfg.lam is not None else self._calibrated_lambda()
+
+    def _calibrated_lambda(self) -> float:
+        """``λ = s* / (T·η)`` with ``s*`` the largest initial score the budget's ranking drops."""
+        scores, _ = self.state()
+        keep = project(self.graph, scores, np.ones(len(scores), dtype=bool), self.budget, 0.0,
+                       cfg=self.config.allocation()).keep
+        cut = float(scores[~keep].max()) if (~keep).any() else 0.0
+        return cut / (self.total_steps * (self.config.sparse_lr or self.config.lr))
 
     # ---- parameters under the penalty -------------------------------------------------------
     def _sparse(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -137,7 +147,6 @@ class BNIsta(Learner):
             threshold = (self.config.sparse_lr or self.config.lr) * self.lam
             for t, m in self._sparse():
                 prox_l1_(t, threshold, m)
-        self._adapt_lambda()
         return {"ce": loss.item(), "l1": self.lam * self._l1(), "lam": self.lam}
 
     @torch.no_grad()
@@ -145,12 +154,6 @@ class BNIsta(Learner):
         for t, m in self._sparse():
             if t.grad is not None:
                 t.grad.add_(self.lam * torch.sign(t) * m)
-
-    def _adapt_lambda(self) -> None:
-        if self.config.lam_adapt <= 0:
-            return
-        over = self.learned_ratio(self.state()[1]) > self.budget.ratio
-        self.lam *= math.exp(self.config.lam_adapt if over else -self.config.lam_adapt)
 
     # ---- state and export -------------------------------------------------------------------
     def state(self) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from typing import Iterable
 
 import torch
 
-__all__ = ["soft_threshold", "FISTA", "prox_l1_"]
+__all__ = ["soft_threshold", "FISTA", "prox_l1_", "steps_to_zero", "calibrate_l1"]
 
 
 def soft_threshold(z: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
@@ -78,3 +78,29 @@ class FISTA(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 p.copy_(self.iterate(p))
+
+
+def steps_to_zero(start: float, shrink: float, momentum: bool, limit: int = 100_000) -> int:
+    """Proximal steps an *unopposed* coefficient (∇f = 0) starting at ``start`` takes to reach 0, when
+    each step shrinks by ``shrink = η·λ`` (ISTA; FISTA when ``momentum``)."""
+    x_prev, y, t = start, start, 1.0
+    for k in range(1, limit + 1):
+        x = max(y - shrink, 0.0)
+        if x == 0.0:
+            return k
+        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        y = x + ((t - 1.0) / t_next) * (x - x_prev) if momentum else x
+        x_prev, t = x, t_next
+    return limit
+
+
+def calibrate_l1(start: float, steps: int, lr: float, momentum: bool) -> float:
+    """The smallest λ (to 0.1 %) with which an unopposed coefficient starting at ``start`` reaches exact
+    zero within ``steps`` proximal steps of size ``lr``: the loss gradient then decides who survives."""
+    if not momentum:
+        return start / (steps * lr)
+    lo, hi = 0.0, start / lr  # hi zeroes it in one step
+    while hi - lo > 1e-3 * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if steps_to_zero(start, lr * mid, True) <= steps else (mid, hi)
+    return hi

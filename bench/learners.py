@@ -1,0 +1,246 @@
+"""Training-time learners vs one-shot magnitude pruning at matched MACs, under an equal training budget.
+
+For the Fashion-MNIST ResNet-20 baseline (``checkpoints/resnet20.pt``, 28×28×1) and every MACs budget
+β ∈ {0.3, 0.5, 0.7} and seed, each method gets the same number of passes over the same train subset:
+
+===============  ==========================================================================================
+``bn-ista``       ``learn_epochs`` of BN-γ ISTA (λ calibrated to budget and schedule), then fine-tune the rest
+``slimming``      Network Slimming: ``learn_epochs`` of L1-subgradient on γ, global |γ| threshold, fine-tune
+``gal``           ``learn_epochs`` of GAL (label-free: logit MSE + adversarial, FISTA masks on channels and
+                  residual blocks, λ calibrated to the schedule), then fine-tune
+``hsn``           ``learn_epochs`` of HSN (frozen network, GRU gates, FLOPs regulariser), then fine-tune
+``uniform-l1``    ``graphprune.prune(strategy="uniform", importance="l1")``, fine-tune all epochs
+``global-l1``     ``graphprune.prune(strategy="global", importance="l1")`` (global magnitude), fine-tune all
+===============  ==========================================================================================
+
+Fine-tuning is plain cross-entropy SGD (lr 0.01, cosine, momentum 0.9), the same for every method.
+Accuracy is on a stratified test subset; MACs are counted on the pruned module (``count_cost``).
+
+SIZING (CPU is scarce: 2 shared cores): the defaults are small on purpose — a 1,280-image stratified train
+subset, 2 epochs in total (1 learning + 1 fine-tuning for learners), 1,000 test images, 3 seeds. With so
+little training, accuracies are far below a full schedule; the comparison is between methods at equal
+(tiny) budgets, and differences under ~2 points are within seed noise (see the std column).
+
+    python bench/learners.py                              # the full grid (~40 min on one busy core)
+    python bench/learners.py --methods gal --budgets 0.5 --seeds 0 --ablations   # GAL ablations
+    python bench/learners.py --report-only                # re-render table and plot from the JSON
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import graphprune  # noqa: E402
+from graphprune.data import ImageOptions, load_split  # noqa: E402
+from graphprune.learners import GAL, HSN, BNIsta, NetworkSlimming  # noqa: E402
+from graphprune.train import evaluate, finetune, finetune_config, load_checkpoint, make_loader  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+EXAMPLE = torch.zeros(1, 1, 28, 28)
+LEARNERS = ("bn-ista", "slimming", "gal", "hsn")
+ONE_SHOT = ("uniform-l1", "global-l1")
+
+
+@dataclass(frozen=True)
+class Sizing:
+    train_subset: int = 1280
+    test_subset: int = 1000
+    batch: int = 64
+    total_epochs: int = 2
+    learn_epochs: int = 1
+    lr: float = 0.01
+
+
+@dataclass
+class Row:
+    method: str
+    budget: float
+    seed: int
+    macs_ratio: float
+    params_ratio: float
+    acc_before_ft: float
+    acc: float
+    learned_ratio: float | None
+    projected: bool | None
+    moved_units: int | None
+    removed_blocks: int
+    seconds_learn: float
+    seconds_ft: float
+
+
+def make_learner(method: str, s: Sizing, seed: int, log_dir: Path, tag: str, **overrides):
+    common = dict(epochs=s.learn_epochs, batch_size=s.batch, lr=s.lr, seed=seed, progress=False,
+                  log_path=str(log_dir / f"{tag}.json"), plot_path=str(log_dir / f"{tag}.png"))
+    table = {
+        "bn-ista": lambda: BNIsta(**common, lam=None, sparse_lr=0.05),
+        "slimming": lambda: NetworkSlimming(**common, lam=1e-2),
+        "gal": lambda: GAL(**common, lam=None, mask_lr=0.05, adv_weight=0.1),
+        "hsn": lambda: HSN(**common, reg_weight=2.0, hsn_lr=0.05),
+    }
+    learner = table[method]()
+    return type(learner)(learner.config, **overrides) if overrides else learner
+
+
+def prune_one_shot(method: str, teacher, budget: float):
+    strategy = method.split("-")[0]
+    return graphprune.prune(teacher, budget, EXAMPLE, strategy=strategy, importance="l1", return_result=True)
+
+
+def run_one(method: str, budget: float, seed: int, data, s: Sizing, tag: str, **overrides) -> Row:
+    train_set, test_loader = data
+    teacher = load_checkpoint(REPO / "checkpoints" / "resnet20.pt").build().eval()
+    dense = graphprune.count_cost(teacher, EXAMPLE)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    info = dict(learned_ratio=None, projected=None, moved_units=None, removed_blocks=0)
+    if method in ONE_SHOT:
+        pruned, ft_epochs = prune_one_shot(method, teacher, budget).model, s.total_epochs
+    else:
+        learner = make_learner(method, s, seed, RESULTS / "learners_logs", tag, **overrides)
+        learner.fit(teacher, train_set, budget, EXAMPLE)
+        r = learner.result
+        pruned, ft_epochs = r.model, s.total_epochs - s.learn_epochs
+        info = dict(learned_ratio=r.projection.learned_ratio, projected=r.projection.projected,
+                    moved_units=r.projection.moved_units, removed_blocks=len(r.removed.get("blocks", [])))
+    learn_s = time.perf_counter() - start
+    acc0 = evaluate(pruned, test_loader)
+    start = time.perf_counter()
+    loader = make_loader(train_set, s.batch, True, seed)
+    if ft_epochs:
+        finetune(pruned, loader, finetune_config(epochs=ft_epochs, lr=s.lr, kd_alpha=0.0, progress=False, seed=seed))
+    cost = graphprune.count_cost(pruned.eval(), EXAMPLE)
+    return Row(method, budget, seed, cost.macs / dense.macs, cost.params / dense.params, acc0,
+               evaluate(pruned, test_loader), seconds_learn=learn_s, seconds_ft=time.perf_counter() - start, **info)
+
+
+def load_data(s: Sizing):
+    opts = ImageOptions(in_channels=1)
+    train = load_split("fashion_mnist", "train", subset=s.train_subset, stratified=True, options=opts)
+    test = load_split("fashion_mnist", "test", subset=s.test_subset, stratified=True, options=opts)
+    return train, make_loader(test, 250, shuffle=False)
+
+
+# ---- report -------------------------------------------------------------------------------------------
+def summarize(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["budget"]), []).append(r)
+    out = []
+    for (method, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        acc = np.array([r["acc"] for r in rs])
+        out.append({"method": method, "budget": budget, "n": len(rs),
+                    "macs": float(np.mean([r["macs_ratio"] for r in rs])),
+                    "macs_max": float(np.max([r["macs_ratio"] for r in rs])),
+                    "acc0": float(np.mean([r["acc_before_ft"] for r in rs])),
+                    "acc": float(acc.mean()), "std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
+                    "learned": _mean([r["learned_ratio"] for r in rs]),
+                    "projected": sum(bool(r["projected"]) for r in rs),
+                    "moved": _mean([r["moved_units"] for r in rs]),
+                    "blocks": float(np.mean([r["removed_blocks"] for r in rs])),
+                    "seconds": float(np.mean([r["seconds_learn"] + r["seconds_ft"] for r in rs]))})
+    return out
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def markdown(summary: list[dict], meta: dict) -> str:
+    fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
+    lines = [f"# Learners vs one-shot pruning — ResNet-20, Fashion-MNIST (dense test acc {meta['dense_acc']:.4f})",
+             "", f"Sizing: {meta['sizing']}; seeds {meta['seeds']}; command `{meta['command']}`.", "",
+             "| budget | method | MACs (mean / max) | acc before FT | acc after FT (mean ± std) | learned ratio | "
+             "projected | units moved | blocks removed | s/run |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in summary:
+        lines.append(f"| {r['budget']} | {r['method']} | {r['macs']:.3f} / {r['macs_max']:.3f} | {r['acc0']:.4f} | "
+                     f"{r['acc']:.4f} ± {r['std']:.4f} | {fmt(r['learned'], '.3f')} | {r['projected']}/{r['n']} | "
+                     f"{fmt(r['moved'], '.0f')} | {r['blocks']:.1f} | {r['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def pareto_png(summary: list[dict], path: Path, dense_acc: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(r["method"] for r in summary):
+        rs = sorted((r for r in summary if r["method"] == method), key=lambda r: r["macs"])
+        ax.errorbar([r["macs"] for r in rs], [r["acc"] for r in rs], yerr=[r["std"] for r in rs], marker="o",
+                    capsize=3, label=method)
+    ax.axhline(dense_acc, color="gray", ls=":", label="dense")
+    ax.set_xlabel("MACs ratio (pruned / dense)")
+    ax.set_ylabel("test accuracy (subset)")
+    ax.set_title("ResNet-20 / Fashion-MNIST: equal training budget")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(out: Path) -> None:
+    body = json.loads(out.read_text())
+    summary = summarize(body["rows"])
+    body["meta"]["dense_acc"] = body["meta"].get("dense_acc", float("nan"))
+    out.with_suffix(".md").write_text(markdown(summary, body["meta"]))
+    pareto_png(summary, out.with_suffix(".png"), body["meta"]["dense_acc"])
+    print(out.with_suffix(".md").read_text())
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", nargs="+", default=list(LEARNERS + ONE_SHOT))
+    p.add_argument("--budgets", nargs="+", type=float, default=[0.3, 0.5, 0.7])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--out", default=str(RESULTS / "learners.json"))
+    p.add_argument("--ablations", action="store_true", help="GAL: FISTA vs SGD+threshold, with/without adversary")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    if args.report_only:
+        return report(out)
+    s = Sizing()
+    data = load_data(s)
+    dense_acc = evaluate(load_checkpoint(REPO / "checkpoints" / "resnet20.pt").build(), data[1])
+    meta = {"sizing": asdict(s), "seeds": args.seeds, "dense_acc": dense_acc,
+            "command": "python bench/learners.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    rows = json.loads(out.read_text())["rows"] if out.exists() else []
+    done = {(r["method"], r["budget"], r["seed"]) for r in rows}
+    for budget in args.budgets:
+        for seed in args.seeds:
+            for method, overrides in _variants(args):
+                if (method, budget, seed) in done:
+                    continue
+                base = overrides.pop("_base", method)
+                row = run_one(base, budget, seed, data, s, f"{method}_b{budget}_s{seed}", **overrides)
+                row.method = method
+                rows.append(asdict(row))
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+                print(f"{method:>14} β={budget} seed={seed}: MACs {row.macs_ratio:.3f} acc {row.acc_before_ft:.4f}"
+                      f" -> {row.acc:.4f} ({row.seconds_learn + row.seconds_ft:.0f}s)", flush=True)
+    report(out)
+
+
+def _variants(args) -> list[tuple[str, dict]]:
+    if not args.ablations:
+        return [(m, {}) for m in args.methods]
+    return [("gal", {}), ("gal-sgd", {"_base": "gal", "mask_optimizer": "sgd"}),
+            ("gal-noadv", {"_base": "gal", "adversarial": False})]
+
+
+if __name__ == "__main__":
+    main()
