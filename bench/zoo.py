@@ -29,6 +29,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -76,6 +77,7 @@ class ZooRow:
     tp_macs_ratio_counted: float | None = None  # FlopCounterMode
     tp_seconds: float | None = None
     tp_error: str = ""
+    peak_rss_gb: float | None = None  # the worker's peak resident memory (sampled every 0.25 s)
 
     @property
     def gp_ok(self) -> bool:
@@ -241,6 +243,37 @@ def run_worker(spec: ModelSpec, cfg: WorkerConfig, out: Path) -> ZooRow:
 
 # ------------------------------------------------------------------------------------------- the driver
 
+def _rss_gb(pid: int) -> float:
+    """Resident memory of a process in GiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 0.0
+
+
+def _watch(proc: subprocess.Popen, timeout: float, max_rss_gb: float) -> tuple[str, float]:
+    """Wait for ``proc``, killing it past ``timeout`` s or ``max_rss_gb``; returns (failure, peak GiB).
+
+    NOTE: the memory cap keeps one model's blow-up from waking the kernel OOM killer on a shared machine.
+    """
+    deadline, peak = time.monotonic() + timeout, 0.0
+    while proc.poll() is None:
+        rss = _rss_gb(proc.pid)
+        peak = max(peak, rss)
+        if rss > max_rss_gb or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            return (f"worker killed at {rss:.1f} GiB resident memory (limit {max_rss_gb:g} GiB)" if rss > max_rss_gb
+                    else f"worker killed after the {timeout:.0f}s per-model limit"), peak
+        time.sleep(0.25)
+    rc = proc.returncode
+    sigkill = " (SIGKILL: the kernel OOM killer)" if rc == -9 else ""
+    return (f"worker exited with code {rc}{sigkill}" if rc else ""), peak
+
+
 def _spawn(spec: ModelSpec, args: argparse.Namespace, log_dir: Path) -> ZooRow:
     """Run one model's worker in a subprocess; a killed or crashed worker leaves a partial row."""
     out = log_dir / f"{spec.name}.json"
@@ -249,15 +282,12 @@ def _spawn(spec: ModelSpec, args: argparse.Namespace, log_dir: Path) -> ZooRow:
            "--gp-limit", str(args.gp_limit), "--tp-limit", str(args.tp_limit),
            "--onnx-max-params", str(args.onnx_max_params)]
     cmd += ["--skip-tp"] * args.skip_tp + ["--skip-onnx"] * args.skip_onnx
-    failure = ""
     with open(log_dir / f"{spec.name}.log", "w") as log:
-        try:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=args.timeout).returncode
-            failure = f"worker exited with code {rc}" if rc else ""
-        except subprocess.TimeoutExpired:
-            failure = f"worker killed after the {args.timeout:.0f}s per-model limit"
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        failure, peak = _watch(proc, args.timeout, args.max_rss_gb)
     row = ZooRow.from_dict(json.loads(out.read_text())) if out.exists() else \
         ZooRow(spec.name, spec.size, spec.params_m)
+    row.peak_rss_gb = round(peak, 2)
     if failure:
         _blame(row, f"{failure} during stage '{row.stage}'")
     return row
@@ -271,7 +301,8 @@ def _blame(row: ZooRow, failure: str) -> None:
         row.gp_onnx = "failed"
         row.gp_issues.append(failure)
     else:
-        row.gp_error_kind = row.gp_error_kind or ("timeout" if "killed" in failure else "bug")
+        kind = "memory" if "memory" in failure or "OOM" in failure else "timeout" if "limit" in failure else "bug"
+        row.gp_error_kind = row.gp_error_kind or kind
         row.gp_error = row.gp_error or failure
         row.gp_pruned = row.gp_pruned and row.gp_mask_rel_diff is not None
 
@@ -391,6 +422,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gp-limit", type=float, default=1800.0, help="soft limit for graphprune (s)")
     p.add_argument("--tp-limit", type=float, default=1200.0, help="soft limit for Torch-Pruning (s)")
     p.add_argument("--onnx-max-params", type=float, default=300e6, help="skip ONNX above this many params")
+    p.add_argument("--max-rss-gb", type=float, default=14.0, help="kill a worker above this resident memory")
     p.add_argument("--skip-tp", action="store_true")
     p.add_argument("--skip-onnx", action="store_true")
     p.add_argument("--log-dir", default=str(Path(tempfile.gettempdir()) / "graphprune_zoo"))
