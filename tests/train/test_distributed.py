@@ -26,7 +26,7 @@ def _run_one_process(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
 def _run_two_processes(tmp_path: Path) -> tuple[Path, Path]:
     out, log = tmp_path / "two.pt", tmp_path / "two.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    ddp.launch(ARGS + ["--out", str(out), "--log-json", str(log)], nproc=2, timeout=120, env=env)
+    ddp.launch(ARGS + ["--out", str(out), "--log-json", str(log)], nproc=2, timeout=600, env=env)
     return out, log
 
 
