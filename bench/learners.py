@@ -13,15 +13,17 @@ For the Fashion-MNIST ResNet-20 baseline (``checkpoints/resnet20.pt``, 28×28×1
 ``global-l1``     ``graphprune.prune(strategy="global", importance="l1")`` (global magnitude), fine-tune all
 ===============  ==========================================================================================
 
-Fine-tuning is plain cross-entropy SGD (lr 0.01, cosine, momentum 0.9), the same for every method.
+Fine-tuning is plain cross-entropy SGD (lr 0.01, cosine, momentum 0.9), the same for every method;
+every pruned network first gets its BatchNorm statistics re-estimated on 8 training batches (the learners
+do this in ``fit``; the one-shot methods get the same call), so "acc before FT" compares like with like.
 Accuracy is on a stratified test subset; MACs are counted on the pruned module (``count_cost``).
 
-SIZING (CPU is scarce: 2 shared cores): the defaults are small on purpose — a 1,280-image stratified train
+SIZING (CPU is scarce: 2 shared cores): the defaults are small on purpose — a 1,024-image stratified train
 subset, 2 epochs in total (1 learning + 1 fine-tuning for learners), 1,000 test images, 3 seeds. With so
 little training, accuracies are far below a full schedule; the comparison is between methods at equal
 (tiny) budgets, and differences under ~2 points are within seed noise (see the std column).
 
-    python bench/learners.py                              # the full grid (~40 min on one busy core)
+    python bench/learners.py                              # the full grid (~45 min on one busy core)
     python bench/learners.py --methods gal --budgets 0.5 --seeds 0 --ablations   # GAL ablations
     python bench/learners.py --report-only                # re-render table and plot from the JSON
 """
@@ -42,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import graphprune  # noqa: E402
 from graphprune.data import ImageOptions, load_split  # noqa: E402
-from graphprune.learners import GAL, HSN, BNIsta, NetworkSlimming  # noqa: E402
+from graphprune.learners import GAL, HSN, BNIsta, NetworkSlimming, recalibrate_bn  # noqa: E402
 from graphprune.train import evaluate, finetune, finetune_config, load_checkpoint, make_loader  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -53,7 +55,7 @@ ONE_SHOT = ("uniform-l1", "global-l1")
 
 @dataclass(frozen=True)
 class Sizing:
-    train_subset: int = 1280
+    train_subset: int = 1024
     test_subset: int = 1000
     batch: int = 64
     total_epochs: int = 2
@@ -105,6 +107,7 @@ def run_one(method: str, budget: float, seed: int, data, s: Sizing, tag: str, **
     info = dict(learned_ratio=None, projected=None, moved_units=None, removed_blocks=0)
     if method in ONE_SHOT:
         pruned, ft_epochs = prune_one_shot(method, teacher, budget).model, s.total_epochs
+        recalibrate_bn(pruned, make_loader(train_set, s.batch, True, seed), 8)
     else:
         learner = make_learner(method, s, seed, RESULTS / "learners_logs", tag, **overrides)
         learner.fit(teacher, train_set, budget, EXAMPLE)
@@ -133,7 +136,7 @@ def load_data(s: Sizing):
 # ---- report -------------------------------------------------------------------------------------------
 def summarize(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
-    for r in rows:
+    for r in (r for r in rows if "error" not in r):
         groups.setdefault((r["method"], r["budget"]), []).append(r)
     out = []
     for (method, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
@@ -218,6 +221,7 @@ def main(argv=None) -> None:
     meta = {"sizing": asdict(s), "seeds": args.seeds, "dense_acc": dense_acc,
             "command": "python bench/learners.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     rows = json.loads(out.read_text())["rows"] if out.exists() else []
+    rows = [r for r in rows if "error" not in r]  # failed runs are retried
     done = {(r["method"], r["budget"], r["seed"]) for r in rows}
     for budget in args.budgets:
         for seed in args.seeds:
@@ -225,13 +229,18 @@ def main(argv=None) -> None:
                 if (method, budget, seed) in done:
                     continue
                 base = overrides.pop("_base", method)
-                row = run_one(base, budget, seed, data, s, f"{method}_b{budget}_s{seed}", **overrides)
-                row.method = method
-                rows.append(asdict(row))
+                try:
+                    row = asdict(run_one(base, budget, seed, data, s, f"{method}_b{budget}_s{seed}", **overrides))
+                except Exception as exc:  # NOTE: one failure must not cost the rest of a 40-minute grid
+                    print(f"{method} β={budget} seed={seed} FAILED: {type(exc).__name__}: {exc}", flush=True)
+                    rows.append({"method": method, "budget": budget, "seed": seed, "error": f"{type(exc).__name__}: {exc}"})
+                    continue
+                row["method"] = method
+                rows.append(row)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-                print(f"{method:>14} β={budget} seed={seed}: MACs {row.macs_ratio:.3f} acc {row.acc_before_ft:.4f}"
-                      f" -> {row.acc:.4f} ({row.seconds_learn + row.seconds_ft:.0f}s)", flush=True)
+                print(f"{method:>14} β={budget} seed={seed}: MACs {row['macs_ratio']:.3f} acc {row['acc_before_ft']:.4f}"
+                      f" -> {row['acc']:.4f} ({row['seconds_learn'] + row['seconds_ft']:.0f}s)", flush=True)
     report(out)
 
 

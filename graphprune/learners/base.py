@@ -15,7 +15,10 @@ Every learner runs the same pipeline; only the hooks differ:
    the learned keep mask, and structures (blocks, branches) whose mask reached zero;
 5. :func:`finalize`: remove those structures (passes ``remove_block`` / ``remove_branch``), rebuild
    the graph, carry scores over (:func:`.projection.transfer`), project onto the budget when the learned
-   mask misses it (:func:`.projection.project`), rewrite, and write the plan.
+   mask misses it (:func:`.projection.project`), rewrite, and write the plan;
+6. :func:`recalibrate_bn` on the pruned network: learning moves the scales (ISTA shrinks γ fast, gates
+   switch channels off) faster than BatchNorm's running averages follow, so they are re-estimated from
+   ``bn_batches`` training batches (forward only, cumulative average).
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ from ..train import make_loader, seed_everything
 from .log import LearnLog
 from .projection import Projection, project, transfer
 
-__all__ = ["LearnerConfig", "Export", "LearnResult", "Learner", "finalize"]
+__all__ = ["LearnerConfig", "Export", "LearnResult", "Learner", "finalize", "recalibrate_bn"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class LearnerConfig:
         tolerance: a learned mask whose ratio is in ``[β − tolerance, β]`` is used without projection.
         min_units, max_prune_ratio: the allocator's per-group floors, also applied to learned masks.
         eval_batches: cap on evaluation batches per epoch (``None``: all of ``eval_data``).
+        bn_batches: training batches used to re-estimate BatchNorm statistics of the result (0: off).
         log_path / plot_path: JSON log (rewritten every epoch) and PNG of MACs and accuracy.
     """
 
@@ -71,6 +75,7 @@ class LearnerConfig:
     min_units: int = 1
     max_prune_ratio: float = 0.95
     eval_batches: int | None = None
+    bn_batches: int = 8
     progress: bool = True
     log_path: str | None = None
     plot_path: str | None = None
@@ -102,6 +107,31 @@ class LearnResult:
     log: LearnLog
     macs_ratio: float
     removed: dict[str, list] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: DataLoader, batches: int) -> int:
+    """Re-estimate every BatchNorm's running mean/var as the plain average over ``batches`` batches.
+
+    Returns the number of BatchNorm layers reset; the model's train/eval mode is restored.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or batches <= 0:
+        return 0
+    saved = [(m, m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # NOTE: None = cumulative moving average, i.e. the plain mean over batches
+    was = model.training
+    model.train()
+    for k, (inputs, _) in enumerate(loader):
+        if k >= batches:
+            break
+        model(inputs)
+    model.train(was)
+    for m, momentum in saved:
+        m.momentum = momentum
+    return len(norms)
 
 
 def _remove_structures(exp: Export, example: tuple) -> tuple[fx.GraphModule, dict[str, list]]:
@@ -200,6 +230,7 @@ class Learner:
             log.append(epoch, losses, 1.0 - learned.mean(), self.learned_ratio(learned),
                        self._evaluate(eval_loader), time.perf_counter() - start)
         result = finalize(self.export(), b, example, cfg, {"learner": self.name})
+        recalibrate_bn(result.model, loader, cfg.bn_batches)
         result.log = log
         log.final = {**result.projection.to_dict(), "macs_ratio": result.macs_ratio, "removed": result.removed}
         log.write()

@@ -47,12 +47,15 @@ __all__ = ["GALConfig", "GAL", "Discriminator"]
 @dataclass(frozen=True)
 class GALConfig(LearnerConfig):
     """``lam``/``lam_structure``: L1 weights of channel and structure masks (None: calibrated, see the
-    module docstring); ``mask_lr``: their step; ``adv_weight``: μ; ``d_lr``: Adam step of D;
+    module docstring); ``mask_lr`` / ``structure_lr``: their steps (default ``mask_lr / 10``: a block's
+    output moves the logits far more than one channel's); ``restart``: FISTA adaptive restart; ``adv_weight``: μ; ``d_lr``: Adam step of D;
     ``structures``: which of channel/branch/block to mask."""
 
     lam: float | None = None
     lam_structure: float | None = None
     mask_lr: float = 0.05
+    structure_lr: float | None = None
+    restart: bool = True
     mask_optimizer: str = "fista"
     sgd_threshold: float = 0.05
     adversarial: bool = True
@@ -114,14 +117,17 @@ class GAL(Learner):
         weights = [p for p in self.gated.gm.parameters() if id(p) not in mask_ids]
         self.opt_w = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         fista = cfg.mask_optimizer == "fista"
+        s_lr = cfg.structure_lr if cfg.structure_lr is not None else cfg.mask_lr / 10
         lam = cfg.lam if cfg.lam is not None else calibrate_l1(1.0, self.total_steps, cfg.mask_lr, fista)
-        groups = [{"params": self.masks, "lam": lam}] if self.masks else []
+        s_lam = cfg.lam_structure if cfg.lam_structure is not None else \
+            calibrate_l1(1.0, self.total_steps, s_lr, fista)
+        groups = [{"params": self.masks, "lam": lam, "lr": cfg.mask_lr}] if self.masks else []
         if self.struct_mask is not None:
-            groups.append({"params": [self.struct_mask], "lam": cfg.lam_structure if cfg.lam_structure is not None
-                           else lam})
+            groups.append({"params": [self.struct_mask], "lam": s_lam, "lr": s_lr})
         self.opt_m = None
         if groups:
-            self.opt_m = FISTA(groups, lr=cfg.mask_lr, lam=lam) if fista else torch.optim.SGD(groups, lr=cfg.mask_lr)
+            self.opt_m = FISTA(groups, lr=cfg.mask_lr, lam=lam, restart=cfg.restart) if fista else \
+                torch.optim.SGD(groups, lr=cfg.mask_lr)
         with torch.no_grad():
             n_out = self.teacher(*graph.traced.example_inputs).shape[-1]
         self.disc = Discriminator(n_out)

@@ -44,12 +44,15 @@ class FISTA(torch.optim.Optimizer):
         params: tensors to optimise (their ``.grad`` is ∇f at the point the parameter holds).
         lr: step size η (≤ 1/L for the O(1/k²) guarantee, L the Lipschitz constant of ∇f).
         lam: L1 weight λ.
+        restart: gradient-scheme adaptive restart (O'Donoghue & Candès 2015): when the momentum points
+            against the proximal step, ``⟨y_k − x_k, x_k − x_{k−1}⟩ > 0``, reset ``t`` to 1.  It keeps
+            the momentum from overshooting on non-convex losses (GAL); convex rates are kept.
     """
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float, lam: float):
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, lam: float, restart: bool = False):
         if lr <= 0 or lam < 0:
             raise ValueError(f"FISTA needs lr > 0 and lam >= 0, got lr={lr}, lam={lam}")
-        super().__init__(params, {"lr": lr, "lam": lam})
+        super().__init__(params, {"lr": lr, "lam": lam, "restart": restart})
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -62,6 +65,8 @@ class FISTA(torch.optim.Optimizer):
                 if not state:
                     state["x"], state["t"] = p.detach().clone(), 1.0
                 x = soft_threshold(p - group["lr"] * p.grad, group["lr"] * group["lam"])
+                if group["restart"] and float(((p - x) * (x - state["x"])).sum()) > 0:
+                    state["t"] = 1.0
                 t_next = (1.0 + math.sqrt(1.0 + 4.0 * state["t"] ** 2)) / 2.0
                 p.copy_(x + ((state["t"] - 1.0) / t_next) * (x - state["x"]))
                 state["x"], state["t"] = x, t_next
