@@ -133,7 +133,9 @@ def _readme_text(rows: list[dict]) -> str:
         lines.append(f"| {row['model']} | {row['test_accuracy']:.4f} | {row['epochs']} | {row['train_subset']} | "
                      f"{row.get('init', 'default')} | {row['batch_size']} | {row['lr']} | {row['wall_seconds'] / 60:.1f} min "
                      f"({row['threads']} thread) | {macs / 1e6:.2f}M | {params / 1e6:.3f}M |")
-    lines += ["", "Commands (run from the repository root):", ""]
+    lines += ["", "Commands as run (from the repository root, `TQDM_MININTERVAL=60`, 2-core machine shared with",
+              "other jobs at load average 7-13, so wall times are pessimistic). Each model seeds itself and",
+              "draws the same subset, so `python scripts/train_baselines.py --models <name>` reproduces one row.", ""]
     lines += [f"- {row['model']}: `{row['command']}`" for row in rows]
     return "\n".join(lines) + "\n"
 
