@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -167,6 +168,39 @@ def graphprune_error_kind(exc: BaseException) -> str:
         if isinstance(exc, cls):
             return kind
     return "bug"
+
+
+# ----------------------------------------------------------------------------------------------- processes
+
+def rss_gb(pid: int) -> float:
+    """Resident memory of a process in GiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 0.0
+
+
+def watch_process(proc: subprocess.Popen, timeout: float, max_rss_gb: float) -> tuple[str, float]:
+    """Wait for ``proc``, killing it past ``timeout`` s or ``max_rss_gb``; returns (failure, peak GiB).
+
+    NOTE: the memory cap keeps one model's blow-up from waking the kernel OOM killer on a shared machine.
+    """
+    deadline, peak = time.monotonic() + timeout, 0.0
+    while proc.poll() is None:
+        rss = rss_gb(proc.pid)
+        peak = max(peak, rss)
+        if rss > max_rss_gb or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            return (f"worker killed at {rss:.1f} GiB resident memory (limit {max_rss_gb:g} GiB)" if rss > max_rss_gb
+                    else f"worker killed after the {timeout:.0f}s per-model limit"), peak
+        time.sleep(0.25)
+    rc = proc.returncode
+    sigkill = " (SIGKILL: the kernel OOM killer)" if rc == -9 else ""
+    return (f"worker exited with code {rc}{sigkill}" if rc else ""), peak
 
 
 # ----------------------------------------------------------------------------------------------- pruners

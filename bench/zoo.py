@@ -29,12 +29,11 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ModelSpec, zoo_specs, write_json  # noqa: E402
+from common import RESULTS, ModelSpec, watch_process, write_json, zoo_specs  # noqa: E402
 
 BUDGET = 0.5
 TP_RATIO = 0.5
@@ -243,37 +242,6 @@ def run_worker(spec: ModelSpec, cfg: WorkerConfig, out: Path) -> ZooRow:
 
 # ------------------------------------------------------------------------------------------- the driver
 
-def _rss_gb(pid: int) -> float:
-    """Resident memory of a process in GiB (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return 0.0
-
-
-def _watch(proc: subprocess.Popen, timeout: float, max_rss_gb: float) -> tuple[str, float]:
-    """Wait for ``proc``, killing it past ``timeout`` s or ``max_rss_gb``; returns (failure, peak GiB).
-
-    NOTE: the memory cap keeps one model's blow-up from waking the kernel OOM killer on a shared machine.
-    """
-    deadline, peak = time.monotonic() + timeout, 0.0
-    while proc.poll() is None:
-        rss = _rss_gb(proc.pid)
-        peak = max(peak, rss)
-        if rss > max_rss_gb or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            return (f"worker killed at {rss:.1f} GiB resident memory (limit {max_rss_gb:g} GiB)" if rss > max_rss_gb
-                    else f"worker killed after the {timeout:.0f}s per-model limit"), peak
-        time.sleep(0.25)
-    rc = proc.returncode
-    sigkill = " (SIGKILL: the kernel OOM killer)" if rc == -9 else ""
-    return (f"worker exited with code {rc}{sigkill}" if rc else ""), peak
-
-
 def _spawn(spec: ModelSpec, args: argparse.Namespace, log_dir: Path) -> ZooRow:
     """Run one model's worker in a subprocess; a killed or crashed worker leaves a partial row."""
     out = log_dir / f"{spec.name}.json"
@@ -284,7 +252,7 @@ def _spawn(spec: ModelSpec, args: argparse.Namespace, log_dir: Path) -> ZooRow:
     cmd += ["--skip-tp"] * args.skip_tp + ["--skip-onnx"] * args.skip_onnx
     with open(log_dir / f"{spec.name}.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        failure, peak = _watch(proc, args.timeout, args.max_rss_gb)
+        failure, peak = watch_process(proc, args.timeout, args.max_rss_gb)
     row = ZooRow.from_dict(json.loads(out.read_text())) if out.exists() else \
         ZooRow(spec.name, spec.size, spec.params_m)
     row.peak_rss_gb = round(peak, 2)
