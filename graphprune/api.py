@@ -148,7 +148,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
           min_channels: int = 1, max_prune_ratio: float = 0.95, ignored_layers: Iterable[str] = (),
           leaf_modules: Iterable = (), concrete_args: dict | None = None,
           return_result: bool = False, eval_fn: Callable | None = None, calib_data: Iterable | None = None,
-          search_options: dict | None = None) -> fx.GraphModule | PruneResult:
+          search_options: dict | None = None, train_data: Any = None) -> fx.GraphModule | PruneResult:
     """Prune ``model`` so its MACs (or params) keep at most ``budget`` of the dense model's.
 
     Args:
@@ -167,11 +167,16 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             ``"evolutionary"``, ``"rl"`` (``graphprune.search.SEARCHES``) and data-driven importance
             (``"taylor"``, ``"group_fisher"``): ``eval_fn(model) -> float`` (higher is better), calibration
             batches, and strategy options (e.g. ``{"episodes": 64}``).
+        train_data: a training ``Dataset`` for the training-time learners ``"bn-ista"``, ``"slimming"``,
+            ``"gal"``, ``"hsn"`` (``graphprune.learners``; their config fields go in ``search_options``).
 
     Returns:
         A new ``torch.fx.GraphModule``, physically smaller, in the same train/eval mode as ``model``.
     """
     b = as_budget(budget)
+    if train_data is not None:  # NOTE: training-time learners own stages 2-5 (graphprune.learners)
+        from .learners.dispatch import prune_with_learner
+        return prune_with_learner(model, b, example_inputs, strategy, train_data, return_result, search_options)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args)

@@ -1,0 +1,43 @@
+"""``graphprune.prune(..., strategy=<learner>, train_data=...)``: the learners behind the public entry point.
+
+``prune`` hands over to :func:`prune_with_learner` when ``train_data`` is given; the learner then owns
+stages 2–5 (graph, learning, projection, rewrite) and the result carries its trained weights.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from ..budget import Budget
+from .base import Learner
+from .gal import GAL
+from .hsn import HSN
+from .ista import BNIsta, NetworkSlimming
+
+__all__ = ["LEARNERS", "make_learner", "prune_with_learner"]
+
+LEARNERS: dict[str, type[Learner]] = {"bn-ista": BNIsta, "slimming": NetworkSlimming, "gal": GAL, "hsn": HSN}
+
+
+def make_learner(strategy: str, options: dict | None = None) -> Learner:
+    if strategy not in LEARNERS:
+        raise ValueError(f"train_data= selects a training-time learner; strategy must be one of "
+                         f"{sorted(LEARNERS)}, got {strategy!r}")
+    return LEARNERS[strategy](**(options or {}))
+
+
+def prune_with_learner(model, budget: Budget, example_inputs: Any, strategy: str, train_data: Dataset,
+                       return_result: bool = False, options: dict | None = None):
+    """Fit the learner named ``strategy`` (config fields in ``options``) and return the pruned module."""
+    from ..api import PruneReport, PruneResult
+
+    learner = make_learner(strategy, options)
+    plan = learner.fit(model, train_data, budget, example_inputs)
+    r = learner.result
+    dense, cost = learner.graph.cost(), r.graph.cost(r.projection.keep)
+    n_pruned = sum(int((~r.projection.keep[g.units]).any()) for g in r.graph.groups)
+    report = PruneReport(budget.ratio, budget.metric, dense.macs, dense.params, cost.macs, cost.params, n_pruned,
+                         len(r.graph.groups), {"learn": sum(e["seconds"] for e in r.log.epochs)})
+    r.model.train(model.training)
+    return PruneResult(r.model, plan, report, r.graph) if return_result else r.model
