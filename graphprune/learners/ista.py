@@ -42,7 +42,7 @@ from .base import Export, Learner, LearnerConfig
 from .gates import GatedModel, attach_gates, materialize
 from .projection import project
 from .prox import prox_l1_
-from .rescale import Rescaling, rescale_groups, undo_rescale
+from .rescale import rescale_groups, undo_rescale
 
 __all__ = ["BNIstaConfig", "BNIsta", "NetworkSlimming", "BNScale", "bn_scales"]
 
