@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -57,7 +58,8 @@ RESULTS = REPO / "bench" / "results"
 
 @dataclass(frozen=True)
 class Row:
-    """One (model, budget, method) outcome. Accuracies are on the test subset."""
+    """One (model, budget, method) outcome. Accuracies are on the test subset; fine-tuned ones are the
+    mean (and population std) over the fine-tuning seeds, which vary the batch order."""
 
     model: str
     budget: float
@@ -71,6 +73,10 @@ class Row:
     acc_finetuned_kd: float
     prune_seconds: float
     finetune_seconds: float
+    acc_finetuned_std: float = 0.0
+    acc_finetuned_kd_std: float = 0.0
+    seeds: int = 1
+    ort_ms: float | None = None
 
 
 def count(model: nn.Module) -> tuple[float, int]:
@@ -132,10 +138,13 @@ METHODS: dict[str, Callable[[nn.Module, float], nn.Module]] = {
 class Setup:
     """Data and recipe shared by every run."""
 
-    train_loader: torch.utils.data.DataLoader
+    train_set: torch.utils.data.Dataset
     test_loader: torch.utils.data.DataLoader
     ft_epochs: int
     ft_lr: float
+    seeds: tuple[int, ...] = (0,)
+    device: str = "cpu"
+    latency: bool = False
 
 
 def run_one(name: str, teacher: nn.Module, budget: float, method: str, setup: Setup, dense: tuple) -> Row:
@@ -143,28 +152,46 @@ def run_one(name: str, teacher: nn.Module, budget: float, method: str, setup: Se
     pruned = METHODS[method](copy.deepcopy(teacher).eval(), budget)
     prune_seconds = time.perf_counter() - start
     macs, params = count(pruned)
-    acc_pruned = evaluate(pruned, setup.test_loader)
+    ort_ms = onnx_latency_ms(pruned) if setup.latency else None
+    device = torch.device(setup.device)
+    teacher_on_device = copy.deepcopy(teacher).to(device)
+    acc_pruned = evaluate(copy.deepcopy(pruned).to(device), setup.test_loader)
     start = time.perf_counter()
-    accs = []
-    for kd_teacher in (None, teacher):
-        student = copy.deepcopy(pruned).to(memory_format=torch.channels_last)
-        config = finetune_config(epochs=setup.ft_epochs, lr=setup.ft_lr, progress=False)
-        finetune(student, setup.train_loader, config, teacher=kd_teacher)
-        accs.append(evaluate(student, setup.test_loader))
-    return Row(name, budget, method, macs, params, macs / dense[0], params / dense[1], acc_pruned, accs[0], accs[1],
-               round(prune_seconds, 2), round(time.perf_counter() - start, 1))
+    plain, distilled = [], []
+    for seed in setup.seeds:
+        for kd_teacher, accs in ((None, plain), (teacher_on_device, distilled)):
+            student = copy.deepcopy(pruned).to(device, memory_format=torch.channels_last)
+            config = finetune_config(epochs=setup.ft_epochs, lr=setup.ft_lr, progress=False, seed=seed)
+            finetune(student, make_loader(setup.train_set, 128, seed=seed), config, teacher=kd_teacher)
+            accs.append(evaluate(student, setup.test_loader))
+    return Row(name, budget, method, macs, params, macs / dense[0], params / dense[1], acc_pruned,
+               float(np.mean(plain)), float(np.mean(distilled)), round(prune_seconds, 2),
+               round(time.perf_counter() - start, 1), float(np.std(plain)), float(np.std(distilled)),
+               len(setup.seeds), ort_ms)
+
+
+def onnx_latency_ms(model: nn.Module) -> float:
+    """Median ONNX Runtime latency (ms) of one 28×28×1 image, one intra-op thread, CPU provider."""
+    import tempfile
+
+    from graphprune.export.onnx import export_onnx, ort_latency
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(copy.deepcopy(model).eval().cpu(), EXAMPLE, Path(tmp) / "m.onnx")
+        return 1e3 * ort_latency(path, EXAMPLE, runs=200, warmup=20, threads=1)
 
 
 def run(args: argparse.Namespace) -> dict:
     train_set = fashion_mnist("train", subset=args.ft_subset, stratified=True, seed=1)
     test_set = fashion_mnist("test", subset=args.test_subset, stratified=True, seed=0)
-    setup = Setup(make_loader(train_set, 128, seed=0), make_loader(test_set, 500, shuffle=False),
-                  args.ft_epochs, args.ft_lr)
+    setup = Setup(train_set, make_loader(test_set, 500, shuffle=False), args.ft_epochs, args.ft_lr,
+                  tuple(range(args.seeds)), args.device, args.latency)
     report = merged = _start_report(args)
     for name in args.models:
         teacher = load_checkpoint(REPO / "checkpoints" / f"{name}.pt").build().eval()
         dense = count(teacher)
-        report["dense"][name] = {"macs": dense[0], "params": dense[1], "acc": evaluate(teacher, setup.test_loader)}
+        report["dense"][name] = {"macs": dense[0], "params": dense[1], "acc": evaluate(teacher, setup.test_loader),
+                                 "ort_ms": onnx_latency_ms(teacher) if args.latency else None}
         for budget in args.budgets:
             for method in args.methods:
                 row = _safe_run(name, teacher, budget, method, setup, dense)
@@ -177,7 +204,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def _start_report(args: argparse.Namespace) -> dict:
     """A fresh report, or (``--append``) the existing one minus the models about to be rerun."""
-    settings = {k: v for k, v in vars(args).items() if k not in ("models", "append")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("models", "append", "threads")}
     path = RESULTS / f"{args.out_prefix}.json"
     if not (args.append and path.exists()):
         return {"settings": settings, "dense": {}, "rows": []}
@@ -231,23 +258,36 @@ def _merge(on_disk: dict, mine: dict, models: list[str]) -> dict:
 
 def markdown(report: dict) -> str:
     s = report["settings"]
+    seeds = s.get("seeds", 1)
     lines = [
         "# Pruned-baseline accuracy (Fashion-MNIST, 28×28×1)",
         "",
         f"Generated by `bench/accuracy.py`. Fine-tune: {s['ft_epochs']} epoch(s), lr {s['ft_lr']}, "
-        f"{s['ft_subset']} train images; KD α=0.5, T=4. Test subset: {s['test_subset']} images "
-        f"(s.e. ≈ {100 * (0.9 * 0.1 / s['test_subset']) ** 0.5:.1f} points). One seed.",
-        "MACs/params by FlopCounterMode, as a fraction of the dense model.",
+        f"{s['ft_subset']} train images, on `{s.get('device', 'cpu')}`; KD α=0.5, T=4. Test subset: "
+        f"{s['test_subset']} images (s.e. ≈ {100 * (0.9 * 0.1 / s['test_subset']) ** 0.5:.1f} points). "
+        f"Fine-tuned accuracies: mean ± std over {seeds} seed(s) (batch order); pruning itself is deterministic.",
+        "MACs/params by FlopCounterMode, as a fraction of the dense model. ORT: ONNX Runtime median latency of one "
+        "image, CPU provider, 1 thread (speed-up over the dense model in brackets).",
         "",
-        "| model | dense acc | budget | method | MACs | params | acc pruned | acc FT | acc FT+KD |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | dense acc | budget | method | MACs | params | acc pruned | acc FT | acc FT+KD | ORT ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
-        dense = report["dense"][r["model"]]["acc"]
-        lines.append(f"| {r['model']} | {dense:.4f} | {r['budget']:.1f} | {r['method']} | {r['macs_ratio']:.3f} | "
-                     f"{r['params_ratio']:.3f} | {r['acc_pruned']:.4f} | {r['acc_finetuned']:.4f} | "
-                     f"{r['acc_finetuned_kd']:.4f} |")
+        dense = report["dense"][r["model"]]
+        lines.append(f"| {r['model']} | {dense['acc']:.4f} | {r['budget']:.1f} | {r['method']} | {r['macs_ratio']:.3f} | "
+                     f"{r['params_ratio']:.3f} | {r['acc_pruned']:.4f} | {_mean_std(r, 'acc_finetuned')} | "
+                     f"{_mean_std(r, 'acc_finetuned_kd')} | {_latency(r, dense)} |")
     return "\n".join(lines) + "\n"
+
+
+def _mean_std(row: dict, key: str) -> str:
+    return f"{row[key]:.4f}" if row.get("seeds", 1) == 1 else f"{row[key]:.4f} ± {row[key + '_std']:.4f}"
+
+
+def _latency(row: dict, dense: dict) -> str:
+    if row.get("ort_ms") is None or dense.get("ort_ms") is None:
+        return "–"
+    return f"{row['ort_ms']:.3f} ({dense['ort_ms'] / row['ort_ms']:.2f}×)"
 
 
 def pareto_plot(report: dict, path: Path) -> None:
@@ -265,13 +305,29 @@ def pareto_plot(report: dict, path: Path) -> None:
         for method in dict.fromkeys(r["method"] for r in report["rows"]):
             rows = sorted((r for r in report["rows"] if r["model"] == name and r["method"] == method),
                           key=lambda r: r["macs"])
-            ax.plot([r["macs"] / 1e6 for r in rows], [r["acc_finetuned_kd"] for r in rows], "o-", label=method)
+            ax.errorbar([r["macs"] / 1e6 for r in rows], [r["acc_finetuned_kd"] for r in rows],
+                        yerr=[r.get("acc_finetuned_kd_std", 0.0) for r in rows], fmt="o-", capsize=3, label=method)
         ax.set(title=name, xlabel="MACs (M) at 28×28×1", ylabel="test accuracy after FT+KD")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def render(paths: list[str], prefix: str) -> None:
+    """Merge reports written by separate runs (e.g. one process per model) into one table and plot."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    settings = {k: v for k, v in reports[0]["settings"].items() if k != "out_prefix"}
+    for path, other in zip(paths, reports):
+        if {k: v for k, v in other["settings"].items() if k != "out_prefix"} != settings:
+            raise SystemExit(f"{path} was run with other settings: {other['settings']} vs {settings}")
+    merged = {"settings": {**settings, "out_prefix": prefix}, "dense": {}, "rows": []}
+    for other in reports:
+        merged["dense"].update(other["dense"])
+        merged["rows"] += other["rows"]
+    write_outputs(merged, prefix)
+    pareto_plot(merged, RESULTS / f"{prefix}_pareto.png")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -284,13 +340,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ft-lr", type=float, default=0.01)
     parser.add_argument("--test-subset", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds (batch order) per row")
+    parser.add_argument("--device", default="cpu", help="where fine-tuning and evaluation run (pruning: CPU)")
+    parser.add_argument("--latency", action="store_true", help="add ONNX Runtime latency (1 thread, batch 1)")
     parser.add_argument("--out-prefix", default="accuracy")
     parser.add_argument("--append", action="store_true", help="merge into an existing report (same settings)")
+    parser.add_argument("--render", nargs="+", metavar="JSON",
+                        help="only merge these per-model reports (same settings) into --out-prefix and redraw")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.render:
+        render(args.render, args.out_prefix)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     report = run(args)

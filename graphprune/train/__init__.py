@@ -11,7 +11,7 @@ from .checkpoint import Checkpoint, load_checkpoint, load_module, save_checkpoin
 from .config import TrainConfig, finetune_config
 from .distill import distillation_loss
 from .log import EpochRecord, TrainLog
-from .loop import evaluate, finetune, is_main_process, make_loader, seed_everything, train
+from .loop import device_of, evaluate, finetune, is_main_process, make_loader, seed_everything, train
 
 __all__ = [
     "TrainConfig",
@@ -19,6 +19,7 @@ __all__ = [
     "train",
     "finetune",
     "evaluate",
+    "device_of",
     "make_loader",
     "seed_everything",
     "is_main_process",

@@ -54,13 +54,21 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: i
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0)
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live; batches are moved there (CPU for a parameterless model)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader) -> float:
     """Top-1 accuracy of ``model`` (put in eval mode, restored afterwards) over ``loader``."""
     was_training = model.training
     model.eval()
+    device = device_of(model)
     correct = total = 0
     for inputs, labels in loader:
+        inputs, labels = inputs.to(device), labels.to(device)
         correct += (model(inputs).argmax(dim=1) == labels).sum().item()
         total += labels.numel()
     model.train(was_training)
@@ -83,6 +91,9 @@ def train(model: nn.Module, train_loader: DataLoader, config: TrainConfig = Trai
     total_steps = max(1, config.epochs * len(train_loader))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
     if teacher is not None:
+        if device_of(teacher) != device_of(model):
+            raise ValueError(f"teacher is on {device_of(teacher)} but the model trains on {device_of(model)}: "
+                             "move the teacher with teacher.to(device) first")
         teacher.eval()
     log = TrainLog(config.to_dict(), config.log_path if is_main_process() else None, dict(log_meta or {}))
     for epoch in range(1, config.epochs + 1):
@@ -118,7 +129,9 @@ def _train_epoch(model, loader, optimizer, schedule, config, teacher, epoch) -> 
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
     bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
                disable=not (config.progress and is_main_process()))
+    device = device_of(model)
     for inputs, labels in bar:
+        inputs, labels = inputs.to(device), labels.to(device)
         logits = model(inputs)
         teacher_logits = _teacher_logits(teacher, inputs, config)
         loss = distillation_loss(logits, labels, teacher_logits, config.kd_alpha,

@@ -103,3 +103,20 @@ def test_config_rejects_nonsense():
     with pytest.raises(ValueError):
         TrainConfig(kd_alpha=1.5)
     assert finetune_config().lr == 0.01 and finetune_config(epochs=1).epochs == 1
+
+
+def test_teacher_on_another_device_is_refused_with_the_fix():
+    train_loader, _ = _loaders(n_train=64)
+    teacher = _tiny_net(1).to("meta")
+    with pytest.raises(ValueError, match=r"teacher is on meta.*teacher\.to\(device\)"):
+        finetune(_tiny_net(), train_loader, finetune_config(epochs=1, progress=False), teacher=teacher)
+
+
+def test_batches_follow_the_model_device():
+    from graphprune.train import device_of
+
+    assert device_of(_tiny_net()) == torch.device("cpu")
+    assert device_of(nn.ReLU()) == torch.device("cpu")
+    _, test_loader = _loaders(n_train=64)
+    # CPU-only machine: the check is that batches are moved with .to(device), which is a no-op here.
+    assert 0.0 <= evaluate(_tiny_net(), test_loader) <= 1.0
