@@ -227,23 +227,40 @@ class MaskedGraph:
     def set_keep(self, keep: np.ndarray) -> fx.GraphModule:
         """Mask the copy to ``keep`` and restore every other tensor (BN statistics included); return it."""
         self.gm.load_state_dict(self._state, strict=False)
+        self.set_masks(keep)
+        for (tensor, original, _), m in zip(self._param_sites, self.param_masks(keep)):
+            tensor.copy_(original * m)
+        return self.gm
+
+    @torch.no_grad()
+    def set_masks(self, keep: np.ndarray) -> None:
+        """Set the value and LayerNorm masks to ``keep``; parameters untouched (training through masks)."""
         v = self._unit_vector(keep)
         buffers = self.gm._buffers
         for s in self.sites:
             buffers[s.buffer] = v[s.index].reshape(s.shape)
         for name, axes in self._ln_sites:
             full = torch.ones_like(buffers[name])
-            k = full.ndim
             for i, idx in axes:
-                full = full * v[idx].reshape([-1 if j == i else 1 for j in range(k)])
+                full = full * v[idx].reshape([-1 if j == i else 1 for j in range(full.ndim)])
             buffers[name] = full
-        for tensor, original, axes in self._param_sites:
+        self.keep = np.asarray(keep, dtype=bool).copy()
+
+    def param_masks(self, keep: np.ndarray) -> list[torch.Tensor]:
+        """Per tensor of ``param_tensors``, its 0/1 mask (broadcastable) for ``keep``."""
+        v = self._unit_vector(keep)
+        masks = []
+        for tensor, _, axes in self._param_sites:
             m = torch.ones(())
             for a, idx in axes:
                 m = m * v[idx].reshape([-1 if j == a else 1 for j in range(tensor.ndim)])
-            tensor.copy_(original * m)
-        self.keep = np.asarray(keep, dtype=bool).copy()
-        return self.gm
+            masks.append(m)
+        return masks
+
+    @property
+    def param_tensors(self) -> list[torch.Tensor]:
+        """The copy's parameters and buffers with a prunable dim (zeroed on pruned slices by ``set_keep``)."""
+        return [tensor for tensor, _, _ in self._param_sites]
 
     @contextlib.contextmanager
     def gated(self, gates: list[torch.Tensor]) -> Iterator[fx.GraphModule]:
