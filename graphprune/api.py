@@ -148,7 +148,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
           min_channels: int = 1, max_prune_ratio: float = 0.95, ignored_layers: Iterable[str] = (),
           leaf_modules: Iterable = (), concrete_args: dict | None = None,
           return_result: bool = False, eval_fn: Callable | None = None, calib_data: Iterable | None = None,
-          search_options: dict | None = None, train_data: Any = None) -> fx.GraphModule | PruneResult:
+          search_options: dict | None = None, train_data: Any = None,
+          supernet: Any = None) -> fx.GraphModule | PruneResult:
     """Prune ``model`` so its MACs (or params) keep at most ``budget`` of the dense model's.
 
     Args:
@@ -168,13 +169,20 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             (``"taylor"``, ``"group_fisher"``): ``eval_fn(model) -> float`` (higher is better), calibration
             batches, and strategy options (e.g. ``{"episodes": 64}``).
         train_data: a training ``Dataset`` for the training-time learners ``"bn-ista"``, ``"slimming"``,
-            ``"gal"``, ``"hsn"`` (``graphprune.learners``; their config fields go in ``search_options``).
+            ``"gal"``, ``"hsn"`` (``graphprune.learners``; their config fields go in ``search_options``),
+            or for the supernet option.
+        supernet: ``SupernetConfig`` (``graphprune.search.supernet``) or True, with a searching strategy
+            and ``train_data``: candidates are scored on a copy of the model briefly trained on sampled
+            sub-networks; the pruned model still gets the original weights (see that module).
 
     Returns:
         A new ``torch.fx.GraphModule``, physically smaller, in the same train/eval mode as ``model``.
     """
     b = as_budget(budget)
-    if train_data is not None:  # NOTE: training-time learners own stages 2-5 (graphprune.learners)
+    if supernet is not None and supernet is not False and train_data is None:
+        raise ValueError("supernet= trains on train_data=...: pass a Dataset or an iterable of batches")
+    if train_data is not None and (supernet is None or supernet is False):
+        # NOTE: training-time learners own stages 2-5 (graphprune.learners)
         from .learners.dispatch import prune_with_learner
         return prune_with_learner(model, b, example_inputs, strategy, train_data, return_result, search_options)
     seconds: dict[str, float] = {}
@@ -182,7 +190,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args)
     seconds["trace"] = time.perf_counter() - t
     floors = dict(round_to=round_to, min_units=min_channels, max_prune_ratio=max_prune_ratio)
-    search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options)
+    search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options, supernet=supernet,
+                     train_data=train_data)
     graph, keep, pruned = _search_and_rewrite(traced, b, strategy, importance, floors, ignored_layers, seconds,
                                               search_kw)
     dense, cost = graph.cost(), graph.cost(keep)

@@ -2,14 +2,17 @@
 
 Data-free allocation (``allocate``: uniform, global, global_raw) and searches that score candidates on
 the masked, BN-recalibrated model (``SEARCHES``: sensitivity, evolutionary, rl), plus the
-budget-conditioned policy ``ConditionalSearch`` (imported lazily: it needs torch_geometric).
+budget-conditioned policy ``ConditionalSearch`` (imported lazily: it needs torch_geometric).  The
+supernet option (``SupernetConfig``, ``train_supernet``) trains the weights candidates are scored on.
 """
 from .allocate import Allocation, AllocationConfig, STRATEGIES, allocate, allocate_family, ratio_family
 from .context import SearchContext, SearchResult
 from .registry import SEARCHES, Search, run_search
+from .supernet import SupernetConfig, train_supernet
 
 __all__ = ["allocate", "allocate_family", "ratio_family", "Allocation", "AllocationConfig", "STRATEGIES",
-           "SearchContext", "SearchResult", "SEARCHES", "Search", "run_search", "ConditionalSearch", "RLConfig"]
+           "SearchContext", "SearchResult", "SEARCHES", "Search", "run_search", "ConditionalSearch", "RLConfig",
+           "SupernetConfig", "train_supernet"]
 
 
 def __getattr__(name: str):

@@ -1,6 +1,6 @@
 """Budget-conditioned RL allocation (CACP-style) with a GCN PruningNet.
 
-    s = ConditionalSearch(model, example_inputs, eval_fn, calib_data)
+    s = ConditionalSearch(model, example_inputs, eval_fn, calib_data)   # supernet=True, train_data=...: see below
     s.fit(episodes=200)              # one policy, budgets sampled from config.budget_range
     plan = s.plan(0.45)              # any budget in (or near) the range, no further search
     s.save("policy.pt"); s.plot_rewards("rewards.png")
@@ -19,6 +19,10 @@ with any action-independent baseline; we use one exponential moving average of R
 (reward levels differ strongly across β, a single average would make the advantage mostly "was β
 large?"), and divide advantages by a running RMS.  Loss per batch of episodes:
 ``−mean_e (Σ_l log π(x_l | s_l)) · A_e − c_H · mean entropy``, Adam.
+
+**Supernet option.**  ``supernet=SupernetConfig(...)`` (or True) with ``train_data``: rewards are scored
+on a copy of the model trained on sampled sub-networks (``supernet.py``); ``self.supernet`` holds its
+training curve.  Plans are keep masks of ``model`` itself.
 
 **Plans.**  ``plan(β)`` rolls the policy out greedily (Beta means), then projects the resulting group
 ratios exactly onto β with the allocator's bisection and fill (``SearchContext.project``); the plan's
@@ -69,14 +73,20 @@ class ConditionalSearch:
     def __init__(self, model: torch.nn.Module, example_inputs: Any, eval_fn: Callable | None = None,
                  calib_data: Iterable | None = None, *, importance: str | Callable = "l2", metric: str = "macs",
                  config: RLConfig = RLConfig(), alloc: AllocationConfig = AllocationConfig(),
-                 eval_config: EvalConfig = EvalConfig(), progress: bool = True):
+                 eval_config: EvalConfig = EvalConfig(), progress: bool = True, supernet: Any = None,
+                 train_data: Any = None):
         from ..api import inspect
         from ..importance import CRITERIA, score_units
+        from .supernet import as_supernet_config, supernet_graph
 
         graph = inspect(model, example_inputs)
         needs_data = isinstance(importance, str) and importance in CRITERIA and CRITERIA[importance].needs_data
         scores = score_units(graph, importance, calib=calib_data if needs_data else None)
-        evaluator = CandidateEvaluator(graph, eval_fn, calib_data, eval_config) if eval_fn is not None else None
+        eval_graph, self.supernet = graph, None  # NOTE: rewards on supernet weights, plans for ``model``
+        if as_supernet_config(supernet) is not None:
+            eval_graph, self.supernet = supernet_graph(graph, scores, train_data, as_supernet_config(supernet),
+                                                       alloc, metric)
+        evaluator = CandidateEvaluator(eval_graph, eval_fn, calib_data, eval_config) if eval_fn is not None else None
         ctx = SearchContext(graph, scores, Budget(config.budget_range[1], metric), alloc, evaluator,
                             config.seed, progress)
         self._setup(ctx, config)
@@ -84,6 +94,7 @@ class ConditionalSearch:
     @classmethod
     def from_context(cls, ctx: SearchContext, config: RLConfig = RLConfig()) -> "ConditionalSearch":
         self = cls.__new__(cls)
+        self.supernet = None
         self._setup(ctx, config)
         return self
 

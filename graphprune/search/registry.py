@@ -26,6 +26,7 @@ from .allocate import AllocationConfig
 from .context import SearchContext, SearchResult
 from .evolution import EvolutionConfig, evolutionary_search
 from .sensitivity import SensitivityConfig, sensitivity_search
+from .supernet import as_supernet_config, supernet_graph
 
 __all__ = ["Search", "SEARCHES", "run_search", "choose_keep"]
 
@@ -61,25 +62,38 @@ SEARCHES: dict[str, Search] = {
 def run_search(name: str, graph: DependencyGraph, scores: np.ndarray, budget: Budget,
                cfg: AllocationConfig = AllocationConfig(), *, eval_fn: Callable | None = None,
                calib_data: Iterable | None = None, eval_config: EvalConfig = EvalConfig(),
-               options: dict[str, Any] | None = None, seed: int = 0, progress: bool = False) -> SearchResult:
+               options: dict[str, Any] | None = None, seed: int = 0, progress: bool = False,
+               supernet: Any = None, train_data: Any = None) -> SearchResult:
     """Run strategy ``name``; ``eval_fn`` defaults to minus the cross-entropy on ``calib_data``.
 
     NOTE: that default scores candidates on the data that recalibrates them; pass an ``eval_fn`` on held-out
     batches (``evaluate.classification_eval_fn``) for an unbiased search.
+
+    ``supernet`` (a ``supernet.SupernetConfig`` or True) with ``train_data``: candidates are scored on
+    supernet-trained weights (``supernet.py``); the returned keep mask is for ``graph`` as given, and
+    ``result.info["supernet"]`` summarises the training.
     """
     if name not in SEARCHES:
         raise ValueError(f"unknown search strategy {name!r}; choose one of {sorted(SEARCHES)}")
     if eval_fn is None and calib_data is not None:
         eval_fn = classification_eval_fn(calib_data, metric="neg_loss")
-    evaluator = CandidateEvaluator(graph, eval_fn, calib_data, eval_config) if eval_fn is not None else None
+    eval_graph, trained = graph, None
+    if as_supernet_config(supernet) is not None and eval_fn is not None:
+        eval_graph, trained = supernet_graph(graph, scores, train_data, as_supernet_config(supernet), cfg,
+                                             budget.metric)
+    evaluator = CandidateEvaluator(eval_graph, eval_fn, calib_data, eval_config) if eval_fn is not None else None
     ctx = SearchContext(graph, scores, budget, cfg, evaluator, seed, progress)
     search = SEARCHES[name]
-    return search.run(ctx, **{**search.options, **(options or {})})
+    result = search.run(ctx, **{**search.options, **(options or {})})
+    if trained is not None:
+        result.info["supernet"] = trained.summary()
+    return result
 
 
 def choose_keep(graph: DependencyGraph, importance: str | Callable, budget: Budget, strategy: str,
                 cfg: AllocationConfig = AllocationConfig(), *, eval_fn: Callable | None = None,
-                calib_data: Iterable | None = None, options: dict[str, Any] | None = None) -> np.ndarray:
+                calib_data: Iterable | None = None, options: dict[str, Any] | None = None,
+                supernet: Any = None, train_data: Any = None) -> np.ndarray:
     """``prune``'s stage 3+4: unit scores, then a data-free allocation or a search from ``SEARCHES``."""
     from ..importance import CRITERIA, score_units
     from .allocate import STRATEGIES, allocate
@@ -87,6 +101,9 @@ def choose_keep(graph: DependencyGraph, importance: str | Callable, budget: Budg
     needs_data = isinstance(importance, str) and importance in CRITERIA and CRITERIA[importance].needs_data
     scores = score_units(graph, importance, calib=calib_data if needs_data else None)
     if strategy in STRATEGIES:
+        if as_supernet_config(supernet) is not None:
+            raise ValueError(f"supernet= changes how candidates are scored; strategy {strategy!r} scores none: "
+                             f"use one of {sorted(SEARCHES)}")
         return allocate(graph, scores, budget, strategy, cfg).keep
     if strategy not in SEARCHES:
         raise ValueError(f"unknown strategy {strategy!r}; data-free: {sorted(STRATEGIES)}, "
@@ -94,4 +111,4 @@ def choose_keep(graph: DependencyGraph, importance: str | Callable, budget: Budg
     if eval_fn is None and calib_data is None:
         raise ValueError(f"strategy {strategy!r} scores candidates: pass eval_fn=... and calib_data=...")
     return run_search(strategy, graph, scores, budget, cfg, eval_fn=eval_fn, calib_data=calib_data,
-                      options=options).keep
+                      options=options, supernet=supernet, train_data=train_data).keep

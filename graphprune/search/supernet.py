@@ -198,12 +198,16 @@ class _Trainer:
         # NOTE: buffers with a prunable dim (BN running mean) are not masked: train-mode BN does not read them
         self.names = [names.get(id(t)) for t in self.masked.param_tensors]
 
-    def loss(self, keep: np.ndarray, inputs: tuple, labels: torch.Tensor | None,
-             teacher: torch.Tensor) -> torch.Tensor:
+    def logits(self, keep: np.ndarray, inputs: tuple) -> torch.Tensor:
+        """The sub-network ``keep``'s output, differentiable in the shared weights (W ⊙ m)."""
         self.masked.set_masks(keep)
         params = dict(self.gm.named_parameters())
         masked = {n: params[n] * m for n, m in zip(self.names, self.masked.param_masks(keep)) if n is not None}
-        logits = torch.func.functional_call(self.gm, masked, inputs)
+        return torch.func.functional_call(self.gm, masked, inputs)
+
+    def loss(self, keep: np.ndarray, inputs: tuple, labels: torch.Tensor | None,
+             teacher: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(keep, inputs)
         loss = kd_loss(logits, teacher, self.config.temperature)
         if self.config.ce_weight > 0 and labels is not None:
             loss = loss + self.config.ce_weight * F.cross_entropy(logits, labels)
