@@ -1,4 +1,4 @@
-"""Search strategies on the Fashion-MNIST ResNet-56 baseline: accuracy, cost and search time.
+"""Search strategies on the Fashion-MNIST ResNet-56 (or ``--model mobilenetv2``) baseline: accuracy, cost, time.
 
 For each budget β (fraction of dense MACs kept) every method produces a keep mask; the rewritten model
 is evaluated on a test subset before fine-tuning (as is, and after BatchNorm recalibration on the
@@ -19,9 +19,12 @@ calibration batches), fine-tuned with the same short recipe (plain cross-entropy
 Search candidates are scored by ``CandidateEvaluator``: masked model, BN recalibrated on ``--calib``
 train images, ``eval_fn`` = minus the cross-entropy on ``--eval`` other train images (held out from the
 test subset and from fine-tuning).  Also measured: masked evaluation vs rewrite-per-candidate time, and
-Kendall τ between the masked-candidate score and fine-tuned accuracy over ``--kendall`` random plans.
+Kendall τ between the masked-candidate score and fine-tuned accuracy over ``--kendall`` random plans,
+with and without the supernet option (``--supernet-steps``; ``search_proxy.py``).
 
     python bench/search.py                          # defaults sized for ~40 min on one busy core
+    python bench/search.py --model mobilenetv2 --out search_mobilenetv2 --supernet-steps 60
+    python bench/search.py --only kendall --kendall 16 --supernet-steps 60   # τ section of search.json only
     python bench/search.py --budgets 0.5 --episodes 4 --kendall 3 --ft-subset 200 --test 200   # smoke
     python bench/search.py --render bench/results/search.json     # table + plot again from the JSON
 """
@@ -53,6 +56,8 @@ from graphprune.search.conditional import ConditionalSearch, RLConfig  # noqa: E
 from graphprune.search.evolution import EvolutionConfig, evolutionary_search  # noqa: E402
 from graphprune.search.sensitivity import SensitivityConfig, sensitivity_profile, sensitivity_search  # noqa: E402
 from graphprune.train import evaluate, finetune, finetune_config, load_checkpoint, make_loader  # noqa: E402
+sys.path.insert(0, str(REPO / "bench"))
+from search_proxy import kendall, kendall_markdown  # noqa: E402
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)
 RESULTS = REPO / "bench" / "results"
@@ -84,12 +89,19 @@ def load_data(args):
 
 # -------------------------------------------------------------------------------------------- methods
 def tp_global(model: nn.Module, budget: float, steps: int = 100) -> nn.Module:
-    """Torch-Pruning global magnitude (L2), stepped until its MACs counter reports <= budget."""
+    """Torch-Pruning global magnitude (L2), stepped until its MACs counter reports <= budget.
+
+    Ignored layers = the channels graphprune freezes: the classifier, and on the option-A ResNets also the
+    stem and block-output convs (their zero-padded shortcuts tie them).
+    """
     import torch_pruning as tp
     from models.resnet_cifar import BasicBlock
 
     model = copy.deepcopy(model).eval()
-    ignored = [model.fc, model.conv1] + [m.conv2 for m in model.modules() if isinstance(m, BasicBlock)]
+    if hasattr(model, "classifier"):  # MobileNetV2: graphprune freezes only the model output
+        ignored = [model.classifier]
+    else:
+        ignored = [model.fc, model.conv1] + [m.conv2 for m in model.modules() if isinstance(m, BasicBlock)]
     dense, _ = tp.utils.count_ops_and_params(model, EXAMPLE)
     pruner = tp.pruner.MagnitudePruner(model, EXAMPLE, importance=tp.importance.MagnitudeImportance(p=2),
                                        global_pruning=True, iterative_steps=steps, pruning_ratio=0.95,
@@ -144,43 +156,11 @@ def eval_speed(graph, evaluator, ctx, setup, n: int = 4) -> dict:
             "speedup": t_rewrite / t_masked, "max_score_diff": float(np.max(np.abs(np.subtract(masked, rewritten))))}
 
 
-def kendall(graph, evaluator, ctx, setup, n: int) -> dict:
-    """Kendall τ between masked-candidate score and fine-tuned accuracy over ``n`` random plans at ctx.budget."""
-    from scipy.stats import kendalltau
-
-    rng = np.random.default_rng(1)
-    scores, accs = [], []
-    for i in range(n):
-        keep = ctx.project(rng.uniform(0.1, 1.0, len(ctx.n))).keep
-        scores.append(evaluator(keep))
-        model = rewrite(graph, keep)
-        recalibrate_bn(model, setup["calib"])
-        finetune(model, setup["ft"], finetune_config(epochs=setup["args"].ft_epochs, lr=0.01, kd_alpha=0.0,
-                                                     progress=False))
-        accs.append(evaluate(model, setup["test"]))
-        log(f"kendall {i + 1}/{n}: score {scores[-1]:.4f} fine-tuned acc {accs[-1]:.4f}")
-    tau = kendalltau(scores, accs)
-    return {"budget": ctx.budget.ratio, "n": n, "tau": float(tau.statistic), "p_value": float(tau.pvalue),
-            "scores": scores, "accuracies": accs}
-
-
-# ------------------------------------------------------------------------------------------- driver
-def run(args) -> dict:
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    ckpt = REPO / "checkpoints" / f"{args.model}.pt"
-    model = load_checkpoint(ckpt).build().eval()
-    calib, held, ft, test = load_data(args)
-    graph = graphprune.inspect(model, EXAMPLE)
-    setup = {"args": args, "calib": calib, "ft": ft, "test": test, "dense": graph.cost()}
-    scores = score_units(graph, "l2")
-    evaluator = CandidateEvaluator(graph, classification_eval_fn(held, "neg_loss"), calib,
-                                   EvalConfig(calib_batches=len(calib)))
-    report = {"config": {k: v for k, v in vars(args).items()}, "model": args.model, "rows": [],
-              "dense_test_acc": evaluate(model, test), "dense_score": evaluator(graph.full_keep())}
+# ------------------------------------------------------------------------------------------- methods
+def methods(report, model, graph, scores, evaluator, ctx_of, setup) -> None:
+    """Every method at every budget: one row each (see module docstring)."""
+    args = setup["args"]
     save = lambda: write(report, args.out)
-    ctx_of = {b: SearchContext(graph, scores, Budget.macs(b), progress=False, evaluator=evaluator)
-              for b in args.budgets}
     report["eval_speed"] = eval_speed(graph, evaluator, ctx_of[args.budgets[len(args.budgets) // 2]], setup)
     log(f"eval speed: {report['eval_speed']}")
     save()
@@ -232,11 +212,35 @@ def run(args) -> dict:
         report["rows"].append(gp_row("rl-per-budget", b, graph, r.keep, time.perf_counter() - t, setup, evaluator,
                                      {"projection": r.info["projection"]}))
         save()
+
+
+# ------------------------------------------------------------------------------------------- driver
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    ckpt = REPO / "checkpoints" / f"{args.model}.pt"
+    model = load_checkpoint(ckpt).build().eval()
+    calib, held, ft, test = load_data(args)
+    graph = graphprune.inspect(model, EXAMPLE)
+    setup = {"args": args, "calib": calib, "ft": ft, "test": test, "dense": graph.cost()}
+    scores = score_units(graph, "l2")
+    evaluator = CandidateEvaluator(graph, classification_eval_fn(held, "neg_loss"), calib,
+                                   EvalConfig(calib_batches=len(calib)))
+    previous = RESULTS / f"{args.out}.json"
+    if args.only == "kendall" and previous.exists():  # add the Kendall section to an earlier full run
+        report = json.loads(previous.read_text())
+    else:
+        report = {"config": dict(vars(args)), "model": args.model, "rows": [],
+                  "dense_test_acc": evaluate(model, test), "dense_score": evaluator(graph.full_keep())}
+    ctx_of = {b: SearchContext(graph, scores, Budget.macs(b), progress=False, evaluator=evaluator)
+              for b in args.budgets}
+    if args.only != "kendall":
+        methods(report, model, graph, scores, evaluator, ctx_of, setup)
     if args.kendall:
-        report["kendall"] = kendall(graph, evaluator, ctx_of[0.5 if 0.5 in ctx_of else args.budgets[0]], setup,
-                                    args.kendall)
+        report["kendall"] = {**kendall(graph, evaluator, ctx_of[0.5 if 0.5 in ctx_of else args.budgets[0]], setup,
+                                       args.kendall, log), "config": dict(vars(args))}
     report["evaluator"] = {"calls": evaluator.calls, "seconds": evaluator.seconds}
-    save()
+    write(report, args.out)
     return report
 
 
@@ -256,10 +260,7 @@ def markdown(report: dict) -> str:
         s = report["eval_speed"]
         lines += ["", f"Candidate evaluation: masked {s['masked_seconds']:.2f}s vs rewrite {s['rewrite_seconds']:.2f}s "
                       f"per candidate (×{s['speedup']:.2f}); max score difference {s['max_score_diff']:.2e}."]
-    if "kendall" in report:
-        k = report["kendall"]
-        lines += ["", f"Kendall τ (masked score vs fine-tuned accuracy, {k['n']} random plans at β={k['budget']}): "
-                      f"{k['tau']:.3f} (p={k['p_value']:.3f})."]
+    lines += kendall_markdown(report)
     n_test = report["config"].get("test", 0)
     lines += ["", f"Noise: one seed; test subset of {n_test} images (binomial s.e. ≈ "
                   f"{100 * (0.7 * 0.3 / max(n_test, 1)) ** 0.5:.1f} points at 70%); fine-tune = "
@@ -322,7 +323,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--population", type=int, default=6)
     p.add_argument("--generations", type=int, default=2)
     p.add_argument("--episodes", type=int, default=24)
-    p.add_argument("--kendall", type=int, default=10)
+    p.add_argument("--kendall", type=int, default=10, help="random plans for the Kendall τ section (0: skip)")
+    p.add_argument("--supernet-steps", type=int, default=0, help="also score the Kendall plans on a supernet")
+    p.add_argument("--only", choices=["all", "kendall"], default="all",
+                   help="kendall: only the Kendall section, merged into an existing --out JSON")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="search")
     return p.parse_args(argv)
