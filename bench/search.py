@@ -239,7 +239,8 @@ def run(args) -> dict:
     if args.kendall:
         report["kendall"] = {**kendall(graph, evaluator, ctx_of[0.5 if 0.5 in ctx_of else args.budgets[0]], setup,
                                        args.kendall, log), "config": dict(vars(args))}
-    report["evaluator"] = {"calls": evaluator.calls, "seconds": evaluator.seconds}
+    if args.only != "kendall":
+        report["evaluator"] = {"calls": evaluator.calls, "seconds": evaluator.seconds}
     write(report, args.out)
     return report
 
