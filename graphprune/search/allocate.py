@@ -65,6 +65,8 @@ def _floors(graph: DependencyGraph, cfg: AllocationConfig) -> tuple[np.ndarray, 
 def _round(counts: np.ndarray, n: np.ndarray, lo: np.ndarray, round_to: int) -> np.ndarray:
     if round_to > 1:
         counts = np.ceil(counts / round_to).astype(int) * round_to
+        # The floor is rounded too: a floor of 1 would otherwise turn a group rounded to 0 into width 1.
+        lo = np.minimum(n, np.ceil(lo / round_to).astype(int) * round_to)
     return np.clip(counts, lo, n)
 
 
@@ -176,8 +178,9 @@ def allocate_family(graph: DependencyGraph, scores: np.ndarray, budget: Budget, 
     keep_at = lambda t: _keep_from_counts(graph, order, _round(counts_of(t), n, lo, cfg.round_to))
     floor_ratio = ratio_of(keep_at(0.0))
     if floor_ratio > budget.ratio:
-        raise BudgetError(f"budget {budget.ratio:.3f} of {budget.metric} is below what pruning can reach here: "
-                          f"{floor_ratio:.3f} (frozen layers, min_units and max_prune_ratio floors); "
+        rounding = f", widths rounded up to multiples of round_to={cfg.round_to}" if cfg.round_to > 1 else ""
+        raise BudgetError(f"budget {budget.ratio:.4f} of {budget.metric} is below what pruning can reach here: "
+                          f"{floor_ratio:.4f} (frozen layers, min_units and max_prune_ratio floors{rounding}); "
                           "raise the budget or relax the floors")
     lo_t, hi_t, it = 0.0, 1.0, 0
     if ratio_of(keep_at(1.0)) <= budget.ratio:

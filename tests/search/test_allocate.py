@@ -58,6 +58,20 @@ def test_round_to_gives_multiples():
     assert res.report.macs_ratio <= 0.5
 
 
+def test_round_to_floor_is_a_multiple_too():
+    """Groups of 16 with round_to=16 are kept whole or cut to 0 → floored; the floor must not be width 1."""
+    import models
+
+    model = models.build("resnet20", num_classes=10, in_channels=1).eval()
+    example = torch.zeros(1, 1, 28, 28)
+    res = graphprune.prune(model, 0.7, example, round_to=16, strategy="uniform", return_result=True)
+    widths = {m.out_channels for m in res.model.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert all(w % 16 == 0 for w in widths), sorted(widths)
+    assert res.report.macs_ratio <= 0.7
+    with pytest.raises(BudgetError, match="round_to=16"):
+        graphprune.prune(model, 0.5, example, round_to=16, strategy="uniform")
+
+
 def test_budget_out_of_range_is_refused():
     p = PATTERNS[0]
     for bad in (0.0, -0.1, 1.5, float("nan"), "half"):
