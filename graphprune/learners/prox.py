@@ -11,7 +11,9 @@ gradient is taken at an extrapolated point ``y``::
     t_{k+1} = (1 + √(1 + 4 t_k²)) / 2
     y_{k+1} = x_k + ((t_k − 1) / t_{k+1}) (x_k − x_{k−1})
 
-so the error after k steps is O(1/k²) instead of O(1/k).  :class:`FISTA` keeps ``y`` in the parameter
+so the error after k steps is O(1/k²) instead of O(1/k).  With ``nonnegative`` the penalty is
+``λ‖x‖₁ + ι(x ≥ 0)`` (a mask scales, it never flips a sign): the prox becomes ``max(z − ηλ, 0)`` and the
+extrapolated point is clipped at 0 too, since it is what the forward pass sees.  :class:`FISTA` keeps ``y`` in the parameter
 (the point the next forward/backward must see) and the iterate ``x`` in its state; :meth:`FISTA.finalize`
 writes ``x`` back, whose zeros are exact.
 """
@@ -47,12 +49,14 @@ class FISTA(torch.optim.Optimizer):
         restart: gradient-scheme adaptive restart (O'Donoghue & Candès 2015): when the momentum points
             against the proximal step, ``⟨y_k − x_k, x_k − x_{k−1}⟩ > 0``, reset ``t`` to 1.  It keeps
             the momentum from overshooting on non-convex losses (GAL); convex rates are kept.
+        nonnegative: constrain to ``x ≥ 0`` (module docstring).
     """
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float, lam: float, restart: bool = False):
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, lam: float, restart: bool = False,
+                 nonnegative: bool = False):
         if lr <= 0 or lam < 0:
             raise ValueError(f"FISTA needs lr > 0 and lam >= 0, got lr={lr}, lam={lam}")
-        super().__init__(params, {"lr": lr, "lam": lam, "restart": restart})
+        super().__init__(params, {"lr": lr, "lam": lam, "restart": restart, "nonnegative": nonnegative})
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -64,11 +68,14 @@ class FISTA(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state["x"], state["t"] = p.detach().clone(), 1.0
-                x = soft_threshold(p - group["lr"] * p.grad, group["lr"] * group["lam"])
+                z, shrink = p - group["lr"] * p.grad, group["lr"] * group["lam"]
+                x = torch.clamp(z - shrink, min=0.0) if group["nonnegative"] else soft_threshold(z, shrink)
                 if group["restart"] and float(((p - x) * (x - state["x"])).sum()) > 0:
                     state["t"] = 1.0
                 t_next = (1.0 + math.sqrt(1.0 + 4.0 * state["t"] ** 2)) / 2.0
-                p.copy_(x + ((state["t"] - 1.0) / t_next) * (x - state["x"]))
+                y = x + ((state["t"] - 1.0) / t_next) * (x - state["x"])
+                # NOTE: without the clip, momentum carries a mask that just reached 0 on to negative values.
+                p.copy_(torch.clamp(y, min=0.0) if group["nonnegative"] else y)
                 state["x"], state["t"] = x, t_next
         return loss
 

@@ -32,6 +32,21 @@ def test_fista_masks_hit_exact_zero_and_blocks_are_removed(tiny_data):
     assert r.model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("optimizer", ["fista", "sgd"])
+def test_masks_stay_nonnegative_with_the_calibrated_lambda(tiny_data, optimizer):
+    """λ calibrated to the schedule drives undefended masks to 0 at the last step; momentum (FISTA) or a
+    subgradient step (SGD) must not carry them past 0, which would flip the channel's sign while its
+    score |m| ranks it as kept."""
+    learner = GAL(epochs=1, steps_per_epoch=6, batch_size=4, mask_lr=0.2, mask_optimizer=optimizer,
+                  progress=False)
+    learner.fit(resnet(), tiny_data, 0.5)
+    channel, structure = learner.gated.unit_gates.values, learner.struct_mask
+    assert (channel >= 0).all() and (structure >= 0).all()
+    if optimizer == "fista":  # the crossing itself is pinned in test_prox.py
+        assert all(g["nonnegative"] for g in learner.opt_m.param_groups)
+        assert (channel == 0).any(), "undefended masks reach exact zeros"
+
+
 def test_structure_step_defaults_to_a_tenth_of_the_mask_step(tiny_data):
     learner = GAL(epochs=1, steps_per_epoch=1, batch_size=16, mask_lr=0.1, progress=False)
     learner.fit(resnet(), tiny_data, 0.7)

@@ -92,3 +92,48 @@ def test_fista_is_faster_than_ista_on_an_ill_conditioned_lasso():
 def test_fista_rejects_bad_settings():
     with pytest.raises(ValueError):
         FISTA([torch.zeros(1, requires_grad=True)], lr=0.0, lam=1.0)
+
+
+def _undefended(x):
+    """A loss whose gradient is 0: only the L1 prox moves ``x``."""
+    return (x * 0.0).sum()
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_fista_momentum_past_zero_only_without_the_nonnegative_constraint(nonnegative):
+    """From 1, shrinking 0.3 a step: FISTA's extrapolation carries the point the forward pass sees (the
+    parameter) past 0; with ``nonnegative`` parameter and iterate stop at exactly 0 and stay there."""
+    x = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    opt = FISTA([x], lr=0.1, lam=3.0, nonnegative=nonnegative)
+    seen = []
+    for _ in range(12):
+        opt.zero_grad()
+        _undefended(x).backward()
+        opt.step()
+        seen.append((float(x), float(opt.iterate(x))))
+    if nonnegative:
+        assert min(min(p) for p in seen) == 0.0 and seen[-1] == (0.0, 0.0)
+    else:
+        assert min(p for p, _ in seen) < -0.1
+
+
+def test_nonnegative_fista_step_is_the_projected_closed_form():
+    """A = I, η = 1: argmin ½‖x − b‖² + λ‖x‖₁ over x ≥ 0 is max(b − λ, 0)."""
+    b = torch.tensor([3.0, -0.2, 0.7, -2.0, 0.05], dtype=torch.float64)
+    x = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    opt = FISTA([x], lr=1.0, lam=0.5, nonnegative=True)
+    _lasso_step(opt, x, torch.eye(5, dtype=torch.float64), b)
+    assert torch.equal(opt.iterate(x), torch.clamp(b - 0.5, min=0.0))
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_a_gradient_pushing_through_zero_flips_the_sign_only_without_the_constraint(nonnegative):
+    """f(x) = 2x (∇f = 2 > λ = 0.5): the lasso step crosses 0; over x ≥ 0 the minimiser is x = 0."""
+    x = torch.full((1,), 0.3, dtype=torch.float64, requires_grad=True)
+    opt = FISTA([x], lr=0.1, lam=0.5, nonnegative=nonnegative)
+    for _ in range(10):
+        opt.zero_grad()
+        (2.0 * x).sum().backward()
+        opt.step()
+    opt.finalize()
+    assert (float(x) == 0.0) if nonnegative else (float(x) < -0.5)
