@@ -112,7 +112,8 @@ def kendall_markdown(report: dict) -> list[str]:
         c = s["config"]
         lines += ["", f"Supernet: {s['steps']} SGD steps (batch {c['batch_size']}, lr {c['lr']}, cosine) on the "
                       f"{cfg.get('ft_subset')} fine-tune images, label-free KD (T={c['temperature']}) from the frozen "
-                      f"full network, {c['samples']} sampled sub-network(s) per step, β ~ U{tuple(c['budget_range'])}, "
+                      f"full network, {c['samples']} sampled sub-network(s) per step, "
+                      f"β ~ U{tuple(c['budget_range'])}, "
                       f"sandwich={c['sandwich']}; {s['seconds']:.0f}s. Sub-network KD loss (mean of first/last 10 "
                       f"steps) {s['subnet_loss_first10']:.3f} → {s['subnet_loss_last10']:.3f}. Full network "
                       f"with supernet weights: test acc {s['full_test_acc']:.4f} (dense original "
