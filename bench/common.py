@@ -56,9 +56,22 @@ class ModelSpec:
         return (1, 3, self.size, self.size)
 
 
+TIMM = "timm:"  # zoo names with this prefix are built by timm.create_model(pretrained=False)
+
+
 def _meta_params(name: str) -> float:
-    """Parameter count from torchvision's weight metadata (no download, no model build)."""
+    """Parameter count from torchvision's weight metadata (no download, no model build); timm models
+    are built on the meta device (no memory, no weights)."""
     from torchvision.models import get_model_weights
+
+    if name.startswith(TIMM):
+        import timm
+
+        try:
+            with torch.device("meta"):
+                return sum(p.numel() for p in timm.create_model(name[len(TIMM):], pretrained=False).parameters()) / 1e6
+        except Exception:
+            return float("inf")
 
     try:
         return get_model_weights(name).DEFAULT.meta["num_params"] / 1e6
@@ -73,19 +86,32 @@ def zoo_specs(names: Iterable[str] | None = None, size: int | None = None) -> li
     all_names = torchvision.models.list_models(module=torchvision.models)
     if names is not None:
         wanted = list(names)
-        unknown = sorted(set(wanted) - set(all_names))
+        unknown = sorted(set(wanted) - set(all_names) - {n for n in wanted if n.startswith(TIMM)})
         if unknown:
             raise SystemExit(f"unknown models: {unknown}")
         all_names = wanted
-    specs = [ModelSpec(n, size or DEFAULT_SIZE.get(n, 224), _meta_params(n)) for n in all_names]
+    specs = [ModelSpec(n, size or _default_size(n), _meta_params(n)) for n in all_names]
     return sorted(specs, key=lambda s: (s.params_m, s.name))
 
 
+def _default_size(name: str) -> int:
+    if name.startswith(TIMM):
+        from timm.models import get_pretrained_cfg_value
+
+        shape = get_pretrained_cfg_value(name[len(TIMM):], "input_size")
+        return int(shape[-1]) if shape else 224
+    return DEFAULT_SIZE.get(name, 224)
+
+
 def build_model(name: str, seed: int = 0) -> torch.nn.Module:
-    """A freshly initialised torchvision model in eval mode (same weights for the same seed)."""
+    """A freshly initialised torchvision (or ``timm:``) model in eval mode (same weights for the same seed)."""
     from torchvision.models import get_model
 
     torch.manual_seed(seed)
+    if name.startswith(TIMM):
+        import timm
+
+        return timm.create_model(name[len(TIMM):], pretrained=False).eval()
     return get_model(name, weights=None, **BUILD_KWARGS.get(name, {})).eval()
 
 

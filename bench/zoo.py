@@ -21,6 +21,7 @@ A model's graphprune run *succeeds* when it pruned, the forward works and the ma
     python bench/zoo.py --models resnet18 vit_b_16        # a few
     python bench/zoo.py --limit 10 --resume               # the next 10 not yet in zoo.json
     python bench/zoo.py --report                          # re-render zoo.md from zoo.json
+    python bench/zoo.py --out-name zoo_timm --models timm:resnest14d timm:rexnet_100   # timm models
 """
 from __future__ import annotations
 
@@ -275,73 +276,6 @@ def _blame(row: ZooRow, failure: str) -> None:
         row.gp_pruned = row.gp_pruned and row.gp_mask_rel_diff is not None
 
 
-# ------------------------------------------------------------------------------------------- the report
-
-TABLE_HEADERS = ["model", "params M", "GMACs", "gp OK", "TP OK", "gp traced", "gp pruned", "gp MACs (own)", "gp MACs (FC)",
-                 "gp fwd", "gp mask diff", "gp ONNX", "ORT abs diff", "gp s", "TP MACs (tp)",
-                 "TP MACs (FC)", "TP s"]
-
-
-def _table_row(r: ZooRow) -> list[str]:
-    from common import fmt
-
-    onnx = {"ok": "✓", "failed": "✗", "": "—"}.get(r.gp_onnx, "skip")
-    return [r.model + ("" if r.size == 224 else f" ({r.size})"), fmt(r.params_m, ".1f"), fmt(r.dense_gmacs, ".2f"),
-            fmt(r.gp_ok), fmt(r.tp_ok), fmt(r.gp_traced), fmt(r.gp_pruned), fmt(r.gp_macs_ratio),
-            fmt(r.gp_macs_ratio_counted), fmt(r.gp_forward_ok), fmt(r.gp_mask_rel_diff, ".1e"), onnx,
-            fmt(r.gp_ort_abs_diff, ".1e"), fmt(r.gp_seconds, ".1f"), fmt(r.tp_macs_ratio),
-            fmt(r.tp_macs_ratio_counted), fmt(r.tp_seconds, ".1f")]
-
-
-def _summary(rows: list[ZooRow]) -> list[str]:
-    gp = {r.model for r in rows if r.gp_ok}
-    tp = {r.model for r in rows if r.tp_ok}
-    ran_tp = [r for r in rows if r.tp_ok is not None]
-    kinds: dict[str, int] = {}
-    for r in rows:
-        if not r.gp_ok:
-            kinds[r.gp_error_kind or "check"] = kinds.get(r.gp_error_kind or "check", 0) + 1
-    onnx_ok = sum(r.gp_onnx == "ok" for r in rows)
-    onnx_tried = sum(r.gp_onnx in ("ok", "failed") for r in rows)
-    return [f"- models run: **{len(rows)}**",
-            f"- graphprune succeeded (pruned, forward OK, mask diff ≤ {MASK_RTOL:g}): **{len(gp)}/{len(rows)}**",
-            f"- Torch-Pruning succeeded (forward OK, 1000 logits): **{len(tp)}/{len(ran_tp)}**",
-            f"- both: {len(gp & tp)}; graphprune only: {len(gp - tp)}; Torch-Pruning only: {len(tp - gp)}"
-            + (f" ({', '.join(sorted(tp - gp))})" if tp - gp else ""),
-            f"- graphprune failures by kind: {', '.join(f'{k} {v}' for k, v in sorted(kinds.items())) or 'none'}",
-            f"- graphprune models with issues (MACs mismatch, budget miss, mask diff, ONNX): "
-            f"{sum(bool(r.gp_issues) for r in rows)}",
-            f"- ONNX export + ORT check: {onnx_ok}/{onnx_tried} exported and ran "
-            f"({sum(r.gp_onnx.startswith('skipped') for r in rows)} skipped as too large)"]
-
-
-def _failure_lines(rows: list[ZooRow]) -> list[str]:
-    lines = ["", "## graphprune failures", ""]
-    lines += [f"- **{r.model}** — {r.gp_error_kind or 'check'}: `{r.gp_error or '; '.join(r.gp_issues)}`"
-              for r in rows if not r.gp_ok] or ["none"]
-    lines += ["", "## graphprune issues on pruned models", ""]
-    lines += [f"- **{r.model}** — " + "; ".join(f"`{i}`" for i in r.gp_issues)
-              for r in rows if r.gp_issues and r.gp_ok] or ["none"]
-    lines += ["", "## Torch-Pruning failures", ""]
-    lines += [f"- **{r.model}** — `{r.tp_error}`" for r in rows if r.tp_ok is False] or ["none"]
-    return lines
-
-
-def render(rows: list[ZooRow], env: dict) -> str:
-    """zoo.md: configuration, summary counts, the table, then every failure with its reason."""
-    from common import markdown_table
-
-    head = [f"# Model zoo: graphprune vs Torch-Pruning (budget {BUDGET} of MACs)", "",
-            f"graphprune `prune(model, {BUDGET}, strategy='global', importance='l2')`; Torch-Pruning "
-            f"`MagnitudePruner(MagnitudeImportance(p=2), pruning_ratio={TP_RATIO}, global_pruning=False)`, "
-            "classifier ignored. MACs columns are pruned/dense ratios: *own* = the tool's own counter, "
-            "*FC* = `FlopCounterMode` on the pruned module. *mask diff* = max|pruned − masked| / max|masked|. "
-            "ONNX *skip* = not exported (pruned model too large or disabled). Seconds: prune time only.", "",
-            "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "", "## Summary", ""]
-    body = ["", "## Per model (small to large)", "", markdown_table(TABLE_HEADERS, [_table_row(r) for r in rows])]
-    return "\n".join(head + _summary(rows) + body + _failure_lines(rows)) + "\n"
-
-
 def load_rows() -> dict[str, ZooRow]:
     if not JSON_PATH.exists():
         return {}
@@ -352,6 +286,8 @@ def save_rows(rows: dict[str, ZooRow], env: dict) -> None:
     ordered = sorted(rows.values(), key=lambda r: (r.params_m, r.model))
     write_json(JSON_PATH, {"budget": BUDGET, "tp_ratio": TP_RATIO, "mask_rtol": MASK_RTOL, "environment": env,
                            "rows": [asdict(r) | {"gp_ok": r.gp_ok} for r in ordered]})
+    from zoo_report import render
+
     MD_PATH.write_text(render(ordered, env))
 
 
@@ -381,7 +317,8 @@ def drive(args: argparse.Namespace) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", help="only these models (torchvision names)")
+    p.add_argument("--models", nargs="+", help="only these models (torchvision names, or timm:NAME)")
+    p.add_argument("--out-name", default="zoo", help="results file stem under bench/results (e.g. zoo_timm)")
     p.add_argument("--size", type=int, help="input size override (default 224; 299 for inception_v3)")
     p.add_argument("--limit", type=int, help="at most this many models")
     p.add_argument("--resume", action="store_true", help="skip models already in zoo.json")
@@ -400,7 +337,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
+    global JSON_PATH, MD_PATH
     args = parse_args(argv)
+    JSON_PATH, MD_PATH = RESULTS / f"{args.out_name}.json", RESULTS / f"{args.out_name}.md"
     if args.worker:
         from common import _meta_params
 
