@@ -1,6 +1,7 @@
 """Command line: ``graphprune prune MODEL --budget 0.5 --onnx out.onnx`` and ``graphprune inspect MODEL``.
 
-MODEL is ``torchvision:<name>`` (weights=None), ``models:<name>`` (graphprune's bundled reference
+MODEL is ``torchvision:<name>`` (weights=None), ``timm:<name>`` (pretrained=False; timm must be
+installed), ``models:<name>`` (graphprune's bundled reference
 networks), ``checkpoint:<file.pt>`` (a trained baseline from ``checkpoints/``) or
 ``path/to/file.py:factory`` (a function returning an ``nn.Module``).
 """
@@ -27,7 +28,8 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None) -> tuple[torch.nn
     """Resolve a MODEL spec to (model in eval mode, example input)."""
     kind, _, name = spec.partition(":")
     if not name:
-        raise SystemExit(f"MODEL must be torchvision:<name>, models:<name>, checkpoint:<file> or file.py:factory, "
+        raise SystemExit(f"MODEL must be torchvision:<name>, timm:<name>, models:<name>, checkpoint:<file> or "
+                         f"file.py:factory, "
                          f"got {spec!r}")
     if kind == "torchvision":
         import torchvision
@@ -35,6 +37,13 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None) -> tuple[torch.nn
         kwargs = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
         model = torchvision.models.get_model(name, weights=None, **kwargs)
         default = (1, 3, 299, 299) if name == "inception_v3" else (1, 3, 224, 224)
+    elif kind == "timm":
+        try:
+            import timm
+        except ImportError:
+            raise SystemExit("timm:<name> needs timm: pip install timm") from None
+        model = timm.create_model(name, pretrained=False)
+        default = (1, *model.pretrained_cfg.get("input_size", (3, 224, 224)))
     elif kind == "models":
         import models
 
@@ -57,7 +66,7 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None) -> tuple[torch.nn
         model = getattr(module, name)()
         default = (1, 3, 224, 224)
     else:
-        raise SystemExit(f"unknown model source {kind!r}: use torchvision:, models: or file.py:")
+        raise SystemExit(f"unknown model source {kind!r}: use torchvision:, timm:, models:, checkpoint: or file.py:")
     torch.manual_seed(0)
     return model.eval(), torch.randn(*(input_shape or default))
 
@@ -74,7 +83,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     budget = Budget(args.budget, args.metric)
     pruned, report, plan = run_job(args.model, model, x, budget, onnx_path=args.onnx, threads=args.threads,
                                    strategy=args.strategy, importance=args.importance, round_to=args.round_to,
-                                   ignored_layers=args.ignore)
+                                   ignored_layers=args.ignore, leaf_modules=_leaves(args))
     if args.eval:
         report.notes += _accuracy_notes(args, model, pruned, x)
     print(report.table())
@@ -107,11 +116,21 @@ def _accuracy_notes(args: argparse.Namespace, dense: torch.nn.Module, pruned: to
     return notes
 
 
+def _leaf_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--leaf", nargs="*", default=[], help="module names to keep opaque (not traced into)")
+    parser.add_argument("--auto-leaf", action="store_true",
+                        help="keep every module fx cannot trace opaque (its channels frozen) instead of failing")
+
+
+def _leaves(args: argparse.Namespace) -> list[str]:
+    return list(args.leaf or []) + (["auto"] if args.auto_leaf else [])
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .api import inspect
 
     model, x = load_model(args.model, args.input_shape)
-    graph = inspect(model, x)
+    graph = inspect(model, x, leaf_modules=_leaves(args))
     print(graph.summary(max_groups=args.max_groups))
     if args.dot:
         Path(args.dot).write_text(graph.to_dot())
@@ -144,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--importance", choices=["l1", "l2", "bn", "random"], default="l2")
     pr.add_argument("--round-to", type=int, default=1)
     pr.add_argument("--ignore", nargs="*", default=[], help="module names whose channels are kept")
+    _leaf_options(pr)
     pr.add_argument("--input-shape", type=_shape)
     pr.add_argument("--weights", help="state_dict file to load before pruning")
     pr.add_argument("--onnx", help="export the pruned model here and check it with ONNX Runtime")
@@ -158,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="print the dependency graph: groups, frozen dims and why")
     ins.add_argument("model")
     ins.add_argument("--input-shape", type=_shape)
+    _leaf_options(ins)
     ins.add_argument("--dot", help="write Graphviz DOT here")
     ins.add_argument("--svg", help="render the graph to SVG here (needs Graphviz)")
     ins.add_argument("--max-groups", type=int, default=60)
@@ -170,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (ValueError, RuntimeError) as exc:  # our errors carry the what and the how-to-fix
-        print(f"graphprune: error: {exc}", file=sys.stderr)
+        from .trace import TraceError
+
+        hint = "\n(on the command line: --leaf NAME ... or --auto-leaf)" if isinstance(exc, TraceError) else ""
+        print(f"graphprune: error: {exc}{hint}", file=sys.stderr)
         return 2
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -85,6 +86,7 @@ class TracedModel:
     was_training: bool
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     counted_macs: float | None = None
+    opaque_modules: list[str] = field(default_factory=list)  # made leaves by leaf_modules="auto"
 
 
 class _GraphpruneTracer(fx.Tracer):
@@ -136,27 +138,48 @@ def normalize_inputs(example_inputs: Any) -> tuple:
                     f"got {type(example_inputs).__name__}")
 
 
-def _split_leaves(leaf_modules: Iterable) -> tuple[tuple[type, ...], frozenset[str]]:
-    types, names = [], []
+AUTO_LEAVES = "auto"  # in leaf_modules: keep every module fx cannot trace opaque, found by retrying
+MAX_AUTO_LEAVES = 64
+
+
+def _split_leaves(leaf_modules: Iterable | str) -> tuple[tuple[type, ...], frozenset[str], bool]:
+    if isinstance(leaf_modules, str):
+        leaf_modules = [leaf_modules]
+    types, names, auto = [], [], False
     for leaf in leaf_modules or ():
-        (types if isinstance(leaf, type) else names).append(leaf)
-    return tuple(types), frozenset(str(n) for n in names)
+        if isinstance(leaf, str) and leaf == AUTO_LEAVES:
+            auto = True
+        else:
+            (types if isinstance(leaf, type) else names).append(leaf)
+    return tuple(types), frozenset(str(n) for n in names), auto
 
 
-def _trace_graph(model: torch.nn.Module, leaf_modules, concrete_args) -> fx.GraphModule:
-    tracer = _GraphpruneTracer(*_split_leaves(leaf_modules))
-    try:
-        graph = tracer.trace(model, concrete_args=concrete_args)
-    except Exception as exc:  # fx raises many types; all mean "cannot trace"
-        where = tracer.failed_in or ("<root>", type(model).__name__)
-        raise TraceError(
-            f"torch.fx could not trace module '{where[0]}' ({where[1]}): {type(exc).__name__}: {exc}\n"
-            f"Ways through: pass leaf_modules=[{where[1]}] (or the name '{where[0]}') to keep it as one opaque "
-            "node (its channels are then frozen), or concrete_args={...} to fix the Python value that "
-            "drives the control flow."
-        ) from exc
-    name = type(model).__name__
-    return fx.GraphModule(tracer.root, graph, name)
+def _trace_graph(model: torch.nn.Module, leaf_modules, concrete_args) -> tuple[fx.GraphModule, list[str]]:
+    """fx-trace ``model``; with ``"auto"`` among the leaves, each module that fails is made a leaf and the
+    trace retried (innermost failing module first, so as little as possible becomes opaque)."""
+    leaf_types, leaf_names, auto = _split_leaves(leaf_modules)
+    opaque: list[str] = []
+    while True:
+        tracer = _GraphpruneTracer(leaf_types, leaf_names | frozenset(opaque))
+        try:
+            graph = tracer.trace(model, concrete_args=concrete_args)
+            break
+        except Exception as exc:  # fx raises many types; all mean "cannot trace"
+            where = tracer.failed_in or ("", type(model).__name__)
+            if auto and where[0] and where[0] not in opaque and len(opaque) < MAX_AUTO_LEAVES:
+                opaque.append(where[0])
+                continue
+            raise TraceError(
+                f"torch.fx could not trace module '{where[0] or '<root>'}' ({where[1]}): {type(exc).__name__}: "
+                f"{exc}\nWays through: pass leaf_modules=[{where[1]}] (or the name '{where[0]}') to keep it as "
+                "one opaque node (its channels are then frozen), leaf_modules='auto' to do that for every module "
+                "fx cannot trace, or concrete_args={...} to fix the Python value that drives the control flow."
+                + (f" Already opaque: {opaque}." if opaque else "")
+            ) from exc
+    if opaque:
+        warnings.warn(f"graphprune: {len(opaque)} module(s) fx could not trace are kept opaque, their channels "
+                      f"frozen: {', '.join(opaque)}", stacklevel=3)
+    return fx.GraphModule(tracer.root, graph, type(model).__name__), opaque
 
 
 def _record_shapes(gm: fx.GraphModule) -> dict[str, tuple[int, ...]]:
@@ -248,7 +271,9 @@ def trace(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable
     Args:
         model: any ``nn.Module``; an existing ``fx.GraphModule`` is copied, not re-traced.
         example_inputs: a tensor or tuple of tensors with the shapes the model will see.
-        leaf_modules: module types or qualified names to keep opaque.
+        leaf_modules: module types or qualified names to keep opaque; ``"auto"`` (alone or in the list)
+            also keeps opaque every module that fx cannot trace (listed in a warning and in
+            ``TracedModel.opaque_modules``).
         concrete_args: forwarded to ``fx.Tracer.trace`` to specialise Python-valued arguments.
     """
     inputs = normalize_inputs(example_inputs)
@@ -257,14 +282,15 @@ def trace(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable
     private = structure_copy(model)
     was_training = private.training
     private.eval()  # NOTE: control flow on self.training is traced as in inference; BN stats stay put
+    opaque: list[str] = []
     if isinstance(private, fx.GraphModule) and not leaf_modules and concrete_args is None:
         gm = private
     else:
-        gm = _trace_graph(private, leaf_modules, concrete_args)
+        gm, opaque = _trace_graph(private, leaf_modules, concrete_args)
     macs: list[float] = []
     try:
         shapes = propagate_shapes(gm, inputs, macs)
     except Exception as exc:
         raise TraceError(f"the traced graph failed to run on example_inputs: {type(exc).__name__}: {exc}") from exc
     return TracedModel(gm=gm, example_inputs=inputs, was_training=was_training, shapes=shapes,
-                       counted_macs=macs[0] if macs else None)
+                       counted_macs=macs[0] if macs else None, opaque_modules=opaque)

@@ -76,6 +76,55 @@ def test_leaf_module_is_the_way_through():
     check_rewrite(model, x, graph=graph)
 
 
+def test_auto_leaves_make_only_the_failing_modules_opaque():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x * 2 if x.sum() > 0 else x
+
+    class Block(nn.Module):  # traceable itself, but holds an untraceable child
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+            self.gate = Branchy()
+
+        def forward(self, x):
+            return self.gate(F.relu(self.conv(x)))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3)
+            self.blocks = nn.Sequential(Block(), Block())
+            self.c = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            return self.c(self.blocks(F.relu(self.a(x))))
+
+    model, x = Net().eval(), torch.randn(1, 3, 12, 12)
+    with pytest.warns(UserWarning, match=r"2 module\(s\) fx could not trace.*blocks\.0\.gate, blocks\.1\.gate"):
+        graph = graphprune.inspect(model, x, leaf_modules="auto")
+    # the blocks' convs stay in the graph (only the innermost failing modules became leaves)
+    assert any(d.value == "@blocks.0.conv.weight" for g in graph.groups for d in g.members)
+    check_rewrite(model, x, graph=graph)
+    with pytest.warns(UserWarning, match="kept opaque"):
+        res = graphprune.prune(model, 0.6, x, leaf_modules=["auto"], return_result=True)
+    assert res.report.macs_ratio <= 0.6
+
+
+def test_auto_leaves_cannot_hide_a_failing_root():
+    class Root(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y * 2 if y.sum() > 0 else y
+
+    with pytest.raises(TraceError, match=r"(?s)'<root>' \(Root\).*leaf_modules='auto'"):
+        graphprune.prune(Root(), 0.5, torch.randn(1, 3, 8, 8), leaf_modules="auto")
+
+
 def test_nothing_prunable():
     class Tiny(nn.Module):
         def forward(self, x):

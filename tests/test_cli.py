@@ -51,3 +51,12 @@ def test_bad_budget_is_a_clean_error(capsys):
 def test_bad_model_spec():
     with pytest.raises(SystemExit):
         main(["inspect", "resnet18"])
+
+
+def test_timm_model_that_fx_cannot_trace_needs_auto_leaf(capsys):
+    args = ["prune", "timm:mobilevitv2_050", "--budget", "0.6", "--input-shape", "1,3,64,64"]
+    assert main(args) == 2
+    assert "--auto-leaf" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="kept opaque"):
+        assert main(args + ["--auto-leaf"]) == 0
+    assert "MACs" in capsys.readouterr().out
