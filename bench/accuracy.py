@@ -266,10 +266,9 @@ def markdown(report: dict) -> str:
         f"{s['ft_subset']} train images, on `{s.get('device', 'cpu')}`; KD α=0.5, T=4. Test subset: "
         f"{s['test_subset']} images (s.e. ≈ {100 * (0.9 * 0.1 / s['test_subset']) ** 0.5:.1f} points). "
         f"Fine-tuned accuracies: mean ± std over {seeds} seed(s) (batch order); pruning itself is deterministic.",
-        "MACs/params by FlopCounterMode, as a fraction of the dense model. ORT: ONNX Runtime median latency of one "
-        "image, CPU provider, 1 thread (speed-up over the dense model in brackets).",
+        "MACs/params by FlopCounterMode, as a fraction of the dense model. " + _latency_note(report),
         "",
-        "| model | dense acc | budget | method | MACs | params | acc pruned | acc FT | acc FT+KD | ORT ms |",
+        "| model | dense acc | budget | method | MACs | params | acc pruned | acc FT | acc FT+KD | ORT ms (speed-up) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
@@ -280,11 +279,23 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _latency_note(report: dict) -> str:
+    ls = report.get("latency_settings")
+    if not ls:
+        return ("ORT: ONNX Runtime median latency (ms) of one image, CPU provider, 1 thread (speed-up over the "
+                "dense model in brackets).")
+    return (f"ORT: ONNX Runtime median latency (ms) at batch {' / '.join(map(str, ls['batches']))}, CPU provider, "
+            f"1 thread, on {ls['machine']}; in brackets the speed-up over the dense model timed in alternating "
+            f"rounds with it ({ls['rounds']} rounds × {ls['runs']} runs each, `bench/accuracy_latency.py`).")
+
+
 def _mean_std(row: dict, key: str) -> str:
     return f"{row[key]:.4f}" if row.get("seeds", 1) == 1 else f"{row[key]:.4f} ± {row[key + '_std']:.4f}"
 
 
 def _latency(row: dict, dense: dict) -> str:
+    if row.get("ort"):  # paired measurement by bench/accuracy_latency.py
+        return " / ".join(f"{v['pruned_ms']:.2f} ({v['speedup']:.2f}×)" for v in row["ort"].values())
     if row.get("ort_ms") is None or dense.get("ort_ms") is None:
         return "–"
     return f"{row['ort_ms']:.3f} ({dense['ort_ms'] / row['ort_ms']:.2f}×)"

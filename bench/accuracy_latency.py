@@ -57,6 +57,64 @@ def paired_medians(dense, pruned, rounds: int, runs: int) -> tuple[float, float]
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def runs_at(runs: int, batch: int) -> int:
+    """Fewer calls per round for big batches, so every measurement takes a similar time."""
+    return max(5, int(runs / batch ** 0.5))
+
+
+def rounding_study(names: list[str], budgets: list[float], batches: list[int], rounds: int, runs: int) -> dict:
+    """Latency of graphprune uniform-L1 with and without ``round_to=8`` (paired with the dense model).
+
+    Odd widths (11, 22, 44 …) can miss the vectorised convolution paths of a CPU runtime, so a network
+    with fewer MACs can run slower than the dense one; widths in multiples of 8 avoid that.
+    """
+    import graphprune
+
+    from accuracy import EXAMPLE, count
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name in names:
+            teacher = load_checkpoint(REPO / "checkpoints" / f"{name}.pt").build().eval()
+            dense_macs = count(teacher)[0]
+            for budget in tqdm(budgets, desc=f"rounding {name}"):
+                for round_to in (1, 8):
+                    try:
+                        pruned = graphprune.prune(teacher, budget, example_inputs=EXAMPLE, strategy="uniform",
+                                                  importance="l1", round_to=round_to)
+                    except graphprune.BudgetError as error:
+                        rows.append({"model": name, "budget": budget, "round_to": round_to, "error": str(error)})
+                        continue
+                    row = {"model": name, "budget": budget, "round_to": round_to,
+                           "macs_ratio": count(pruned)[0] / dense_macs,
+                           "widths": sorted({m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)})}
+                    for b in batches:
+                        dense_s, pruned_s = paired_medians(session_for(teacher, b, folder, "dense"),
+                                                           session_for(pruned, b, folder, "pruned"),
+                                                           rounds, runs_at(runs, b))
+                        row[f"speedup_b{b}"] = dense_s / pruned_s
+                    rows.append(row)
+    return {"batches": batches, "rounds": rounds, "runs": runs, "rows": rows}
+
+
+def rounding_markdown(study: dict) -> str:
+    bs = study["batches"]
+    lines = ["# ORT latency vs channel rounding (graphprune uniform-L1, Fashion-MNIST baselines)", "",
+             "Speed-up over the dense model (ONNX Runtime, CPU provider, 1 thread, paired alternating rounds) on "
+             "this project's 2-core CPU machine while other jobs ran. `bench/accuracy_latency.py --rounding`.", "",
+             "| model | budget | round_to | MACs | " + " | ".join(f"speed-up b{b}" for b in bs) + " | conv widths |",
+             "|---|---|---|---|" + "---|" * len(bs) + "---|"]
+    for r in study["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['budget']} | {r['round_to']} | refused: {r['error'][:60]}… |"
+                         + " |" * len(bs) + " |")
+            continue
+        lines.append(f"| {r['model']} | {r['budget']} | {r['round_to']} | {r['macs_ratio']:.3f} | "
+                     + " | ".join(f"{r[f'speedup_b{b}']:.2f}×" for b in bs) + f" | {r['widths']} |")
+    return "\n".join(lines) + "\n"
+
+
 def measure(report: dict, models: list[str] | None, batches: list[int], rounds: int, runs: int) -> dict:
     rows = [r for r in report["rows"] if models is None or r["model"] in models]
     teachers = {name: load_checkpoint(REPO / "checkpoints" / f"{name}.pt").build().eval()
@@ -70,7 +128,7 @@ def measure(report: dict, models: list[str] | None, batches: list[int], rounds: 
             latency = {}
             for b in batches:
                 ours = session_for(pruned, b, folder, "pruned")
-                dense_s, pruned_s = paired_medians(dense_sessions[(row["model"], b)], ours, rounds, runs)
+                dense_s, pruned_s = paired_medians(dense_sessions[(row["model"], b)], ours, rounds, runs_at(runs, b))
                 latency[f"b{b}"] = {"dense_ms": 1e3 * dense_s, "pruned_ms": 1e3 * pruned_s,
                                     "speedup": dense_s / pruned_s}
             row["ort"] = latency
@@ -89,8 +147,16 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--rounding", action="store_true", help="only the round_to=1 vs 8 latency study")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.rounding:
+        study = rounding_study(args.models or ["resnet20", "resnet56", "mobilenetv2"], [0.3, 0.5, 0.7],
+                               args.batches, args.rounds, args.runs)
+        (RESULTS / "latency_rounding.json").write_text(json.dumps(study, indent=2) + "\n")
+        (RESULTS / "latency_rounding.md").write_text(rounding_markdown(study))
+        print(rounding_markdown(study))
+        return
     path = Path(args.report)
     report = measure(json.loads(path.read_text()), args.models, args.batches, args.rounds, args.runs)
     prefix = path.stem

@@ -59,6 +59,21 @@ class JobReport:
         return json.dumps({**asdict(self), "macs_ratio": self.macs_ratio}, indent=1)
 
 
+def _width_notes(pruned: torch.nn.Module, round_to: int) -> list[str]:
+    """A hint when pruned conv/linear widths are not multiples of 8: CPU runtimes (ONNX Runtime's vectorised
+    convolutions among them) can then run a smaller network slower (bench/results/latency_rounding.md)."""
+    if round_to % 8 == 0:
+        return []
+    widths = [m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+    widths += [m.out_features for m in pruned.modules() if isinstance(m, torch.nn.Linear)]
+    odd = sorted({w for w in widths if w % 8})
+    if not odd:
+        return []
+    shown = ", ".join(map(str, odd[:6])) + (" …" if len(odd) > 6 else "")
+    return [f"{len(odd)} layer widths are not multiples of 8 ({shown}); if latency matters, "
+            "prune with round_to=8 (--round-to 8)"]
+
+
 def run_job(name: str, model: torch.nn.Module, example_inputs: Any, budget, *, onnx_path: str | None = None,
             latency_runs: int = 20, threads: int = 1, **prune_kw: Any) -> tuple[torch.nn.Module, JobReport, Any]:
     """Prune ``model``; export, check and time it with ONNX Runtime if ``onnx_path``; return (pruned, report, plan)."""
@@ -83,5 +98,6 @@ def run_job(name: str, model: torch.nn.Module, example_inputs: Any, budget, *, o
             report.dense_latency_ms = 1e3 * ort_latency(dense_path, example_inputs, latency_runs, threads=threads)
         report.pruned_latency_ms = 1e3 * ort_latency(path, example_inputs, latency_runs, threads=threads)
         steps.update()
+        report.notes += _width_notes(result.model, prune_kw.get("round_to", 1))
     steps.close()
     return result.model, report, result.plan
