@@ -15,8 +15,8 @@ Both train the network with an L1 penalty on the BatchNorm scales γ of every pr
   with no BatchNorm after it (a linear head) loses that bias — it is not folded into the reader's bias
   here.  (ResNet-20, β = 0.7, 3 seeds: the learned network and the plan applied to it, both
   re-estimated, differ by ≤ 0.008 in test accuracy.)
-  Options: the paper's **γ-W rescaling**: γ, β ← αγ, αβ and the consumers' input columns W ← W/α, which leaves the function unchanged where the path between them is
-  positively homogeneous (ReLU, pooling) while changing how fast λ zeroes the scales; it is applied per
+  Options: the paper's **γ-W rescaling**: γ, β ← αγ, αβ and the consumers' input columns W ← W/α,
+  which leaves the function unchanged where the path between them is positively homogeneous (ReLU, pooling) while changing how fast λ zeroes the scales; it is applied per
   group only where a forward pass confirms the function is unchanged (ReLU6 paths, for instance, are
   refused and recorded), and undone before export.  ``lam=None`` calibrates λ to the budget and the
   schedule: with ``T`` steps of size η and ``s*`` the score at which ranking the initial scales meets the
