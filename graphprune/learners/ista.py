@@ -15,13 +15,19 @@ Both train the network with an L1 penalty on the BatchNorm scales γ of every pr
   with no BatchNorm after it (a linear head) loses that bias — it is not folded into the reader's bias
   here.  (ResNet-20, β = 0.7, 3 seeds: the learned network and the plan applied to it, both
   re-estimated, differ by ≤ 0.008 in test accuracy.)
-  Options: the paper's **γ-W rescaling**: γ, β ← αγ, αβ and the consumers' input columns W ← W/α,
-  which leaves the function unchanged where the path between them is positively homogeneous (ReLU, pooling) while changing how fast λ zeroes the scales; it is applied per
-  group only where a forward pass confirms the function is unchanged (ReLU6 paths, for instance, are
-  refused and recorded), and undone before export.  ``lam=None`` calibrates λ to the budget and the
-  schedule: with ``T`` steps of size η and ``s*`` the score at which ranking the initial scales meets the
-  budget, ``λ = s* / (T·η)``: a scale the loss does not defend reaches zero by the last step exactly when
-  it lies below the cut (the loss gradient then decides which channels survive).
+  Options: the paper's **γ-W rescaling**: γ, β ← αγ, αβ and the consumers' input columns W ← W/α, which
+  leaves the function unchanged where the path between them is positively homogeneous (ReLU, pooling) while
+  changing how fast λ zeroes the scales; it is applied per group only where a forward pass confirms the
+  function is unchanged (ReLU6 paths, for instance, are refused and recorded), and undone before export.
+  ``lam=None`` calibrates λ to the budget and the schedule: with ``T`` steps of size η and ``s*`` the score
+  at which ranking the initial scales meets the budget, ``λ = s* / (T·η)``: a scale the loss does not defend
+  reaches zero by the last step exactly when it lies below the cut (the loss gradient then decides which
+  channels survive).
+  NOTE: every scale, kept or not, is shrunk by the same ``s*`` over the schedule.  Where the trained
+  scales lie in a narrow band (the Fashion-MNIST ResNet-20: 10–90 % quantiles 0.79–0.86) and ``T`` is
+  short, the survivors keep only what the gradient added (16 steps, β = 0.7: median |γ| 0.025, max 0.19),
+  so the learned network itself is far from the pretrained one (test accuracy 0.53–0.64 after BN
+  re-estimation, before anything is removed).
 * **Network Slimming** (baseline): the L1 subgradient ``λ·sign(γ)`` is added to γ's gradient and γ
   trains with the same SGD as the weights; γ never reaches exact zero, so the plan comes from ranking
   |γ| globally against the budget (the "threshold" is the projection of :mod:`.projection`).
