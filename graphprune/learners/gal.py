@@ -22,6 +22,11 @@ by ``sgd_threshold``), ``adversarial=False`` (data term only).
 ``lam=None`` calibrates λ to the schedule: the smallest λ with which a mask that the loss does not defend
 (∇ = 0) goes from 1 to exact zero within the ``T`` learning steps (:func:`.prox.calibrate_l1`, FISTA's
 momentum included); masks the loss defends survive.
+NOTE: this λ does not depend on the budget — the learned mask is the same for every β and the projection
+does the budget's work — and on a short schedule the loss barely defends anything: on the Fashion-MNIST
+ResNet-20 with ``T`` = 16 the channel masks at step 12 spread over only 0.37–0.41 (10–90 %) while the prox
+had moved them by 0.6, and at the end every surviving channel and block mask is ≈ 0.1–0.3, so the
+generator's logits drift far from the teacher's (MSE 5 → 29 in the last four steps).
 
 Structure removal is guarded so the plan stays within the budget window: zero-mask structures are
 removed in graph order only while the dense-channel cost after removal stays ≥ (β − tolerance);
