@@ -99,6 +99,7 @@ class WorkerConfig:
     onnx_max_params: float = 300e6  # skip ONNX export when the pruned model has more parameters
     skip_tp: bool = False
     skip_onnx: bool = False
+    auto_leaf: bool = False  # graphprune with leaf_modules="auto" (modules fx cannot trace kept opaque)
 
 
 def _save(row: ZooRow, out: Path, stage: str | None = None) -> None:
@@ -122,7 +123,7 @@ def _run_graphprune(row: ZooRow, spec: ModelSpec, cfg: WorkerConfig, out: Path) 
     try:
         with time_limit(cfg.gp_limit, "graphprune"):
             res = graphprune.prune(model, BUDGET, example_inputs=x, strategy="global", importance="l2",
-                                   return_result=True)
+                                   return_result=True, leaf_modules="auto" if cfg.auto_leaf else ())
             row.gp_traced, row.gp_pruned = True, True
             row.gp_seconds = graphprune_seconds(res.report)
             row.gp_macs_ratio, row.gp_params_ratio = res.report.macs_ratio, res.report.params_ratio
@@ -250,7 +251,7 @@ def _spawn(spec: ModelSpec, args: argparse.Namespace, log_dir: Path) -> ZooRow:
     cmd = [sys.executable, __file__, "--worker", spec.name, "--size", str(spec.size), "--out", str(out),
            "--gp-limit", str(args.gp_limit), "--tp-limit", str(args.tp_limit),
            "--onnx-max-params", str(args.onnx_max_params)]
-    cmd += ["--skip-tp"] * args.skip_tp + ["--skip-onnx"] * args.skip_onnx
+    cmd += ["--skip-tp"] * args.skip_tp + ["--skip-onnx"] * args.skip_onnx + ["--auto-leaf"] * args.auto_leaf
     with open(log_dir / f"{spec.name}.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         failure, peak = watch_process(proc, args.timeout, args.max_rss_gb)
@@ -330,6 +331,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-rss-gb", type=float, default=14.0, help="kill a worker above this resident memory")
     p.add_argument("--skip-tp", action="store_true")
     p.add_argument("--skip-onnx", action="store_true")
+    p.add_argument("--auto-leaf", action="store_true", help="graphprune with leaf_modules='auto'")
     p.add_argument("--log-dir", default=str(Path(tempfile.gettempdir()) / "graphprune_zoo"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -344,7 +346,8 @@ def main(argv=None) -> None:
         from common import _meta_params
 
         spec = ModelSpec(args.worker, args.size, _meta_params(args.worker))
-        cfg = WorkerConfig(args.gp_limit, args.tp_limit, args.onnx_max_params, args.skip_tp, args.skip_onnx)
+        cfg = WorkerConfig(args.gp_limit, args.tp_limit, args.onnx_max_params, args.skip_tp, args.skip_onnx,
+                           args.auto_leaf)
         run_worker(spec, cfg, Path(args.out))
     elif args.report:
         from common import environment
