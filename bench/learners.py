@@ -104,7 +104,7 @@ def prune_one_shot(method: str, teacher, budget: float):
     return graphprune.prune(teacher, budget, EXAMPLE, strategy=strategy, importance="l1", return_result=True)
 
 
-def run_one(method: str, budget: float, seed: int, data, s: Sizing, tag: str, **overrides) -> Row:
+def run_one(method: str, budget: float, seed: int, data, s: Sizing, tag: str, log_dir: Path, **overrides) -> Row:
     train_set, test_loader = data
     teacher = load_checkpoint(REPO / "checkpoints" / "resnet20.pt").build().eval()
     dense = graphprune.count_cost(teacher, EXAMPLE)
@@ -115,7 +115,7 @@ def run_one(method: str, budget: float, seed: int, data, s: Sizing, tag: str, **
         pruned, ft_epochs = prune_one_shot(method, teacher, budget).model, s.total_epochs
         recalibrate_bn(pruned, make_loader(train_set, s.batch, True, seed), BN_BATCHES)
     else:
-        learner = make_learner(method, s, seed, RESULTS / "learners_logs", tag, **overrides)
+        learner = make_learner(method, s, seed, log_dir, tag, **overrides)
         learner.fit(teacher, train_set, budget, EXAMPLE)
         r = learner.result
         pruned, ft_epochs = r.model, s.total_epochs - s.learn_epochs
@@ -240,12 +240,17 @@ def main(argv=None) -> None:
     dense_acc = evaluate(load_checkpoint(REPO / "checkpoints" / "resnet20.pt").build(), data[1])
     meta = {"sizing": asdict(s), "seeds": args.seeds, "dense_acc": dense_acc,
             "command": "python bench/learners.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    rows = json.loads(out.read_text())["rows"] if out.exists() else []
+    previous = json.loads(out.read_text()) if out.exists() else {"meta": {}, "rows": []}
+    rows = previous["rows"]
+    # NOTE: the file names every command whose rows it holds
+    earlier = [c for c in previous["meta"].get("command", "").split("; ") if c and c != meta["command"]]
+    meta["command"] = "; ".join((earlier if rows else []) + [meta["command"]])
     rows = [r for r in rows if "error" not in r]  # failed runs are retried
     if args.rerun:
         chosen = {m for m, _ in _variants(args)}
         rows = [r for r in rows if not (r["method"] in chosen and r["budget"] in args.budgets and r["seed"] in args.seeds)]
     done = {(r["method"], r["budget"], r["seed"]) for r in rows}
+    log_dir = out.parent / f"{out.stem}_logs"  # NOTE: per output file, so runs of one tag never overwrite
     for budget in args.budgets:
         for seed in args.seeds:
             for method, overrides in _variants(args):
@@ -253,7 +258,8 @@ def main(argv=None) -> None:
                     continue
                 base = overrides.pop("_base", method)
                 try:
-                    row = asdict(run_one(base, budget, seed, data, s, f"{method}_b{budget}_s{seed}", **overrides))
+                    row = asdict(run_one(base, budget, seed, data, s, f"{method}_b{budget}_s{seed}", log_dir,
+                                         **overrides))
                 except Exception as exc:  # NOTE: one failure must not cost the rest of a 40-minute grid
                     print(f"{method} β={budget} seed={seed} FAILED: {type(exc).__name__}: {exc}", flush=True)
                     rows.append({"method": method, "budget": budget, "seed": seed, "error": f"{type(exc).__name__}: {exc}"})
