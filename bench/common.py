@@ -111,7 +111,8 @@ def build_model(name: str, seed: int = 0) -> torch.nn.Module:
     if name.startswith(TIMM):
         import timm
 
-        return timm.create_model(name[len(TIMM):], pretrained=False).eval()
+        # num_classes explicit: some timm entries (e.g. eva02 MIM checkpoints) default to a headless 0
+        return timm.create_model(name[len(TIMM):], pretrained=False, num_classes=NUM_CLASSES).eval()
     return get_model(name, weights=None, **BUILD_KWARGS.get(name, {})).eval()
 
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import graphprune
 from graphprune.depgraph import Dim
-from graphprune.testing import check_rewrite
+from graphprune.testing import check_rewrite, randomize_
 from graphprune.testing import patterns as P
 
 
@@ -166,3 +166,35 @@ def test_slice_of_channels_rewrites_bounds():
     keep[grp.first_unit + np.array([0, 3, 12])] = False  # before, inside and after the slice
     r = check_rewrite(model, x, keep=keep, graph=g)
     assert r.pruned.get_submodule("b").in_channels == 5
+
+
+def test_reshape_as_and_expand_as_couple_with_the_shape_donor():
+    """LeViT-style ``bn(x.flatten(0, 1)).reshape_as(x)`` and a gate ``g.expand_as(x)``: the donor tensor's
+    channels shrink with the output instead of being frozen."""
+
+    class LinearNorm(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.linear, self.bn = nn.Linear(cin, cout), nn.BatchNorm1d(cout)
+
+        def forward(self, x):
+            x = self.linear(x)
+            return self.bn(x.flatten(0, 1)).reshape_as(x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = LinearNorm(8, 16), LinearNorm(16, 12), nn.Linear(12, 4)
+            self.gate = nn.Linear(16, 1)
+
+        def forward(self, x):
+            h = F.relu(self.a(x))
+            h = h * torch.sigmoid(self.gate(h)).expand_as(h)
+            y = F.relu(self.b(h))
+            return self.c(y.flatten(0, 1).view_as(y))
+
+    model, x = randomize_(Net()).eval(), torch.randn(2, 5, 8)
+    g = _graph(model, x)
+    assert _group_with(g, "a.linear.weight").n_units == 16
+    assert _group_with(g, "b.linear.weight").n_units == 12
+    check_rewrite(model, x, graph=g)

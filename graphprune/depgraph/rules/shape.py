@@ -154,11 +154,28 @@ def view(ctx) -> None:
         couple_size_args(ctx, ctx.out, entries)
 
 
-@register_method("flatten", "squeeze", "unsqueeze", "view_as", "reshape_as")
+@register_method("flatten", "squeeze", "unsqueeze")
 @register(torch.flatten, torch.squeeze, torch.unsqueeze)
 @register_module(nn.Flatten)
 def flatten(ctx) -> None:
     reshape_like(ctx, ctx.value_of(ctx.node.args[0]), ctx.out)
+
+
+def same_shape_as_other(ctx) -> None:
+    """``op_as(x, other)``: the output takes ``other``'s shape, so each output axis must shrink with the
+    same axis of ``other`` (coupling them as identical channels is stronger than needed, and valid)."""
+    arg = ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs.get("other")
+    other, out = ctx.value_of(arg), ctx.out
+    if other is None or out is None or ctx.shape(other) != ctx.shape(out):
+        return
+    for axis in range(ctx.ndim(out)):
+        ctx.same(Dim(out, axis), Dim(other, axis))
+
+
+@register_method("view_as", "reshape_as")
+def reshape_as(ctx) -> None:
+    reshape_like(ctx, ctx.value_of(ctx.node.args[0]), ctx.out)
+    same_shape_as_other(ctx)
 
 
 def _rewrite_unflatten(rctx) -> None:
@@ -309,6 +326,8 @@ def expand_as(ctx) -> None:
     x, out = ctx.value_of(ctx.node.args[0]), ctx.out
     if x is not None and out is not None:
         ctx.broadcast(out, [x])
+        if ctx.node.op == "call_method" and ctx.node.target == "expand_as":
+            same_shape_as_other(ctx)
 
 
 @register_method("repeat")
