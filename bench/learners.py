@@ -29,6 +29,8 @@ little training, accuracies are far below a full schedule; the comparison is bet
 
     python bench/learners.py                              # the full grid (~45 min on one busy core)
     python bench/learners.py --methods gal --budgets 0.5 --seeds 0 --ablations   # GAL ablations
+    python bench/learners.py --methods bn-ista gal hsn uniform-l1 --budgets 0.5 --train-subset 4096 \
+        --out bench/results/learners_long.json            # longer schedule (4x the steps)
     python bench/learners.py --report-only                # re-render table and plot from the JSON
 """
 from __future__ import annotations
