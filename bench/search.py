@@ -25,6 +25,7 @@ with and without the supernet option (``--supernet-steps``; ``search_proxy.py``)
     python bench/search.py                          # defaults sized for ~40 min on one busy core
     python bench/search.py --model mobilenetv2 --out search_mobilenetv2 --supernet-steps 60
     python bench/search.py --only kendall --kendall 16 --supernet-steps 60   # τ section of search.json only
+    python bench/search.py --only retest            # the τ plans fine-tuned again: how noisy is the target?
     python bench/search.py --budgets 0.5 --episodes 4 --kendall 3 --ft-subset 200 --test 200   # smoke
     python bench/search.py --render bench/results/search.json     # table + plot again from the JSON
 """
@@ -57,7 +58,7 @@ from graphprune.search.evolution import EvolutionConfig, evolutionary_search  # 
 from graphprune.search.sensitivity import SensitivityConfig, sensitivity_profile, sensitivity_search  # noqa: E402
 from graphprune.train import evaluate, finetune, finetune_config, load_checkpoint, make_loader  # noqa: E402
 sys.path.insert(0, str(REPO / "bench"))
-from search_proxy import kendall, kendall_markdown  # noqa: E402
+from search_proxy import kendall, kendall_markdown, retest  # noqa: E402
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)
 RESULTS = REPO / "bench" / "results"
@@ -73,7 +74,8 @@ def batches(dataset, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
 
 
-def load_data(args):
+def load_data(args, seed: int = 0):
+    """calib, held-out, fine-tune and test batches; ``seed`` picks the fine-tune order and the test subset."""
     opts = ImageOptions(in_channels=1)
     n_search = args.calib + args.eval
     train = load_split("fashion_mnist", "train", subset=n_search + args.ft_subset, stratified=True, seed=1,
@@ -83,8 +85,8 @@ def load_data(args):
     x, y = x[perm], y[perm]
     split = lambda a, b: torch.utils.data.TensorDataset(x[a:b], y[a:b])
     calib, held, ft = split(0, args.calib), split(args.calib, n_search), split(n_search, len(y))
-    test = load_split("fashion_mnist", "test", subset=args.test, stratified=True, seed=0, options=opts)
-    return batches(calib, 64), batches(held, 64), make_loader(ft, 64, seed=0), make_loader(test, 250, shuffle=False)
+    test = load_split("fashion_mnist", "test", subset=args.test, stratified=True, seed=seed, options=opts)
+    return batches(calib, 64), batches(held, 64), make_loader(ft, 64, seed=seed), make_loader(test, 250, shuffle=False)
 
 
 # -------------------------------------------------------------------------------------------- methods
@@ -220,25 +222,29 @@ def run(args) -> dict:
     torch.manual_seed(0)
     ckpt = REPO / "checkpoints" / f"{args.model}.pt"
     model = load_checkpoint(ckpt).build().eval()
-    calib, held, ft, test = load_data(args)
+    calib, held, ft, test = load_data(args, seed=1 if args.only == "retest" else 0)
     graph = graphprune.inspect(model, EXAMPLE)
     setup = {"args": args, "calib": calib, "ft": ft, "test": test, "dense": graph.cost()}
     scores = score_units(graph, "l2")
     evaluator = CandidateEvaluator(graph, classification_eval_fn(held, "neg_loss"), calib,
                                    EvalConfig(calib_batches=len(calib)))
     previous = RESULTS / f"{args.out}.json"
-    if args.only == "kendall" and previous.exists():  # add the Kendall section to an earlier full run
+    if args.only in ("kendall", "retest") and previous.exists():  # add to an earlier full run
         report = json.loads(previous.read_text())
     else:
         report = {"config": dict(vars(args)), "model": args.model, "rows": [],
                   "dense_test_acc": evaluate(model, test), "dense_score": evaluator(graph.full_keep())}
     ctx_of = {b: SearchContext(graph, scores, Budget.macs(b), progress=False, evaluator=evaluator)
               for b in args.budgets}
+    ctx = ctx_of[0.5 if 0.5 in ctx_of else args.budgets[0]]
+    if args.only == "retest":
+        report["kendall"]["retest"] = retest(graph, ctx, setup, report["kendall"], log)
+        write(report, args.out)
+        return report
     if args.only != "kendall":
         methods(report, model, graph, scores, evaluator, ctx_of, setup)
     if args.kendall:
-        report["kendall"] = {**kendall(graph, evaluator, ctx_of[0.5 if 0.5 in ctx_of else args.budgets[0]], setup,
-                                       args.kendall, log), "config": dict(vars(args))}
+        report["kendall"] = {**kendall(graph, evaluator, ctx, setup, args.kendall, log), "config": dict(vars(args))}
     if args.only != "kendall":
         report["evaluator"] = {"calls": evaluator.calls, "seconds": evaluator.seconds}
     write(report, args.out)
@@ -326,8 +332,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=24)
     p.add_argument("--kendall", type=int, default=10, help="random plans for the Kendall τ section (0: skip)")
     p.add_argument("--supernet-steps", type=int, default=0, help="also score the Kendall plans on a supernet")
-    p.add_argument("--only", choices=["all", "kendall"], default="all",
-                   help="kendall: only the Kendall section, merged into an existing --out JSON")
+    p.add_argument("--only", choices=["all", "kendall", "retest"], default="all",
+                   help="kendall: only the Kendall section, merged into an existing --out JSON; retest: fine-tune "
+                        "its plans again (other data order, other test subset) to measure the target's noise")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="search")
     return p.parse_args(argv)
