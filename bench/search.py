@@ -273,7 +273,9 @@ def markdown(report: dict) -> str:
                   f"{100 * (0.7 * 0.3 / max(n_test, 1)) ** 0.5:.1f} points at 70%); fine-tune = "
                   f"{report['config'].get('ft_epochs')} epoch on {report['config'].get('ft_subset')} images. "
                   "Differences of a few points are within noise. 'search score' is minus the cross-entropy of the "
-                  "masked, BN-recalibrated candidate on the held-out search images (higher is better)."]
+                  "masked, BN-recalibrated candidate on the held-out search images (higher is better). "
+                  "tp-global-l2 stops at the first step its own MACs counter puts at or below β; the MACs column "
+                  "is graphprune's count of the result, which can differ by a little."]
     return "\n".join(lines) + "\n"
 
 
