@@ -198,3 +198,29 @@ def test_reshape_as_and_expand_as_couple_with_the_shape_donor():
     assert _group_with(g, "a.linear.weight").n_units == 16
     assert _group_with(g, "b.linear.weight").n_units == 12
     check_rewrite(model, x, graph=g)
+
+
+def test_batch_statistics_freeze_the_axes_they_reduce():
+    """Weight standardisation (timm's StdConv2d / ScaledStdConv2d, NF-nets, BiT): ``F.batch_norm`` with
+    batch statistics over each filter's input-channel elements. Removing an input channel would change
+    every filter's mean and variance, so those channels are frozen; output channels stay prunable."""
+
+    class StdConv(nn.Conv2d):
+        def forward(self, x):
+            w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                             training=True, momentum=0.0, eps=1e-5)
+            return F.conv2d(x, w.reshape_as(self.weight), self.bias, self.stride, self.padding)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(3, 8, 3), StdConv(8, 8, 3), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.c(F.relu(self.b(F.relu(self.a(x)))))
+
+    model, x = randomize_(Net()).eval(), torch.randn(1, 3, 12, 12)
+    g = _graph(model, x)
+    assert not [grp for grp in g.groups if Dim("@a.weight", 0) in grp.members]
+    assert _group_with(g, "b.weight").n_units == 8
+    check_rewrite(model, x, graph=g)

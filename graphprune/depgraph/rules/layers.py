@@ -163,6 +163,19 @@ def _per_channel(ctx, x, axis: int, params: list[str | None]) -> None:
             ctx.same(Dim(p, 0), Dim(x, axis))
 
 
+def _per_channel_statistics(ctx, x, axis: int, params: list[str | None]) -> None:
+    """A normalisation that may compute statistics over every axis but ``axis`` (batch statistics in
+    training, instance norm, ``F.batch_norm(training=True)`` in weight standardisation): only the channel
+    axis is coupled; the reduced axes stay untouched, hence frozen, since removing elements there would
+    change the statistics of the elements that remain."""
+    if x is None or ctx.out is None:
+        return
+    ctx.same(Dim(x, axis), Dim(ctx.out, axis))
+    for p in params:
+        if p is not None:
+            ctx.same(Dim(p, 0), Dim(x, axis))
+
+
 def _rewrite_num_features(rctx) -> None:
     m = rctx.module
     m.num_features = rctx.new_size(Dim(rctx.out, 1 if rctx.ndim(rctx.out) > 1 else 0))
@@ -176,7 +189,7 @@ def batchnorm_module(ctx) -> None:
         return
     axis = 1 if ctx.ndim(x) > 1 else 0
     names = ["weight", "bias", "running_mean", "running_var"]
-    _per_channel(ctx, x, axis, [ctx.param(n) for n in names])
+    _per_channel_statistics(ctx, x, axis, [ctx.param(n) for n in names])
 
 
 @register(F.batch_norm, F.instance_norm)
@@ -185,7 +198,7 @@ def batchnorm_function(ctx) -> None:
     params = [ctx.value_of(a) for a in list(ctx.node.args[1:5]) + [ctx.node.kwargs.get(k) for k in
               ("running_mean", "running_var", "weight", "bias")]]
     if x is not None:
-        _per_channel(ctx, x, 1 if ctx.ndim(x) > 1 else 0, params)
+        _per_channel_statistics(ctx, x, 1 if ctx.ndim(x) > 1 else 0, params)
 
 
 def _rewrite_prelu(rctx) -> None:
