@@ -124,6 +124,8 @@ def _retest_markdown(k: dict) -> list[str]:
                  f"targets {r['target_tau']['tau']:.3f} (p={r['target_tau']['p_value']:.3f}); against the mean "
                  "of the two targets:", "", "| proxy | Kendall τ vs mean target | p-value |", "|---|---|---|"]
     lines += [f"| {name} | {t['tau']:.3f} | {t['p_value']:.3f} |" for name, t in r["vs_mean"].items()]
+    if "wall_seconds" in r:
+        lines += ["", f"Retest run: {r['wall_seconds'] / 60:.0f} min."]
     return lines
 
 
