@@ -38,8 +38,26 @@ def counting_macs() -> Iterator[FlopCounterMode]:
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
+@contextlib.contextmanager
+def _no_requires_grad(model: torch.nn.Module) -> Iterator[None]:
+    """Parameters temporarily not requiring grad, flags restored after.
+
+    NOTE: FlopCounterMode's module tracker hooks every module input that requires grad; a parameter
+    passed straight into a submodule (timm CaiT's class token) has no grad_fn under no_grad and the
+    hook raises "Expected gradient function to be set".
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def counted_macs(model: torch.nn.Module, inputs: tuple) -> float:
     """MACs of one forward of ``model`` on ``inputs``, counted by torch (independent of graphprune)."""
-    with torch.no_grad(), counting_macs() as counter:
+    with torch.no_grad(), _no_requires_grad(model), counting_macs() as counter:
         model(*inputs)
     return counter.get_total_flops() / 2
