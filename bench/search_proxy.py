@@ -155,4 +155,9 @@ def kendall_markdown(report: dict) -> list[str]:
                       f"with supernet weights: test acc {s['full_test_acc']:.4f} (dense original "
                       f"{report['dense_test_acc']:.4f}). τ between the two proxies' scores: "
                       f"{s['tau_vs_plain_scores']:.3f}."]
+        n = k["n"]
+        se = (2 * (2 * n + 5) / (9 * n * (n - 1))) ** 0.5  # τ's standard deviation under independence
+        verdict = "helps" if s["tau"] - k["tau"] > 2 * se else "does not help measurably"
+        lines += ["", f"Verdict at this sizing: the supernet {verdict}: Δτ = {s['tau'] - k['tau']:+.3f} (same plans, "
+                      f"same target; τ over {n} plans has a standard deviation ≈ {se:.2f} under independence)."]
     return lines + _retest_markdown(k)
