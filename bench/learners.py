@@ -1,6 +1,6 @@
 """Training-time learners vs one-shot magnitude pruning at matched MACs, under an equal training budget.
 
-For the Fashion-MNIST ResNet-20 baseline (``checkpoints/resnet20.pt``, 28×28×1) and every MACs budget
+For a Fashion-MNIST baseline (``--model``, default ``checkpoints/resnet20.pt``, 28×28×1) and every MACs budget
 β ∈ {0.3, 0.5, 0.7} and seed, each method gets the same number of passes over the same train subset:
 
 ===============  ==========================================================================================
@@ -101,6 +101,14 @@ def make_learner(method: str, s: Sizing, seed: int, log_dir: Path, tag: str, **o
     return type(learner)(learner.config, **overrides) if overrides else learner
 
 
+BASELINE = "resnet20"  # set by --model
+
+
+def baseline():
+    """The trained Fashion-MNIST baseline in eval mode (a fresh copy per run)."""
+    return load_checkpoint(REPO / "checkpoints" / f"{BASELINE}.pt").build().eval()
+
+
 def prune_one_shot(method: str, teacher, budget: float):
     strategy = method.split("-")[0]
     return graphprune.prune(teacher, budget, EXAMPLE, strategy=strategy, importance="l1", return_result=True)
@@ -108,7 +116,7 @@ def prune_one_shot(method: str, teacher, budget: float):
 
 def run_one(method: str, budget: float, seed: int, data, s: Sizing, tag: str, log_dir: Path, **overrides) -> Row:
     train_set, test_loader = data
-    teacher = load_checkpoint(REPO / "checkpoints" / "resnet20.pt").build().eval()
+    teacher = baseline()
     dense = graphprune.count_cost(teacher, EXAMPLE)
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -179,7 +187,7 @@ def _mean(values):
 
 def markdown(summary: list[dict], meta: dict) -> str:
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-    lines = [f"# Learners vs one-shot pruning — ResNet-20, Fashion-MNIST (dense test acc {meta['dense_acc']:.4f})",
+    lines = [f"# Learners vs one-shot pruning — {meta.get('model', 'resnet20')}, Fashion-MNIST (dense test acc {meta['dense_acc']:.4f})",
              "", f"Sizing: {meta['sizing']}; seeds {meta['seeds']}; command `{meta['command']}`.", "",
              "| budget | method | MACs (mean / max) | acc before FT | acc after FT (mean ± std) | "
              "after FT, BN not re-estimated | learned ratio | projected | units moved | blocks removed | s/run |",
@@ -191,7 +199,7 @@ def markdown(summary: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pareto_png(summary: list[dict], path: Path, dense_acc: float) -> None:
+def pareto_png(summary: list[dict], path: Path, dense_acc: float, model: str = "resnet20") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,7 +213,7 @@ def pareto_png(summary: list[dict], path: Path, dense_acc: float) -> None:
     ax.axhline(dense_acc, color="gray", ls=":", label="dense")
     ax.set_xlabel("MACs ratio (pruned / dense)")
     ax.set_ylabel("test accuracy (subset)")
-    ax.set_title("ResNet-20 / Fashion-MNIST: equal training budget")
+    ax.set_title(f"{model} / Fashion-MNIST: equal training budget")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -217,7 +225,7 @@ def report(out: Path) -> None:
     summary = summarize(body["rows"])
     body["meta"]["dense_acc"] = body["meta"].get("dense_acc", float("nan"))
     out.with_suffix(".md").write_text(markdown(summary, body["meta"]))
-    pareto_png(summary, out.with_suffix(".png"), body["meta"]["dense_acc"])
+    pareto_png(summary, out.with_suffix(".png"), body["meta"]["dense_acc"], body["meta"].get("model", "resnet20"))
     print(out.with_suffix(".md").read_text())
 
 
@@ -232,6 +240,8 @@ def main(argv=None) -> None:
                    "methods, budgets and seeds (default: keep them and skip)")
     p.add_argument("--train-subset", type=int, default=Sizing.train_subset, help="training images (longer schedule)")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--model", default="resnet20", choices=["resnet20", "resnet56", "mobilenetv2"],
+                   help="which checkpoints/ baseline (use another --out per model)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -239,8 +249,10 @@ def main(argv=None) -> None:
         return report(out)
     s = Sizing(train_subset=args.train_subset)
     data = load_data(s)
-    dense_acc = evaluate(load_checkpoint(REPO / "checkpoints" / "resnet20.pt").build(), data[1])
-    meta = {"sizing": asdict(s), "seeds": args.seeds, "dense_acc": dense_acc,
+    global BASELINE
+    BASELINE = args.model
+    dense_acc = evaluate(baseline(), data[1])
+    meta = {"sizing": asdict(s), "seeds": args.seeds, "dense_acc": dense_acc, "model": args.model,
             "command": "python bench/learners.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     previous = json.loads(out.read_text()) if out.exists() else {"meta": {}, "rows": []}
     rows = previous["rows"]
