@@ -16,12 +16,7 @@ from graphprune.passes import masked_model, rewrite
 from graphprune.testing import PATTERNS, random_keep, randomize_
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # NOTE: the CPUs are shared; more threads only contend
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _first(y):

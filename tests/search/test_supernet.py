@@ -20,12 +20,7 @@ X = torch.randn(1, 1, 16, 16)
 FAST = SupernetConfig(steps=3, batch_size=8, bn_batches=2, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # NOTE: the CPUs are shared; more threads only contend
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _first(y):
