@@ -2,6 +2,8 @@
 # The main job: prune the bundled CIFAR-style ResNet-56 — the Fashion-MNIST-trained baseline when its
 # checkpoint is here, else ResNet-20's, else untrained weights — to half its MACs, export ONNX, check it
 # with ONNX Runtime, time dense vs pruned, and print the report.  BUDGET=0.3 bash scripts/quickstart.sh
+# Widths are rounded to multiples of 8 (ROUND_TO=1 for the exact budget): odd widths can make a smaller
+# network slower on ONNX Runtime's CPU kernels (bench/results/latency_rounding.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
@@ -14,6 +16,6 @@ for ckpt in checkpoints/resnet56.pt checkpoints/resnet20.pt; do
     break
   fi
 done
-graphprune prune "$model" --budget "${BUDGET:-0.5}" --onnx out/pruned.onnx \
+graphprune prune "$model" --budget "${BUDGET:-0.5}" --round-to "${ROUND_TO:-8}" --onnx out/pruned.onnx \
   --save out/pruned.pt --report out/report.json \
   ${eval_args[@]+"${eval_args[@]}"}
