@@ -3,16 +3,8 @@
 A search proposes hundreds of keep masks.  Rewriting the model for each one (deep copy, slice every
 parameter, verify shapes) costs more than the evaluation itself on small calibration sets, so instead:
 
-1. **build once** (``MaskedGraph``, in ``masked_graph.py``): copy the traced graph and insert ``x * mask_k`` after values with
-   a prunable channel dim (all masks 1 at first); LayerNorms over prunable dims become the masked
-   LayerNorm of ``passes.masks`` (same statistics as the pruned op).  Keep a copy of every parameter
-   with a prunable dim.  ``sites="all"`` masks every such value, like ``passes.masked_model``;
-   ``sites="needed"`` (the default) skips values produced by *zero-preserving* ops (``ZERO_PRESERVING``):
-   with pruned parameter slices zeroed (conv rows and bias, BN γ, β and running mean), an op whose
-   output is 0 wherever its inputs are 0 keeps the invariant "every pruned element is exactly 0" that
-   the full masking enforces, so both give the same numbers — and a plain CNN runs with no extra op;
-2. **swap per candidate** (``MaskedGraph.set_keep``): mask_k = [keep; 1][unit_of_element_k] for every
-   site — one gather per site — and parameters = original ⊙ mask (this reaches inside opaque modules);
+1. **build once** and 2. **swap per candidate**: ``MaskedGraph`` (``masked_graph.py``) — one masked copy
+   of the traced graph, whose keep masks (and masked parameter copies) are swapped per candidate;
 3. **recalibrate BatchNorm** (``recalibrate_bn``): pruning changes the statistics that downstream
    BatchNorms see, so reset their running mean/var and re-estimate them with a cumulative average
    (momentum ``None``) over a few calibration batches, BN layers in train mode, everything else in eval;
