@@ -86,6 +86,7 @@ class Row:
     removed_blocks: int
     seconds_learn: float
     seconds_ft: float
+    revived_groups: int = 0  # emptied groups given pretrained values back (learners/revive.py)
 
 
 def make_learner(method: str, s: Sizing, seed: int, log_dir: Path, tag: str, **overrides):
@@ -120,7 +121,7 @@ def run_one(method: str, budget: float, seed: int, data, s: Sizing, tag: str, lo
     dense = graphprune.count_cost(teacher, EXAMPLE)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    info = dict(learned_ratio=None, projected=None, moved_units=None, removed_blocks=0)
+    info = dict(learned_ratio=None, projected=None, moved_units=None, removed_blocks=0, revived_groups=0)
     if method in ONE_SHOT:
         pruned, ft_epochs = prune_one_shot(method, teacher, budget).model, s.total_epochs
         recalibrate_bn(pruned, make_loader(train_set, s.batch, True, seed), BN_BATCHES)
@@ -130,7 +131,8 @@ def run_one(method: str, budget: float, seed: int, data, s: Sizing, tag: str, lo
         r = learner.result
         pruned, ft_epochs = r.model, s.total_epochs - s.learn_epochs
         info = dict(learned_ratio=r.projection.learned_ratio, projected=r.projection.projected,
-                    moved_units=r.projection.moved_units, removed_blocks=len(r.removed.get("blocks", [])))
+                    moved_units=r.projection.moved_units, removed_blocks=len(r.removed.get("blocks", [])),
+                    revived_groups=len(r.removed.get("revived", [])))
     learn_s = time.perf_counter() - start
     acc0 = evaluate(pruned, test_loader)
     start = time.perf_counter()
@@ -176,6 +178,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "projected": sum(bool(r["projected"]) for r in rs),
                     "moved": _mean([r["moved_units"] for r in rs]),
                     "blocks": float(np.mean([r["removed_blocks"] for r in rs])),
+                    "revived": float(np.mean([r.get("revived_groups", 0) for r in rs])),
                     "seconds": float(np.mean([r["seconds_learn"] + r["seconds_ft"] for r in rs]))})
     return out
 
@@ -190,12 +193,13 @@ def markdown(summary: list[dict], meta: dict) -> str:
     lines = [f"# Learners vs one-shot pruning — {meta.get('model', 'resnet20')}, Fashion-MNIST (dense test acc {meta['dense_acc']:.4f})",
              "", f"Sizing: {meta['sizing']}; seeds {meta['seeds']}; command `{meta['command']}`.", "",
              "| budget | method | MACs (mean / max) | acc before FT | acc after FT (mean ± std) | "
-             "after FT, BN not re-estimated | learned ratio | projected | units moved | blocks removed | s/run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "after FT, BN not re-estimated | learned ratio | projected | units moved | blocks removed | "
+             "groups revived | s/run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary:
         lines.append(f"| {r['budget']} | {r['method']} | {r['macs']:.3f} / {r['macs_max']:.3f} | {r['acc0']:.4f} | "
                      f"{r['acc']:.4f} ± {r['std']:.4f} | {fmt(r['stale'], '.4f')} | {fmt(r['learned'], '.3f')} | {r['projected']}/{r['n']} | "
-                     f"{fmt(r['moved'], '.0f')} | {r['blocks']:.1f} | {r['seconds']:.0f} |")
+                     f"{fmt(r['moved'], '.0f')} | {r['blocks']:.1f} | {r['revived']:.1f} | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -277,14 +281,19 @@ def main(argv=None) -> None:
                 except Exception as exc:  # NOTE: one failure must not cost the rest of a 40-minute grid
                     print(f"{method} β={budget} seed={seed} FAILED: {type(exc).__name__}: {exc}", flush=True)
                     rows.append({"method": method, "budget": budget, "seed": seed, "error": f"{type(exc).__name__}: {exc}"})
+                    _save(out, meta, rows)
                     continue
                 row["method"] = method
                 rows.append(row)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+                _save(out, meta, rows)
                 print(f"{method:>14} β={budget} seed={seed}: MACs {row['macs_ratio']:.3f} acc {row['acc_before_ft']:.4f}"
                       f" -> {row['acc']:.4f} ({row['seconds_learn'] + row['seconds_ft']:.0f}s)", flush=True)
     report(out)
+
+
+def _save(out: Path, meta: dict, rows: list[dict]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
 def _variants(args) -> list[tuple[str, dict]]:

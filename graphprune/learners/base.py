@@ -16,7 +16,8 @@ Every learner runs the same pipeline; only the hooks differ:
 5. :func:`finalize`: remove those structures (passes ``remove_block`` / ``remove_branch``), rebuild
    the graph, carry scores over (:func:`.projection.transfer`), project onto the budget when the learned
    mask misses it (:func:`.projection.project`), rewrite, and write the plan;
-6. :func:`recalibrate_bn` on the pruned network: learning moves the scales (ISTA shrinks γ fast, gates
+6. :func:`recalibrate_bn` on the pruned network (inside ``finalize``, before the check of :mod:`.revive`
+   for a network the learner disconnected): learning moves the scales (ISTA shrinks γ fast, gates
    switch channels off) faster than BatchNorm's running averages follow, so they are re-estimated from
    ``bn_batches`` training batches (forward only, cumulative average).
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ from ..trace import normalize_inputs
 from ..train import make_loader, seed_everything
 from .log import LearnLog
 from .projection import Projection, project, transfer
+from .revive import emptied_groups, output_is_constant, output_spread, warn_disconnected, with_tiebreak
 
 __all__ = ["LearnerConfig", "Export", "LearnResult", "Learner", "finalize", "recalibrate_bn"]
 
@@ -94,6 +96,10 @@ class Export:
     learned: np.ndarray
     blocks: list[Block] = field(default_factory=list)
     branches: list[Branch] = field(default_factory=list)
+    # pretrained magnitude per unit: breaks ties among units the learner zeroed (:mod:`.revive`)
+    tiebreak: np.ndarray | None = None
+    # (gm, graph, units) -> values restored: pretrained values back for units of emptied groups
+    revive: Callable[[fx.GraphModule, DependencyGraph, np.ndarray], int] | None = None
 
 
 @dataclass
@@ -156,8 +162,13 @@ def _remove_structures(exp: Export, example: tuple) -> tuple[fx.GraphModule, dic
     return gm, removed
 
 
-def finalize(exp: Export, budget: Budget, example: tuple, config: LearnerConfig, info: dict) -> LearnResult:
-    """Steps 5 of the module docstring; the result's ratios are of the *original* dense cost."""
+def finalize(exp: Export, budget: Budget, example: tuple, config: LearnerConfig, info: dict,
+             calibrate: Callable[[nn.Module], Any] | None = None) -> LearnResult:
+    """Steps 5–6 of the module docstring; the result's ratios are of the *original* dense cost.
+
+    ``calibrate`` (step 6) runs on every rewritten network before it is checked for a constant output
+    (:mod:`.revive`): stale running statistics can make a live network look constant, or hide a dead one.
+    """
     reference = getattr(exp.source.cost(), budget.metric)
     gm, removed = _remove_structures(exp, example)
     graph = inspect(gm, example)
@@ -165,12 +176,40 @@ def finalize(exp: Export, budget: Budget, example: tuple, config: LearnerConfig,
         raise BudgetError("nothing prunable is left after structure removal")
     scores = transfer(exp.source, exp.scores, graph, default=0.0)
     learned = transfer(exp.source, exp.learned.astype(np.float64), graph, default=1.0) > 0.5
-    proj = project(graph, scores, learned, budget, config.tolerance, reference, config.allocation())
+    tiebreak = None if exp.tiebreak is None else transfer(exp.source, exp.tiebreak, graph, default=0.0)
+    proj = project(graph, with_tiebreak(scores, tiebreak), learned, budget, config.tolerance, reference,
+                   config.allocation())
+    calibrate = calibrate or (lambda model: None)
     pruned = rewrite(graph, proj.keep)
+    calibrate(pruned)
+    pruned, removed["revived"] = _revive_if_disconnected(exp, graph, scores, proj.keep, pruned, example, calibrate)
     plan = Plan.from_keep(graph, proj.keep, budget=budget.ratio, metric=budget.metric, achieved=proj.ratio,
                           removed_blocks=removed["blocks"], removed_branches=removed["branches"],
+                          revived_groups=removed["revived"],
                           projection=proj.to_dict(), **info)
     return LearnResult(plan, pruned, graph, proj, None, proj.ratio, removed)
+
+
+def _revive_if_disconnected(exp: Export, graph: DependencyGraph, scores: np.ndarray, keep: np.ndarray,
+                            pruned: fx.GraphModule, example: tuple,
+                            calibrate: Callable[[nn.Module], Any] = lambda model: None,
+                            ) -> tuple[fx.GraphModule, list[str]]:
+    """Steps 2–4 of :mod:`.revive`: names of the groups revived ([] when none had to be)."""
+    emptied = emptied_groups(graph, scores, keep)
+    if not emptied or not output_is_constant(pruned, example):
+        return pruned, []
+    if exp.revive is None:
+        warn_disconnected(graph, emptied, "and this learner cannot revive them")
+        return pruned, []
+    units = np.concatenate([np.arange(graph.n_units)[graph.groups[k].units] for k in emptied])
+    exp.revive(graph.traced.gm, graph, units[keep[units]])
+    pruned = rewrite(graph, keep)
+    calibrate(pruned)
+    if output_is_constant(pruned, example):
+        spread = output_spread(pruned, example)
+        warn_disconnected(graph, emptied, f"and with their pretrained values back the output still varies by only "
+                          f"{spread:.1e} of its scale over random inputs (signal lost elsewhere too)")
+    return pruned, [graph.groups[k].name for k in emptied]
 
 
 class Learner:
@@ -229,8 +268,8 @@ class Learner:
             _, learned = self.state()
             log.append(epoch, losses, 1.0 - learned.mean(), self.learned_ratio(learned),
                        self._evaluate(eval_loader), time.perf_counter() - start)
-        result = finalize(self.export(), b, example, cfg, {"learner": self.name})
-        recalibrate_bn(result.model, loader, cfg.bn_batches)
+        result = finalize(self.export(), b, example, cfg, {"learner": self.name},
+                          calibrate=lambda model: recalibrate_bn(model, loader, cfg.bn_batches))
         result.log = log
         log.final = {**result.projection.to_dict(), "macs_ratio": result.macs_ratio, "removed": result.removed}
         log.write()

@@ -111,6 +111,11 @@ class BNIsta(Learner):
             self.has_bn[s.units[s.units >= 0]] = True
         self.gated: GatedModel = attach_gates(graph, gated_units=~self.has_bn)
         self.gated.gm.train()
+        modules = dict(self.gated.gm.named_modules())
+        # NOTE: kept before rescaling and training: the values an emptied group gets back (.revive)
+        self.pretrained_bn = {s.module: (modules[s.module].weight.detach().clone(),
+                                         modules[s.module].bias.detach().clone()) for s in self.scales}
+        self.pretrained_score = self._zeroing_shrinkage()
         self.rescaling = rescale_groups(self.gated, self.scales, cfg.rescale) if cfg.rescale else None
         self.optimizer = self._optimizer()
         self.lam = cfg.lam if cfg.lam is not None else self._calibrated_lambda()
@@ -206,7 +211,27 @@ class BNIsta(Learner):
             undo_rescale(self.gated, self.rescaling)
             self.rescaling = None
         scores, learned = self.state()
-        return Export(materialize(self.gated), self.graph, scores, learned)
+        return Export(materialize(self.gated), self.graph, scores, learned,
+                      tiebreak=self.pretrained_score, revive=self.revive)
+
+    @torch.no_grad()
+    def revive(self, gm: nn.Module, graph: DependencyGraph, units: np.ndarray) -> int:
+        """Pretrained γ and β back on the BatchNorm channels of ``units`` (of ``graph``, traced from ``gm``).
+
+        Returns the number of channels restored; units without BatchNorm are not revived (their gate
+        was folded into a constant).
+        """
+        restored = 0
+        for s in bn_scales(graph, gm):
+            saved = self.pretrained_bn.get(s.module)
+            bn = gm.get_submodule(s.module)
+            if saved is None or saved[0].shape != bn.weight.shape:
+                continue
+            channels = torch.as_tensor(np.isin(s.units, units) & (s.units >= 0))
+            bn.weight[channels] = saved[0][channels]
+            bn.bias[channels] = saved[1][channels]
+            restored += int(channels.sum())
+        return restored
 
 
 class NetworkSlimming(BNIsta):
