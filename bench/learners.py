@@ -11,6 +11,9 @@ For a Fashion-MNIST baseline (``--model``, default ``checkpoints/resnet20.pt``, 
 ``hsn``           ``learn_epochs`` of HSN (frozen network, GRU gates, FLOPs regulariser), then fine-tune
 ``uniform-l1``    ``graphprune.prune(strategy="uniform", importance="l1")``, fine-tune all epochs
 ``global-l1``     ``graphprune.prune(strategy="global", importance="l1")`` (global magnitude), fine-tune all
+``sensitivity``   ``graphprune.prune(strategy="sensitivity", importance="l1")``: per-group sensitivity
+                  profile scored by accuracy on 256 *training* images (the test split
+                  is never used by the search), BN recalibrated on 4 training batches per candidate; fine-tune all
 ===============  ==========================================================================================
 
 Fine-tuning is plain cross-entropy SGD (lr 0.01, cosine, momentum 0.9), the same for every method;
@@ -44,11 +47,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import graphprune  # noqa: E402
+from graphprune.evaluate import classification_eval_fn  # noqa: E402
 from graphprune.data import ImageOptions, load_split  # noqa: E402
 from graphprune.learners import GAL, HSN, BNIsta, NetworkSlimming, recalibrate_bn  # noqa: E402
 from graphprune.train import evaluate, finetune, finetune_config, load_checkpoint, make_loader  # noqa: E402
@@ -56,7 +61,8 @@ from graphprune.train import evaluate, finetune, finetune_config, load_checkpoin
 RESULTS = REPO / "bench" / "results"
 EXAMPLE = torch.zeros(1, 1, 28, 28)
 LEARNERS = ("bn-ista", "slimming", "gal", "hsn")
-ONE_SHOT = ("uniform-l1", "global-l1")
+ONE_SHOT = ("uniform-l1", "global-l1", "sensitivity")
+SEARCH_IMAGES, CALIB_BATCHES = 256, 4  # the sensitivity search's scoring images and BN batches (training set)
 BN_BATCHES = 8  # BatchNorm re-estimation before and after fine-tuning (the learners' default bn_batches)
 
 
@@ -110,9 +116,14 @@ def baseline():
     return load_checkpoint(REPO / "checkpoints" / f"{BASELINE}.pt").build().eval()
 
 
-def prune_one_shot(method: str, teacher, budget: float):
+def prune_one_shot(method: str, teacher, budget: float, train_set, s: Sizing, seed: int):
     strategy = method.split("-")[0]
-    return graphprune.prune(teacher, budget, EXAMPLE, strategy=strategy, importance="l1", return_result=True)
+    if strategy != "sensitivity":
+        return graphprune.prune(teacher, budget, EXAMPLE, strategy=strategy, importance="l1", return_result=True)
+    scoring = Subset(train_set, range(0, len(train_set), max(1, len(train_set) // SEARCH_IMAGES)))
+    calib = [b for _, b in zip(range(CALIB_BATCHES), make_loader(train_set, s.batch, True, seed))]
+    return graphprune.prune(teacher, budget, EXAMPLE, strategy="sensitivity", importance="l1", return_result=True,
+                            eval_fn=classification_eval_fn(make_loader(scoring, 256, False)), calib_data=calib)
 
 
 def run_one(method: str, budget: float, seed: int, data, s: Sizing, tag: str, log_dir: Path, **overrides) -> Row:
@@ -123,7 +134,7 @@ def run_one(method: str, budget: float, seed: int, data, s: Sizing, tag: str, lo
     start = time.perf_counter()
     info = dict(learned_ratio=None, projected=None, moved_units=None, removed_blocks=0, revived_groups=0)
     if method in ONE_SHOT:
-        pruned, ft_epochs = prune_one_shot(method, teacher, budget).model, s.total_epochs
+        pruned, ft_epochs = prune_one_shot(method, teacher, budget, train_set, s, seed).model, s.total_epochs
         recalibrate_bn(pruned, make_loader(train_set, s.batch, True, seed), BN_BATCHES)
     else:
         learner = make_learner(method, s, seed, log_dir, tag, **overrides)

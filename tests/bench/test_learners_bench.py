@@ -47,3 +47,16 @@ def test_finetune_and_evaluate_reestimates_bn_after_finetuning():
         assert torch.equal(bn.running_var, ref.running_var) and torch.equal(bn.running_mean, ref.running_mean)
     assert acc == evaluate(net, test_loader)
     assert 0.0 <= stale <= 1.0
+
+
+def test_sensitivity_method_searches_on_training_images_and_meets_the_budget():
+    import graphprune
+    import models
+    bench = _bench()
+    torch.manual_seed(0)
+    teacher = models.build("lenet5", num_classes=10, in_channels=1).eval()
+    train = synthetic(32, shape=(1, 28, 28), num_classes=10)
+    result = bench.prune_one_shot("sensitivity", teacher, 0.5, train, bench.Sizing(batch=16), seed=0)
+    assert result.plan.info["strategy"] == "sensitivity"
+    ratio = graphprune.count_cost(result.model, bench.EXAMPLE).macs / graphprune.count_cost(teacher, bench.EXAMPLE).macs
+    assert 0.47 <= ratio <= 0.5 + 1e-9
