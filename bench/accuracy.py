@@ -22,8 +22,14 @@ whose classifier input no longer matches, so here it is restricted to the
 channels inside each block (stem and block-output convs in ``ignored_layers``).
 graphprune freezes those residual groups itself, with a recorded reason.
 
-One seed, small fine-tune and test subsets (CPU budget): differences below
-~1.5 points are within noise (binomial s.e. at 2000 test images ≈ 0.7 points).
+Defaults are one seed and small fine-tune and test subsets (CPU budget): differences below
+~1.5 points are within noise (binomial s.e. at 2000 test images ≈ 0.7 points). ``--seeds N`` repeats
+fine-tuning over N batch orders (``results/accuracy.md`` was run with 3, on a GPU: ``--device cuda``).
+
+Training-time learners (BN-ISTA, Network Slimming, GAL, HSN) and the sensitivity search are compared
+with the same baselines in ``bench/learners.py``: a learner spends part of the training budget learning
+the mask, so that bench gives every method the same total passes (learning + fine-tuning) instead of
+this file's fixed fine-tune.
 
     python bench/accuracy.py                       # everything (~1 h on one idle core)
     python bench/accuracy.py --models resnet56 --append   # add/redo one model in the same report
