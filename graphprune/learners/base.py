@@ -15,7 +15,8 @@ Every learner runs the same pipeline; only the hooks differ:
    the learned keep mask, and structures (blocks, branches) whose mask reached zero;
 5. :func:`finalize`: remove those structures (passes ``remove_block`` / ``remove_branch``), rebuild
    the graph, carry scores over (:func:`.projection.transfer`), project onto the budget when the learned
-   mask misses it (:func:`.projection.project`), rewrite, and write the plan;
+   mask misses it (:func:`.projection.project`), fold the constant channels being removed into their
+   readers' biases (pass ``fold_constants``), rewrite, and write the plan;
 6. :func:`recalibrate_bn` on the pruned network (inside ``finalize``, before the check of :mod:`.revive`
    for a network the learner disconnected): learning moves the scales (ISTA shrinks γ fast, gates
    switch channels off) faster than BatchNorm's running averages follow, so they are re-estimated from
@@ -38,6 +39,7 @@ from ..api import inspect
 from ..budget import Budget, BudgetError, as_budget
 from ..depgraph import DependencyGraph
 from ..passes import rewrite
+from ..passes.fold_constants import FoldReport, fold_constant_inputs
 from ..passes.remove_block import Block, remove_blocks
 from ..passes.remove_branch import Branch, check_branch, find_branches, remove_branches
 from ..plan import Plan
@@ -49,6 +51,8 @@ from .projection import Projection, project, transfer
 from .revive import emptied_groups, output_is_constant, output_spread, warn_disconnected, with_tiebreak
 
 __all__ = ["LearnerConfig", "Export", "LearnResult", "Learner", "finalize", "recalibrate_bn"]
+
+PROBE_BATCHES = 4  # training batches on which removed channels are checked for constancy (fold_constants)
 
 
 @dataclass(frozen=True)
@@ -163,11 +167,14 @@ def _remove_structures(exp: Export, example: tuple) -> tuple[fx.GraphModule, dic
 
 
 def finalize(exp: Export, budget: Budget, example: tuple, config: LearnerConfig, info: dict,
-             calibrate: Callable[[nn.Module], Any] | None = None) -> LearnResult:
+             calibrate: Callable[[nn.Module], Any] | None = None, probe: list | None = None) -> LearnResult:
     """Steps 5–6 of the module docstring; the result's ratios are of the *original* dense cost.
 
     ``calibrate`` (step 6) runs on every rewritten network before it is checked for a constant output
     (:mod:`.revive`): stale running statistics can make a live network look constant, or hide a dead one.
+    ``probe``: input batches on which the channels being removed are checked for constancy; constant ones
+    are folded into their readers' biases (:mod:`graphprune.passes.fold_constants`) so the pruned network
+    computes what the learned one did.
     """
     reference = getattr(exp.source.cost(), budget.metric)
     gm, removed = _remove_structures(exp, example)
@@ -180,12 +187,13 @@ def finalize(exp: Export, budget: Budget, example: tuple, config: LearnerConfig,
     proj = project(graph, with_tiebreak(scores, tiebreak), learned, budget, config.tolerance, reference,
                    config.allocation())
     calibrate = calibrate or (lambda model: None)
+    folded = fold_constant_inputs(graph.traced.gm, graph, proj.keep, probe) if probe else FoldReport()
     pruned = rewrite(graph, proj.keep)
     calibrate(pruned)
     pruned, removed["revived"] = _revive_if_disconnected(exp, graph, scores, proj.keep, pruned, example, calibrate)
     plan = Plan.from_keep(graph, proj.keep, budget=budget.ratio, metric=budget.metric, achieved=proj.ratio,
                           removed_blocks=removed["blocks"], removed_branches=removed["branches"],
-                          revived_groups=removed["revived"],
+                          revived_groups=removed["revived"], folded_constants=folded.to_dict(),
                           projection=proj.to_dict(), **info)
     return LearnResult(plan, pruned, graph, proj, None, proj.ratio, removed)
 
@@ -268,10 +276,12 @@ class Learner:
             _, learned = self.state()
             log.append(epoch, losses, 1.0 - learned.mean(), self.learned_ratio(learned),
                        self._evaluate(eval_loader), time.perf_counter() - start)
+        probe = [inputs for _, (inputs, _) in zip(range(PROBE_BATCHES), loader)]
         result = finalize(self.export(), b, example, cfg, {"learner": self.name},
-                          calibrate=lambda model: recalibrate_bn(model, loader, cfg.bn_batches))
+                          calibrate=lambda model: recalibrate_bn(model, loader, cfg.bn_batches), probe=probe)
         result.log = log
-        log.final = {**result.projection.to_dict(), "macs_ratio": result.macs_ratio, "removed": result.removed}
+        log.final = {**result.projection.to_dict(), "macs_ratio": result.macs_ratio, "removed": result.removed,
+                     "folded_constants": result.plan.info.get("folded_constants")}
         log.write()
         log.plot()
         self.result = result

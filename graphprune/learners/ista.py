@@ -10,11 +10,11 @@ Both train the network with an L1 penalty on the BatchNorm scales γ of every pr
       γ ← sign(γ) · max(|γ| − η·λ, 0)
 
   so channels reach **exact** zeros.  A channel with γ = 0 still outputs the constant φ(β); pruning it
-  removes a constant input of its readers.  Where the reader is followed by BatchNorm (conv → BN), the
-  re-estimation at the end of ``fit`` absorbs it (exactly, away from zero-padded borders); a reader
-  with no BatchNorm after it (a linear head) loses that bias — it is not folded into the reader's bias
-  here.  (ResNet-20, β = 0.7, 3 seeds: the learned network and the plan applied to it, both
-  re-estimated, differ by ≤ 0.008 in test accuracy.)
+  removes a constant input of its readers.  ``finalize`` folds it into the reader's bias where that is
+  exact (Linear heads, unpadded convs with a bias: pass :mod:`graphprune.passes.fold_constants`); where
+  the reader is a conv followed by BatchNorm, the re-estimation at the end of ``fit`` absorbs it
+  (exactly, away from zero-padded borders).  (ResNet-20, β = 0.7, 3 seeds: the learned network and the
+  plan applied to it, both re-estimated, differ by ≤ 0.008 in test accuracy.)
   Options: the paper's **γ-W rescaling**: γ, β ← αγ, αβ and the consumers' input columns W ← W/α, which
   leaves the function unchanged where the path between them is positively homogeneous (ReLU, pooling) while
   changing how fast λ zeroes the scales; it is applied per group only where a forward pass confirms the
@@ -228,8 +228,9 @@ class BNIsta(Learner):
             if saved is None or saved[0].shape != bn.weight.shape:
                 continue
             channels = torch.as_tensor(np.isin(s.units, units) & (s.units >= 0))
-            bn.weight[channels] = saved[0][channels]
-            bn.bias[channels] = saved[1][channels]
+            # NOTE: new tensors: a traced module shares its tensors with the model it was traced from
+            bn.weight = nn.Parameter(torch.where(channels, saved[0], bn.weight.detach()), bn.weight.requires_grad)
+            bn.bias = nn.Parameter(torch.where(channels, saved[1], bn.bias.detach()), bn.bias.requires_grad)
             restored += int(channels.sum())
         return restored
 

@@ -135,3 +135,24 @@ def test_pruned_result_equals_plan_applied_to_trained_weights(tiny_data):
         assert torch.allclose(r.model.eval()(x), again(x))
     counted = graphprune.count_cost(r.model, x).macs / graphprune.count_cost(resnet(), x).macs
     assert counted == pytest.approx(r.macs_ratio, rel=1e-6)
+
+
+def test_zeroed_channels_read_by_a_linear_head_are_folded_so_the_result_is_the_learned_network(tiny_data):
+    """γ = 0 channels output relu(β) > 0 into avgpool → linear: dropping them alone would shift the logits."""
+    from graphprune.learners.gates import materialize
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.linspace(0.1, 1.5, 8))
+        net[1].bias.fill_(0.5)
+    learner = BNIsta(epochs=1, steps_per_epoch=2, batch_size=16, lam=40.0, sparse_lr=0.01, progress=False,
+                     bn_batches=0, tolerance=1.0)
+    plan = learner.fit(net, tiny_data, 1.0, torch.zeros(1, 1, 8, 8))
+    zeroed = int((learner.gated.gm.get_submodule("1").weight == 0).sum())
+    assert 0 < zeroed < 8
+    assert plan.info["folded_constants"]["folded_columns"] == zeroed
+    learned = materialize(learner.gated).eval()
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(learner.result.model.eval()(x), learned(x), atol=1e-5)
