@@ -48,7 +48,7 @@ from ..trace import normalize_inputs
 from ..train import make_loader, seed_everything
 from .log import LearnLog
 from .projection import Projection, project, transfer
-from .revive import emptied_groups, output_is_constant, output_spread, warn_disconnected, with_tiebreak
+from .revive import emptied_groups, is_constant, output_spread, warn_disconnected, with_tiebreak
 
 __all__ = ["LearnerConfig", "Export", "LearnResult", "Learner", "finalize", "recalibrate_bn"]
 
@@ -204,7 +204,7 @@ def _revive_if_disconnected(exp: Export, graph: DependencyGraph, scores: np.ndar
                             ) -> tuple[fx.GraphModule, list[str]]:
     """Steps 2–4 of :mod:`.revive`: names of the groups revived ([] when none had to be)."""
     emptied = emptied_groups(graph, scores, keep)
-    if not emptied or not output_is_constant(pruned, example):
+    if not emptied or not is_constant(output_spread(pruned, example)):
         return pruned, []
     if exp.revive is None:
         warn_disconnected(graph, emptied, "and this learner cannot revive them")
@@ -213,8 +213,8 @@ def _revive_if_disconnected(exp: Export, graph: DependencyGraph, scores: np.ndar
     exp.revive(graph.traced.gm, graph, units[keep[units]])
     pruned = rewrite(graph, keep)
     calibrate(pruned)
-    if output_is_constant(pruned, example):
-        spread = output_spread(pruned, example)
+    spread = output_spread(pruned, example)
+    if is_constant(spread):
         warn_disconnected(graph, emptied, f"and with their pretrained values back the output still varies by only "
                           f"{spread:.1e} of its scale over random inputs (signal lost elsewhere too)")
     return pruned, [graph.groups[k].name for k in emptied]

@@ -31,7 +31,7 @@ from torch.utils._pytree import tree_leaves
 
 from ..depgraph import DependencyGraph
 
-__all__ = ["with_tiebreak", "emptied_groups", "output_spread", "output_is_constant", "DisconnectedWarning"]
+__all__ = ["with_tiebreak", "emptied_groups", "output_spread", "is_constant", "output_is_constant", "DisconnectedWarning"]
 
 
 class DisconnectedWarning(UserWarning):
@@ -91,10 +91,14 @@ def output_spread(model: nn.Module, example: tuple, trials: int = 2) -> float | 
     return spread
 
 
+def is_constant(spread: float | None, rtol: float = 1e-6) -> bool:
+    """Whether an :func:`output_spread` says the output does not depend on the input (never for None)."""
+    return spread is not None and spread <= rtol
+
+
 def output_is_constant(model: nn.Module, example: tuple, rtol: float = 1e-6) -> bool:
     """True when :func:`output_spread` is at most ``rtol`` (never for integer-only inputs)."""
-    spread = output_spread(model, example)
-    return spread is not None and spread <= rtol
+    return is_constant(output_spread(model, example), rtol)
 
 
 def warn_disconnected(graph: DependencyGraph, groups: list[int], why: str) -> None:

@@ -54,13 +54,11 @@ class FoldReport:
 
 def dropped_columns(graph: DependencyGraph, module: str, keep: np.ndarray) -> np.ndarray:
     """Indices along the input axis (weight dim 1) of reader ``module`` that ``keep`` removes."""
-    key = graph.param_alias.get(f"@{module}.weight", f"@{module}.weight")
-    c = graph.dim_class.get(Dim(key, 1))
-    if c is None:
+    dim = Dim(graph.param_alias.get(f"@{module}.weight", f"@{module}.weight"), 1)
+    if dim not in graph.dim_class:
         return np.zeros(0, dtype=np.int64)
-    lo = graph.class_offset[c]
-    units = graph.element_unit[lo:lo + graph.class_size[c]]
-    return np.nonzero((units >= 0) & ~keep[np.maximum(units, 0)])[0]
+    size = graph.class_size[graph.dim_class[dim]]
+    return np.setdiff1d(np.arange(size), graph.kept_indices(dim, keep))
 
 
 def _why_not(m: nn.Module) -> str:
