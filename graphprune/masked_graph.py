@@ -4,7 +4,7 @@
    a prunable channel dim (all masks 1 at first); LayerNorms over prunable dims become the masked
    LayerNorm of ``passes.masks`` (same statistics as the pruned op).  Keep a copy of every parameter
    with a prunable dim.  ``sites="all"`` masks every such value, like ``passes.masked_model``;
-   ``sites="needed"`` (the default) skips values produced by *zero-preserving* ops (``ZERO_PRESERVING``):
+   ``sites="needed"`` (the default) skips values produced by *zero-preserving* ops (the op rules' ``OpFacts``):
    with pruned parameter slices zeroed (conv rows and bias, BN γ, β and running mean), an op whose
    output is 0 wherever its inputs are 0 keeps the invariant "every pruned element is exactly 0" that
    the full masking enforces, so both give the same numbers — and a plain CNN runs with no extra op;
@@ -19,52 +19,27 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import operator
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 
 from .depgraph import DependencyGraph, Dim
+from .depgraph.rules import lookup_rule
 from .passes.masks import _layer_norm_spec, masked_layer_norm
 
 __all__ = ["MaskedGraph", "preserves_zeros"]
 
 
-# ---- zero-preserving ops: f(0) = 0 channel-wise, given pruned parameter slices are zeroed -------------
-_nn = torch.nn
-ZERO_PRESERVING_MODULES: tuple[type, ...] = (
-    _nn.modules.conv._ConvNd, _nn.Linear, _nn.modules.batchnorm._BatchNorm, _nn.Identity, _nn.Flatten,
-    _nn.ReLU, _nn.ReLU6, _nn.LeakyReLU, _nn.PReLU, _nn.ELU, _nn.GELU, _nn.SiLU, _nn.Hardswish, _nn.Tanh,
-    _nn.modules.dropout._DropoutNd, _nn.modules.pooling._MaxPoolNd, _nn.modules.pooling._AvgPoolNd,
-    _nn.modules.pooling._AdaptiveAvgPoolNd, _nn.modules.pooling._AdaptiveMaxPoolNd, _nn.Upsample,
-)
-ZERO_PRESERVING_FUNCTIONS = {
-    torch.relu, F.relu, F.relu6, F.gelu, F.silu, F.hardswish, torch.tanh, F.leaky_relu, torch.flatten, torch.cat,
-    torch.mul, operator.mul, operator.getitem, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.avg_pool2d,
-    F.max_pool2d, F.interpolate, torch.permute, torch.transpose, torch.reshape, F.dropout,
-}
-ZERO_PRESERVING_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "relu", "mul",
-                           "chunk", "split", "unsqueeze", "squeeze", "expand", "mean", "sum", "max", "amax"}
-# NOTE: x + y and x - y preserve zeros only when both are tensors of the coupled set (a constant shifts them)
-ADDITIVE = {operator.add, torch.add, operator.sub, torch.sub, "add", "sub"}
-
-
 def preserves_zeros(node: fx.Node, modules: dict[str, torch.nn.Module]) -> bool:
-    """True if ``node``'s output is 0 on every pruned element whenever its inputs and parameters are."""
+    """True if ``node``'s output is 0 on every pruned element whenever its inputs and parameters are
+    (the ``zero_preserving`` fact of its op rule; an op without a rule is assumed not to)."""
     if node.op == "get_attr":
         return True
-    if node.op == "call_module":
-        return isinstance(modules.get(node.target), ZERO_PRESERVING_MODULES)
-    target = node.target
-    if target in ADDITIVE:
-        return all(isinstance(a, fx.Node) for a in node.args) and not node.kwargs.get("alpha")
-    if node.op == "call_method":
-        return target in ZERO_PRESERVING_METHODS
-    return node.op == "call_function" and target in ZERO_PRESERVING_FUNCTIONS
+    rule = lookup_rule(node, modules)
+    return rule is not None and rule.preserves_zeros(node)
 
 
 @dataclass

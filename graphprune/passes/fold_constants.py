@@ -30,11 +30,9 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..depgraph import DependencyGraph, Dim
+from ..depgraph.rules import op_facts
 
 __all__ = ["FoldReport", "fold_constant_inputs", "dropped_columns"]
-
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
 
 @dataclass
 class FoldReport:
@@ -64,7 +62,7 @@ def dropped_columns(graph: DependencyGraph, module: str, keep: np.ndarray) -> np
 def _why_not(m: nn.Module) -> str:
     if m.bias is None:
         return "no bias to fold into"
-    if isinstance(m, _CONVS):
+    if isinstance(m, nn.modules.conv._ConvNd):
         if m.groups != 1:
             return f"grouped conv (groups={m.groups})"
         if m.padding == "same" or (m.padding != "valid" and any(p != 0 for p in m.padding)):
@@ -113,11 +111,9 @@ def fold_constant_inputs(gm: fx.GraphModule, graph: DependencyGraph, keep: np.nd
     docstring); ``batches``: probe inputs (a tensor or a tuple of a call's positional inputs each)."""
     report = FoldReport()
     readers = {}
+    modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
-        if node.op != "call_module":
-            continue
-        m = gm.get_submodule(node.target)
-        if not isinstance(m, (nn.Linear, *_CONVS)) or node.target in readers:
+        if node.op != "call_module" or not op_facts(node, modules).foldable_reader or node.target in readers:
             continue
         cols = dropped_columns(graph, node.target, keep)
         if len(cols):

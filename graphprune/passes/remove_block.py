@@ -2,8 +2,8 @@
 
 Rules (``find_blocks`` is the analysis, ``remove_blocks`` the rewrite):
 
-1. A *residual add* is a binary ``add`` (``operator.add``/``iadd``, ``torch.add`` without ``alpha``) of
-   two tensors of the same shape.
+1. A *residual add* is a binary add (an op whose rule says ``combine="add"``: ``operator.add``/``iadd``,
+   ``torch.add``), without ``alpha``, of two tensors of the same shape.
 2. The *private part* of an operand is the operand and its ancestors that the other operand does not
    depend on.  The **mapping** is the operand whose private part calls parameterised modules or reads
    parameters; the **identity** (shortcut) is the other one, whose private part must have none
@@ -22,16 +22,15 @@ what GAL's block mask at 0 computes; ``tests/passes/test_remove_block.py`` holds
 from __future__ import annotations
 
 import copy
-import operator
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-import torch
 import torch.fx as fx
+
+from ..depgraph.rules import op_facts
 
 __all__ = ["Block", "find_blocks", "remove_blocks", "ancestors", "is_parameterised"]
 
-ADDS = (operator.add, operator.iadd, torch.add)
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ def private_parts(operands: Sequence[fx.Node]) -> list[set[fx.Node]]:
 
 
 def _is_residual_add(node: fx.Node) -> bool:
-    if node.op != "call_function" or node.target not in ADDS or "alpha" in node.kwargs or len(node.args) != 2:
+    if op_facts(node).combine != "add" or node.op != "call_function" or "alpha" in node.kwargs or len(node.args) != 2:
         return False
     a, b = node.args
     if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):

@@ -2,7 +2,7 @@
 
 Rules (``find_branches`` is the analysis, ``check_branch`` the check, ``remove_branches`` the rewrite):
 
-1. A *branch* is operand ``i`` of a ``torch.cat`` of two or more tensors; its *private part* is the
+1. A *branch* is operand ``i`` of a concat (an op whose rule says ``combine="concat"``) of two or more tensors; its *private part* is the
    operand and its ancestors no other operand depends on (so removing it deletes the branch's layers).
 2. Check, with a reason for refusing: the private nodes are used only inside the branch and by the
    concat (else they would stay, with no output channels); every element of the concat output that comes from operand ``i``
@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
-import torch
 import torch.fx as fx
 
 from ..depgraph import DependencyGraph, Dim
+from ..depgraph.rules import op_facts
 from .remove_block import private_parts
 from .rule_rewrites import apply_rule_rewrites
 from .slice_parameters import slice_parameters
@@ -39,7 +39,6 @@ from .verify import RewriteError, verify_shapes
 
 __all__ = ["Branch", "find_branches", "check_branch", "branch_units", "remove_branches"]
 
-CATS = (torch.cat, torch.concat, torch.concatenate)
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class Branch:
 
 
 def _cat_operands(node: fx.Node) -> list[fx.Node] | None:
-    if node.op != "call_function" or node.target not in CATS:
+    if node.op != "call_function" or op_facts(node).combine != "concat":
         return None
     items = node.args[0] if node.args else node.kwargs.get("tensors")
     if not isinstance(items, (list, tuple)) or len(items) < 2 or not all(isinstance(t, fx.Node) for t in items):

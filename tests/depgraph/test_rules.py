@@ -79,12 +79,12 @@ def test_unknown_op_freezes_its_tensors_and_says_why():
             self.c = nn.Conv2d(8, 4, 1)
 
         def forward(self, x):
-            y = torch.cumsum(self.a(x), dim=1)  # reduces over channels: no rule, must not be pruned
+            y = torch.logcumsumexp(self.a(x), dim=1)  # an op without a rule: must not be pruned
             return self.c(F.relu(self.b(y)))
 
     g = _graph(Custom(), torch.randn(1, 3, 8, 8))
     assert not any(d.value == "@a.weight" for grp in g.groups for d in grp.members)
-    assert any("no channel rule" in f.reason and "cumsum" in f.reason for f in g.frozen)
+    assert any("no channel rule" in f.reason and "logcumsumexp" in f.reason for f in g.frozen)
     assert _group_with(g, "b.weight").n_units == 8  # the rest still prunes
 
 
@@ -224,3 +224,39 @@ def test_batch_statistics_freeze_the_axes_they_reduce():
     assert not [grp for grp in g.groups if Dim("@a.weight", 0) in grp.members]
     assert _group_with(g, "b.weight").n_units == 8
     check_rewrite(model, x, graph=g)
+
+
+class _CumsumOverLength(nn.Module):
+    """A conv whose channels go through a cumulative sum along the sequence axis, then a 1x1 conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv1d(3, 16, 3, padding=1)
+        self.b = nn.Conv1d(16, 4, 1)
+
+    def forward(self, x):
+        return self.b(torch.cumsum(torch.relu(self.a(x)), dim=2) / x.shape[2])
+
+
+def test_cumsum_along_a_non_channel_axis_keeps_channels_prunable(tmp_path):
+    model, x = randomize_(_CumsumOverLength().eval()), torch.randn(2, 3, 10)
+    g = _graph(model, x)
+    grp = _group_with(g, "a.weight")  # one rule row (``cumsum``) makes the channel axis prunable
+    assert grp.n_units == 16
+    keep = g.full_keep()
+    keep[grp.first_unit + np.arange(0, 16, 3)] = False
+    r = check_rewrite(model, x, keep=keep, graph=g, onnx_path=str(tmp_path / "cumsum.onnx"))
+    assert r.pruned.get_submodule("a").out_channels == 10 and r.pruned.get_submodule("b").in_channels == 10
+
+
+def test_cumsum_along_channels_freezes_them():
+    class Over(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv1d(3, 8, 1), nn.Conv1d(8, 4, 1)
+
+        def forward(self, x):
+            return self.b(torch.cumsum(self.a(x), dim=1))
+
+    g = _graph(Over(), torch.randn(1, 3, 5))
+    assert not [grp for grp in g.groups if Dim("@a.weight", 0) in grp.members]

@@ -7,7 +7,11 @@ A rule has two parts:
 * ``rewrite(rctx)`` — optional: after parameters are sliced, fixes what still encodes the old sizes
   (module attributes such as ``out_channels``, literal sizes in ``view``/``split`` arguments).
 
-Supporting a new op is adding one row: ``@register(torch.some_fn)`` on a couple function.
+and the facts other passes need about the op, as fields of the same row (``OpFacts``): whether it preserves
+zeros channel-wise (the masked reference skips its mask), whether it is a residual add or a concat (branch and
+block removal), whether its input constants fold into its bias (constant folding).
+
+Supporting a new op is adding one row: ``@register(torch.some_fn, facts=...)`` on a couple function.
 """
 from __future__ import annotations
 
@@ -17,7 +21,29 @@ from typing import Any, Callable
 import torch
 import torch.fx as fx
 
-__all__ = ["OpRule", "register", "register_module", "register_method", "lookup_rule", "op_label", "REGISTRY"]
+__all__ = ["OpRule", "OpFacts", "ZERO_PRESERVING", "op_facts", "register", "register_module", "register_method", "lookup_rule", "op_label", "REGISTRY"]
+
+
+@dataclass(frozen=True)
+class OpFacts:
+    """What passes other than coupling need to know about an op.
+
+    Attributes:
+        zero_preserving: ``True`` if the output is 0 on every pruned element whenever the inputs (and the
+            pruned parameter slices) are; ``"tensor_operands"`` if only when every operand is a tensor of the
+            coupled set (``x + y``: a constant operand would shift the zeros) and no ``alpha`` is given.
+        combine: ``"add"`` for a residual add (its operands can be removed as blocks), ``"concat"`` for a
+            concatenation (its operands can be removed as branches), else ``None``.
+        foldable_reader: a layer whose constant input columns can be folded into its bias (Linear, Conv).
+    """
+
+    zero_preserving: bool | str = False
+    combine: str | None = None
+    foldable_reader: bool = False
+
+
+NO_FACTS = OpFacts()
+ZERO_PRESERVING = OpFacts(zero_preserving=True)
 
 
 @dataclass(frozen=True)
@@ -25,6 +51,13 @@ class OpRule:
     name: str
     couple: Callable
     rewrite: Callable | None = None
+    facts: OpFacts = NO_FACTS
+
+    def preserves_zeros(self, node: fx.Node) -> bool:
+        """Whether ``node`` (an application of this op) maps zeroed pruned elements to zeros."""
+        if self.facts.zero_preserving == "tensor_operands":
+            return all(isinstance(a, fx.Node) for a in node.args) and not node.kwargs.get("alpha")
+        return self.facts.zero_preserving is True
 
 
 @dataclass
@@ -37,29 +70,29 @@ class _Registry:
 REGISTRY = _Registry({}, {}, {})
 
 
-def register(*targets: Any, rewrite: Callable | None = None):
+def register(*targets: Any, rewrite: Callable | None = None, facts: OpFacts = NO_FACTS):
     """Register ``couple`` for call_function targets (callables)."""
     def deco(fn):
         for t in targets:
-            REGISTRY.functions[t] = OpRule(fn.__name__, fn, rewrite)
+            REGISTRY.functions[t] = OpRule(fn.__name__, fn, rewrite, facts)
         return fn
     return deco
 
 
-def register_method(*names: str, rewrite: Callable | None = None):
+def register_method(*names: str, rewrite: Callable | None = None, facts: OpFacts = NO_FACTS):
     """Register ``couple`` for call_method targets (``Tensor`` method names)."""
     def deco(fn):
         for n in names:
-            REGISTRY.methods[n] = OpRule(fn.__name__, fn, rewrite)
+            REGISTRY.methods[n] = OpRule(fn.__name__, fn, rewrite, facts)
         return fn
     return deco
 
 
-def register_module(*types: type, rewrite: Callable | None = None):
+def register_module(*types: type, rewrite: Callable | None = None, facts: OpFacts = NO_FACTS):
     """Register ``couple`` for leaf module types (subclasses too, unless they override ``forward``)."""
     def deco(fn):
         for t in types:
-            REGISTRY.modules[t] = OpRule(fn.__name__, fn, rewrite)
+            REGISTRY.modules[t] = OpRule(fn.__name__, fn, rewrite, facts)
         return fn
     return deco
 
@@ -75,9 +108,10 @@ def _module_rule(module: torch.nn.Module) -> OpRule | None:
     return None
 
 
-def lookup_rule(node: fx.Node, modules: dict[str, torch.nn.Module]) -> OpRule | None:
+def lookup_rule(node: fx.Node, modules: dict[str, torch.nn.Module] | None) -> OpRule | None:
     if node.op == "call_module":
-        return _module_rule(modules[node.target])
+        module = (modules or {}).get(node.target)
+        return _module_rule(module) if module is not None else None
     if node.op == "call_function":
         try:
             return REGISTRY.functions.get(node.target)
@@ -86,6 +120,14 @@ def lookup_rule(node: fx.Node, modules: dict[str, torch.nn.Module]) -> OpRule | 
     if node.op == "call_method":
         return REGISTRY.methods.get(node.target)
     return None
+
+
+def op_facts(node: fx.Node, modules: dict[str, torch.nn.Module] | None = None) -> OpFacts:
+    """The facts of ``node``'s op; an op without a rule has none (every fact false: fail closed).
+
+    ``modules`` (name -> module) is needed for ``call_module`` nodes only."""
+    rule = lookup_rule(node, modules)
+    return rule.facts if rule is not None else NO_FACTS
 
 
 def op_label(node: fx.Node, modules: dict[str, torch.nn.Module]) -> str:

@@ -11,7 +11,7 @@ import operator
 import numpy as np
 
 from ..context import Dim
-from . import register
+from . import ZERO_PRESERVING, register
 
 
 def index_plan(index, shape: tuple[int, ...]) -> list[tuple] | None:
@@ -61,7 +61,7 @@ def _rewrite_getitem(rctx) -> None:
     rctx.node.args = (rctx.node.args[0], tuple(entries) if isinstance(index, tuple) else entries[0])
 
 
-@register(operator.getitem, rewrite=_rewrite_getitem)
+@register(operator.getitem, rewrite=_rewrite_getitem, facts=ZERO_PRESERVING)
 def getitem(ctx) -> None:
     src, index, out = ctx.node.args[0], ctx.node.args[1], ctx.out
     items = ctx.tuple_values(src)

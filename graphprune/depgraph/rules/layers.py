@@ -19,7 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..context import Dim
-from . import register, register_module
+from . import ZERO_PRESERVING, OpFacts, register, register_module
+
+_LAYER = OpFacts(zero_preserving=True, foldable_reader=True)  # input constants fold into the bias
 
 
 def _conv(ctx, x, w, b, groups) -> None:
@@ -62,7 +64,7 @@ def _rewrite_conv_module(rctx) -> None:
     m.in_channels = m.weight.shape[1] * m.groups
 
 
-@register_module(nn.Conv1d, nn.Conv2d, nn.Conv3d, rewrite=_rewrite_conv_module)
+@register_module(nn.Conv1d, nn.Conv2d, nn.Conv3d, rewrite=_rewrite_conv_module, facts=_LAYER)
 def conv_module(ctx) -> None:
     _conv(ctx, ctx.value_of(ctx.arg(0, "input")), ctx.param("weight"), ctx.param("bias"), ctx.module.groups)
 
@@ -92,7 +94,8 @@ def _rewrite_conv_transpose(rctx) -> None:
     m.in_channels, m.out_channels = m.weight.shape[0], m.weight.shape[1]
 
 
-@register_module(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, rewrite=_rewrite_conv_transpose)
+@register_module(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, rewrite=_rewrite_conv_transpose,
+                 facts=ZERO_PRESERVING)
 def conv_transpose_module(ctx) -> None:
     m, x, out = ctx.module, ctx.value_of(ctx.arg(0, "input")), ctx.out
     if m.groups != 1 or x is None or out is None or ctx.ndim(x) != m.weight.ndim:
@@ -127,7 +130,7 @@ def _rewrite_linear(rctx) -> None:
     m.out_features, m.in_features = m.weight.shape
 
 
-@register_module(nn.Linear, rewrite=_rewrite_linear)
+@register_module(nn.Linear, rewrite=_rewrite_linear, facts=_LAYER)
 def linear_module(ctx) -> None:
     _linear(ctx, ctx.value_of(ctx.arg(0, "input")), ctx.param("weight"), ctx.param("bias"))
 
@@ -181,8 +184,9 @@ def _rewrite_num_features(rctx) -> None:
     m.num_features = rctx.new_size(Dim(rctx.out, 1 if rctx.ndim(rctx.out) > 1 else 0))
 
 
-@register_module(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
-                 nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, rewrite=_rewrite_num_features)
+@register_module(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, rewrite=_rewrite_num_features,
+                 facts=ZERO_PRESERVING)  # NOTE: with the pruned γ, β and running mean zeroed
+@register_module(nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, rewrite=_rewrite_num_features)
 def batchnorm_module(ctx) -> None:
     x = ctx.value_of(ctx.arg(0, "input"))
     if x is None:
@@ -205,7 +209,7 @@ def _rewrite_prelu(rctx) -> None:
     rctx.module.num_parameters = rctx.module.weight.shape[0]
 
 
-@register_module(nn.PReLU, rewrite=_rewrite_prelu)
+@register_module(nn.PReLU, rewrite=_rewrite_prelu, facts=ZERO_PRESERVING)
 def prelu_module(ctx) -> None:
     x, w = ctx.value_of(ctx.arg(0, "input")), ctx.param("weight")
     if x is None:

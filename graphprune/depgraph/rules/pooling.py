@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..context import Dim
-from . import register, register_method, register_module
+from . import ZERO_PRESERVING, register, register_method, register_module
 
 _POOL_MODULES = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3, nn.AvgPool1d: 1, nn.AvgPool2d: 2,
                  nn.AvgPool3d: 3, nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
@@ -36,14 +36,23 @@ def _keep_leading(ctx, x: str | None, n_spatial: int | None) -> None:
         ctx.same(Dim(x, a), Dim(out, a))
 
 
-@register_module(*_POOL_MODULES)
+@register_module(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+                 nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+                 nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
+                 nn.UpsamplingBilinear2d, facts=ZERO_PRESERVING)
+@register_module(nn.LPPool1d, nn.LPPool2d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
+                 nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+                 nn.ReplicationPad3d, nn.CircularPad2d)
 def pool_module(ctx) -> None:
     if getattr(ctx.module, "return_indices", False):
         return
     _keep_leading(ctx, ctx.value_of(ctx.arg(0, "input")), _POOL_MODULES[type(ctx.module)])
 
 
-@register(*_POOL_FUNCTIONS)
+@register(F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.avg_pool2d, F.max_pool2d, F.interpolate,
+          facts=ZERO_PRESERVING)
+@register(F.max_pool1d, F.max_pool3d, F.avg_pool1d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool3d,
+          F.adaptive_max_pool1d, F.adaptive_max_pool3d, F.lp_pool2d, F.upsample)
 def pool_function(ctx) -> None:
     if ctx.arg(None, "return_indices", False) is True:
         return
@@ -65,7 +74,8 @@ def _reduced_axes(ctx, nd: int) -> set[int] | None:
     return {d % nd for d in dims} if all(isinstance(d, int) for d in dims) else None
 
 
-@register_method("mean", "sum", "amax", "amin", "std", "var", "logsumexp", "norm_reduce")
+@register_method("mean", "sum", "amax", facts=ZERO_PRESERVING)
+@register_method("amin", "std", "var", "logsumexp", "norm_reduce")
 @register(torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var, torch.logsumexp)
 def reduction(ctx) -> None:
     x, out = ctx.value_of(ctx.node.args[0]), ctx.out
@@ -85,7 +95,8 @@ def reduction(ctx) -> None:
         j += 1
 
 
-def _softmax(ctx, x: str | None, dim) -> None:
+def _all_axes_but(ctx, x: str | None, dim) -> None:
+    """Every axis of ``x`` but ``dim`` passes to the output unchanged; ``dim`` itself mixes elements (frozen)."""
     if x is None or ctx.out is None or not isinstance(dim, int):
         return
     nd = ctx.ndim(x)
@@ -97,12 +108,18 @@ def _softmax(ctx, x: str | None, dim) -> None:
 @register_method("softmax", "log_softmax")
 @register(F.softmax, F.log_softmax, torch.softmax, torch.log_softmax)
 def softmax(ctx) -> None:
-    _softmax(ctx, ctx.value_of(ctx.node.args[0]), ctx.arg(1, "dim"))
+    _all_axes_but(ctx, ctx.value_of(ctx.node.args[0]), ctx.arg(1, "dim"))
 
 
 @register_module(nn.Softmax, nn.LogSoftmax)
 def softmax_module(ctx) -> None:
-    _softmax(ctx, ctx.value_of(ctx.arg(0, "input")), ctx.module.dim)
+    _all_axes_but(ctx, ctx.value_of(ctx.arg(0, "input")), ctx.module.dim)
+
+
+@register_method("cumsum", facts=ZERO_PRESERVING)
+@register(torch.cumsum, facts=ZERO_PRESERVING)
+def cumsum(ctx) -> None:
+    _all_axes_but(ctx, ctx.value_of(ctx.node.args[0]), ctx.arg(1, "dim"))
 
 
 @register(torch.roll)

@@ -25,7 +25,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..context import Dim
-from . import register, register_method, register_module
+from . import ZERO_PRESERVING, OpFacts, register, register_method, register_module
 
 
 def reshape_blocks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
@@ -145,8 +145,8 @@ def _rewrite_view(rctx) -> None:
     _rewrite_shape_args(rctx, 1)
 
 
-@register_method("view", "reshape", rewrite=_rewrite_view)
-@register(torch.reshape, rewrite=_rewrite_view)
+@register_method("view", "reshape", rewrite=_rewrite_view, facts=ZERO_PRESERVING)
+@register(torch.reshape, rewrite=_rewrite_view, facts=ZERO_PRESERVING)
 def view(ctx) -> None:
     reshape_like(ctx, ctx.value_of(ctx.node.args[0]), ctx.out)
     if ctx.out is not None:
@@ -154,9 +154,10 @@ def view(ctx) -> None:
         couple_size_args(ctx, ctx.out, entries)
 
 
-@register_method("flatten", "squeeze", "unsqueeze")
-@register(torch.flatten, torch.squeeze, torch.unsqueeze)
-@register_module(nn.Flatten)
+@register_method("flatten", "squeeze", "unsqueeze", facts=ZERO_PRESERVING)
+@register(torch.flatten, facts=ZERO_PRESERVING)
+@register(torch.squeeze, torch.unsqueeze)
+@register_module(nn.Flatten, facts=ZERO_PRESERVING)
 def flatten(ctx) -> None:
     reshape_like(ctx, ctx.value_of(ctx.node.args[0]), ctx.out)
 
@@ -225,8 +226,10 @@ def _permutation(ctx) -> list[int] | None:
     return None
 
 
-@register_method("permute", "transpose", "swapaxes", "swapdims", "t")
-@register(torch.permute, torch.transpose, torch.swapaxes, torch.t)
+@register_method("permute", "transpose", facts=ZERO_PRESERVING)
+@register_method("swapaxes", "swapdims", "t")
+@register(torch.permute, torch.transpose, facts=ZERO_PRESERVING)
+@register(torch.swapaxes, torch.t)
 def permute(ctx) -> None:
     x, out = ctx.value_of(ctx.node.args[0]), ctx.out
     perm = _permutation(ctx) if x is not None and out is not None else None
@@ -236,7 +239,7 @@ def permute(ctx) -> None:
         ctx.same(Dim(x, i), Dim(out, o))
 
 
-@register(torch.cat, torch.concat, torch.concatenate)
+@register(torch.cat, torch.concat, torch.concatenate, facts=OpFacts(zero_preserving=True, combine="concat"))
 def cat(ctx) -> None:
     tensors, out = ctx.arg(0, "tensors"), ctx.out
     dim = ctx.arg(1, "dim", 0)
@@ -275,7 +278,8 @@ def _rewrite_split(rctx) -> None:
     rctx.replace_call(torch.split, (x, sizes, dim))
 
 
-@register_method("split", "chunk", "tensor_split", rewrite=_rewrite_split)
+@register_method("split", "chunk", rewrite=_rewrite_split, facts=ZERO_PRESERVING)
+@register_method("tensor_split", rewrite=_rewrite_split)
 @register(torch.split, torch.chunk, torch.tensor_split, rewrite=_rewrite_split)
 def split(ctx) -> None:
     x, items = ctx.value_of(ctx.node.args[0]), ctx.outs
@@ -312,7 +316,7 @@ def _rewrite_expand(rctx) -> None:
     _rewrite_shape_args(rctx, 1, key="size")
 
 
-@register_method("expand", rewrite=_rewrite_expand)
+@register_method("expand", rewrite=_rewrite_expand, facts=ZERO_PRESERVING)
 def expand(ctx) -> None:
     x, out = ctx.value_of(ctx.node.args[0]), ctx.out
     if x is not None and out is not None:
