@@ -23,7 +23,8 @@ import torch.fx as fx
 
 from ..trace import TracedModel
 from .context import Dim, RuleContext
-from .graph import DependencyGraph, finalize
+from .graph import DependencyGraph
+from .grouping import assemble_graph
 from .rules import lookup_rule, op_label
 
 __all__ = ["build_dependency_graph"]
@@ -220,7 +221,7 @@ def build_dependency_graph(traced: TracedModel, forced_frozen: dict[str, str] | 
     for _ in range(MAX_PASSES):
         builder = _Builder(traced, choices, dict(forced_frozen or {}))
         builder.run()
-        graph = finalize(builder)
+        graph = assemble_graph(builder)
         nxt = _retry_choices(builder, graph)
         if nxt is None:
             break

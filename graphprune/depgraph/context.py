@@ -15,13 +15,11 @@ A dim the rule does not mention is frozen by the builder: unknown means unprunab
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch.fx as fx
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .builder import _Builder
 
 __all__ = ["Dim", "RuleContext"]
 
@@ -40,7 +38,7 @@ class Dim:
 class RuleContext:
     """What an op rule sees of one node, and the calls through which it records couplings."""
 
-    def __init__(self, builder: "_Builder", node: fx.Node):
+    def __init__(self, builder: Any, node: fx.Node):  # builder: a depgraph.builder._Builder
         self._b = builder
         self.node = node
         self.module = builder.modules.get(node.target) if node.op == "call_module" else None
