@@ -55,7 +55,7 @@ sys.path.insert(0, str(REPO))
 import graphprune  # noqa: E402
 from graphprune.evaluate import classification_eval_fn  # noqa: E402
 from graphprune.data import ImageOptions, load_split  # noqa: E402
-from graphprune.learners import GAL, HSN, BNIsta, NetworkSlimming, recalibrate_bn  # noqa: E402
+from graphprune.learners import GAL, HSN, BNIsta, NetworkSlimming, recalibrate_from_loader  # noqa: E402
 from graphprune.train import evaluate, finetune, finetune_config, load_checkpoint, make_loader  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -135,7 +135,7 @@ def run_one(method: str, budget: float, seed: int, data, s: Sizing, tag: str, lo
     info = dict(learned_ratio=None, projected=None, moved_units=None, removed_blocks=0, revived_groups=0)
     if method in ONE_SHOT:
         pruned, ft_epochs = prune_one_shot(method, teacher, budget, train_set, s, seed).model, s.total_epochs
-        recalibrate_bn(pruned, make_loader(train_set, s.batch, True, seed), BN_BATCHES)
+        recalibrate_from_loader(pruned, make_loader(train_set, s.batch, True, seed), BN_BATCHES)
     else:
         learner = make_learner(method, s, seed, log_dir, tag, **overrides)
         learner.fit(teacher, train_set, budget, EXAMPLE)
@@ -160,7 +160,7 @@ def finetune_and_evaluate(pruned, train_set, test_loader, epochs: int, s: Sizing
         finetune(pruned, make_loader(train_set, s.batch, True, seed),
                  finetune_config(epochs=epochs, lr=s.lr, kd_alpha=0.0, progress=False, seed=seed))
     stale = evaluate(pruned, test_loader)
-    recalibrate_bn(pruned, make_loader(train_set, s.batch, True, seed), BN_BATCHES)
+    recalibrate_from_loader(pruned, make_loader(train_set, s.batch, True, seed), BN_BATCHES)
     return stale, evaluate(pruned, test_loader)
 
 

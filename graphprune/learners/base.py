@@ -17,7 +17,7 @@ Every learner runs the same pipeline; only the hooks differ:
    the graph, carry scores over (:func:`.projection.transfer`), project onto the budget when the learned
    mask misses it (:func:`.projection.project`), fold the constant channels being removed into their
    readers' biases (pass ``fold_constants``), rewrite, and write the plan;
-6. :func:`recalibrate_bn` on the pruned network (inside ``finalize``, before the check of :mod:`.revive`
+6. :func:`recalibrate_from_loader` on the pruned network (inside ``finalize``, before the check of :mod:`.revive`
    for a network the learner disconnected): learning moves the scales (ISTA shrinks γ fast, gates
    switch channels off) faster than BatchNorm's running averages follow, so they are re-estimated from
    ``bn_batches`` training batches (forward only, cumulative average).
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ..api import inspect
 from ..budget import Budget, BudgetError, as_budget
 from ..depgraph import DependencyGraph
+from ..evaluate import recalibrate_bn, take_batches
 from ..passes import rewrite
 from ..passes.fold_constants import FoldReport, fold_constant_inputs
 from ..passes.remove_block import Block, remove_blocks
@@ -50,7 +51,7 @@ from .log import LearnLog
 from .projection import Projection, project, transfer
 from .revive import emptied_groups, is_constant, output_spread, warn_disconnected, with_tiebreak
 
-__all__ = ["LearnerConfig", "Export", "LearnResult", "Learner", "finalize", "recalibrate_bn"]
+__all__ = ["LearnerConfig", "Export", "LearnResult", "Learner", "finalize", "recalibrate_from_loader"]
 
 PROBE_BATCHES = 4  # training batches on which removed channels are checked for constancy (fold_constants)
 
@@ -119,29 +120,15 @@ class LearnResult:
     removed: dict[str, list] = field(default_factory=dict)
 
 
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader: DataLoader, batches: int) -> int:
-    """Re-estimate every BatchNorm's running mean/var as the plain average over ``batches`` batches.
+def recalibrate_from_loader(model: nn.Module, loader: DataLoader, batches: int) -> int:
+    """``evaluate.recalibrate_bn`` on the first ``batches`` batches of ``loader``; the model's mode is restored.
 
-    Returns the number of BatchNorm layers reset; the model's train/eval mode is restored.
+    Returns the number of BatchNorm layers re-estimated.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not norms or batches <= 0:
-        return 0
-    saved = [(m, m.momentum) for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # NOTE: None = cumulative moving average, i.e. the plain mean over batches
     was = model.training
-    model.train()
-    for k, (inputs, _) in enumerate(loader):
-        if k >= batches:
-            break
-        model(inputs)
+    count = recalibrate_bn(model, take_batches(loader, max(batches, 0)))
     model.train(was)
-    for m, momentum in saved:
-        m.momentum = momentum
-    return len(norms)
+    return count
 
 
 def _remove_structures(exp: Export, example: tuple) -> tuple[fx.GraphModule, dict[str, list]]:
@@ -278,7 +265,7 @@ class Learner:
                        self._evaluate(eval_loader), time.perf_counter() - start)
         probe = [inputs for _, (inputs, _) in zip(range(PROBE_BATCHES), loader)]
         result = finalize(self.export(), b, example, cfg, {"learner": self.name},
-                          calibrate=lambda model: recalibrate_bn(model, loader, cfg.bn_batches), probe=probe)
+                          calibrate=lambda model: recalibrate_from_loader(model, loader, cfg.bn_batches), probe=probe)
         result.log = log
         log.final = {**result.projection.to_dict(), "macs_ratio": result.macs_ratio, "removed": result.removed,
                      "folded_constants": result.plan.info.get("folded_constants")}

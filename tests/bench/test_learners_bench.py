@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from graphprune.data import synthetic
-from graphprune.learners import recalibrate_bn
+from graphprune.learners import recalibrate_from_loader
 from graphprune.train import evaluate, make_loader
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,10 +39,10 @@ def test_finetune_and_evaluate_reestimates_bn_after_finetuning():
     test_loader = make_loader(data, 32, shuffle=False)
     s = bench.Sizing(batch=16, lr=0.05)
     net = _tiny_net_with_small_scales()
-    recalibrate_bn(net, make_loader(data, s.batch, True, 0), bench.BN_BATCHES)
+    recalibrate_from_loader(net, make_loader(data, s.batch, True, 0), bench.BN_BATCHES)
     stale, acc = bench.finetune_and_evaluate(net, data, test_loader, 1, s, seed=0)
     fresh = copy.deepcopy(net)
-    recalibrate_bn(fresh, make_loader(data, s.batch, True, 0), bench.BN_BATCHES)
+    recalibrate_from_loader(fresh, make_loader(data, s.batch, True, 0), bench.BN_BATCHES)
     for bn, ref in ((net[1], fresh[1]), (net[4], fresh[4])):
         assert torch.equal(bn.running_var, ref.running_var) and torch.equal(bn.running_mean, ref.running_mean)
     assert acc == evaluate(net, test_loader)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import models
-from graphprune.learners import HSN, recalibrate_bn
+from graphprune.learners import HSN, recalibrate_from_loader
 from graphprune.learners.log import LearnLog
 from graphprune.train import make_loader
 
@@ -13,7 +13,7 @@ from graphprune.train import make_loader
 def test_recalibrate_bn_is_the_plain_mean_over_batches(tiny_data):
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 1), torch.nn.BatchNorm2d(3))
     loader = make_loader(tiny_data, 8, shuffle=False)
-    assert recalibrate_bn(net, loader, 2) == 1
+    assert recalibrate_from_loader(net, loader, 2) == 1
     with torch.no_grad():
         means = [net[0](b).mean((0, 2, 3)) for b, _ in list(loader)[:2]]
     assert torch.allclose(net[1].running_mean, sum(means) / 2, atol=1e-6)
