@@ -33,8 +33,8 @@ import torch.nn as nn
 from ..files import atomic_path
 from ..plan import Plan, PlanError
 
-__all__ = ["save_pruned", "load_pruned", "read_pruned_payload", "plan_path", "UntrustedFileError",
-           "PRUNED_FORMAT"]
+__all__ = ["save_pruned", "load_pruned", "read_pruned_payload", "plan_path", "refusal_reason",
+           "UntrustedFileError", "PRUNED_FORMAT"]
 
 PRUNED_FORMAT = "graphprune.pruned/2"
 UNPICKLE_RISK = ("unpickling runs code stored in the file (a crafted file can do anything your user "
@@ -43,6 +43,13 @@ UNPICKLE_RISK = ("unpickling runs code stored in the file (a crafted file can do
 
 class UntrustedFileError(pickle.UnpicklingError):
     """A file that only a full unpickle can load, refused because the caller did not say it is trusted."""
+
+
+def refusal_reason(error: BaseException) -> str:
+    """The line of a ``torch.load(weights_only=True)`` error that says what it refused (its first line is generic)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    specific = [line for line in lines if line.startswith("WeightsUnpickler error")]
+    return (specific or lines or [type(error).__name__])[0][:300]
 
 
 def plan_path(path: str | Path) -> Path:
@@ -71,7 +78,7 @@ def save_pruned(model: fx.GraphModule, path: str | Path, plan: Plan | None = Non
     """
     path = Path(path)
     plan_json = plan.to_json() if plan is not None else None
-    payload = {"format": PRUNED_FORMAT, "torch": torch.__version__,
+    payload = {"format": PRUNED_FORMAT, "torch": str(torch.__version__),  # NOTE: TorchVersion is not weights_only
                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                "plan": plan_json, "module_pickle": _module_bytes(model)}
     # NOTE: both temporaries are complete before either rename (ExitStack renames the plan, then the model);
@@ -96,10 +103,9 @@ def read_pruned_payload(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         raise UntrustedFileError(
             f"{path}: not a weights-only {PRUNED_FORMAT} file (old-format pickle, or not graphprune's): "
-            f"{first_line}. load_pruned(path, trusted=True) unpickles it; {UNPICKLE_RISK}") from None
+            f"{refusal_reason(error)}. load_pruned(path, trusted=True) unpickles it; {UNPICKLE_RISK}") from None
     if not isinstance(payload, dict) or payload.get("format") != PRUNED_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise UntrustedFileError(f"{path}: not a {PRUNED_FORMAT} file (found {found!r})")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..export.saving import UNPICKLE_RISK, UntrustedFileError
+from ..export.saving import UNPICKLE_RISK, UntrustedFileError, refusal_reason
 from ..files import atomic_path
 
 __all__ = ["Checkpoint", "NotACheckpointError", "UntrustedFileError", "save_checkpoint", "load_checkpoint",
@@ -79,9 +79,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError) as error:
         # NOTE: RuntimeError is what torch raises for legacy .tar files under weights_only.
-        raise NotACheckpointError(f"{path}: not a weights-only {FORMAT} file "
-                                  f"({str(error).strip().splitlines()[0][:160] if str(error).strip() else error!r})"
-                                  ) from None
+        raise NotACheckpointError(f"{path}: not a weights-only {FORMAT} file ({refusal_reason(error)})") from None
     found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
     if found != FORMAT:
         raise NotACheckpointError(f"{path}: not a {FORMAT} file (format={found!r})")
