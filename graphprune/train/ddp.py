@@ -3,7 +3,7 @@
 Run one process per worker with ``torchrun`` and the gloo backend::
 
     python -m torch.distributed.run --nproc_per_node 2 -m graphprune.train.ddp \\
-        --module pruned.pt --teacher checkpoints/resnet56.pt --kd-alpha 0.5 \\
+        --module pruned.pt --trust-file --teacher checkpoints/resnet56.pt --kd-alpha 0.5 \\
         --dataset fashion_mnist --train-subset 20000 --epochs 3 --batch-size 128 --lr 0.01 \\
         --out finetuned.pt --log-json finetune.json
 
@@ -13,6 +13,11 @@ runs as a single process, which is the reference a distributed run must match:
 rank sees ``DistributedSampler(seed)`` order (see :mod:`.loop`). The model is
 wrapped in ``DistributedDataParallel``, which averages gradients after each
 backward; rank 0 evaluates, logs and saves.
+
+Files are read safely by default: ``--checkpoint``/``--module``/``--teacher``
+load registry checkpoints with ``weights_only=True``; anything else (a pickled
+module such as a pruned network, a legacy torch file) needs ``--trust-file``,
+because unpickling runs code stored in the file.
 
 :func:`launch` starts the ``torchrun`` command from Python.
 """
@@ -29,7 +34,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import load_checkpoint, load_module
+from .checkpoint import NotACheckpointError, UntrustedFileError, load_checkpoint, load_module
 from .config import TrainConfig
 from .loop import is_main_process, make_loader, seed_everything, train
 
@@ -41,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="registry name: fresh, seeded initialisation")
     source.add_argument("--checkpoint", help="registry checkpoint (save_checkpoint) to continue from")
-    source.add_argument("--module", help="pickled module (save_module), e.g. a pruned network")
+    source.add_argument("--module", help="pickled module (save_module), e.g. a pruned network (needs --trust-file)")
+    parser.add_argument("--trust-file", action="store_true",
+                        help="allow unpickling --checkpoint/--module/--teacher files that are not weights-only "
+                             "registry checkpoints; this runs code stored in the file: only for your own files")
     parser.add_argument("--model-kwargs", default="{}", help="JSON kwargs for the --model factory")
     parser.add_argument("--teacher", help="checkpoint or module file to distil from")
     parser.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "mnist", "synthetic"])
@@ -62,12 +70,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_any_model(path: str) -> nn.Module:
-    """A registry checkpoint if the file is one, else a pickled module."""
+def load_any_model(path: str, trusted: bool = False) -> nn.Module:
+    """A registry checkpoint if the file is one (weights-only read), else, only if ``trusted``, a pickled module.
+
+    Raises:
+        UntrustedFileError: the file is not a registry checkpoint and ``trusted`` is False.  Unpickling it
+            would run code stored in the file, which a crafted file abuses.
+    """
     try:
-        return load_checkpoint(path).build()
-    except (ValueError, RuntimeError, AttributeError, KeyError, TypeError):
-        return load_module(path)
+        checkpoint = load_checkpoint(path)
+    except NotACheckpointError as error:
+        if not trusted:
+            raise UntrustedFileError(
+                f"{error}. Loading it as a pickled module would run code stored in the file (a crafted file "
+                f"can do anything your user account can). If you wrote this file yourself, pass --trust-file "
+                f"(Python: load_any_model(path, trusted=True))") from None
+        return load_module(path, trusted=True)
+    return checkpoint.build()
 
 
 def _build_student(args: argparse.Namespace) -> nn.Module:
@@ -75,7 +94,7 @@ def _build_student(args: argparse.Namespace) -> nn.Module:
         import models
 
         return models.build(args.model, **json.loads(args.model_kwargs))
-    return load_any_model(args.checkpoint or args.module)
+    return load_any_model(args.checkpoint or args.module, trusted=args.trust_file)
 
 
 def _datasets(args: argparse.Namespace):
@@ -108,7 +127,7 @@ def main(argv: list[str] | None = None) -> float | None:
     try:
         seed_everything(args.seed)
         model = _build_student(args)
-        teacher = load_any_model(args.teacher) if args.teacher else None
+        teacher = load_any_model(args.teacher, trusted=args.trust_file) if args.teacher else None
         train_set, test_set = _datasets(args)
         train_loader = make_loader(train_set, args.batch_size // world, True, args.seed, world, rank)
         test_loader = make_loader(test_set, 256, shuffle=False)
