@@ -11,8 +11,9 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.fx as fx
 
-from .budget import Budget, BudgetError, as_budget
+from .budget import Budget, BudgetError
 from .depgraph import DependencyGraph, build_dependency_graph
+from .options import check_apply_plan_args, check_prune_options
 from .passes import RewriteError, rewrite
 from .plan import Plan
 from .search import AllocationConfig
@@ -178,7 +179,10 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     Returns:
         A new ``torch.fx.GraphModule``, physically smaller, in the same train/eval mode as ``model``.
     """
-    b = as_budget(budget)
+    opts = check_prune_options(model, budget, strategy=strategy, importance=importance, round_to=round_to,
+                               min_channels=min_channels, max_prune_ratio=max_prune_ratio,
+                               ignored_layers=ignored_layers)
+    b, ignored_layers = opts.budget, opts.ignored_layers
     if supernet is not None and supernet is not False and train_data is None:
         raise ValueError("supernet= trains on train_data=...: pass a Dataset or an iterable of batches")
     if train_data is not None and (supernet is None or supernet is False):
@@ -189,7 +193,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     t = time.perf_counter()
     traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args)
     seconds["trace"] = time.perf_counter() - t
-    floors = dict(round_to=round_to, min_units=min_channels, max_prune_ratio=max_prune_ratio)
+    floors = dict(round_to=opts.round_to, min_units=opts.min_channels, max_prune_ratio=opts.max_prune_ratio)
     search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options, supernet=supernet,
                      train_data=train_data)
     graph, keep, pruned = _search_and_rewrite(traced, b, strategy, importance, floors, ignored_layers, seconds,
@@ -208,5 +212,6 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
 
 def apply_plan(model: torch.nn.Module, plan: Plan, example_inputs: Any, **trace_kw: Any) -> fx.GraphModule:
     """Re-apply a saved plan to a freshly built instance of the same architecture."""
+    check_apply_plan_args(model, plan)
     graph = inspect(model, example_inputs, **trace_kw)
     return rewrite(graph, plan.keep_mask(graph))
