@@ -155,14 +155,14 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
 
     Args:
         model: any traceable ``nn.Module``; it is never modified.
-        budget: fraction in (0, 1] of MACs to keep, or ``Budget.params(r)``.
+        budget: fraction in (0, 1] of MACs to keep (float, numpy scalar or 0-d tensor), or ``Budget.params(r)``.
         example_inputs: tensor(s) with the shapes the model will see (costs are counted on these).
         strategy: ``"global"`` (normalised importance ranked across groups) or ``"uniform"``.
         importance: ``"l1"``, ``"l2"``, ``"bn"``, ``"random"`` or ``fn(graph) -> scores``.
         round_to: kept channel counts per group are multiples of this (unless a group is kept whole).
         min_channels: minimum channels (units) any group keeps.
         max_prune_ratio: no group loses more than this fraction.
-        ignored_layers: qualified module names whose channels are never pruned.
+        ignored_layers: qualified module names (or one name) whose channels are never pruned.
         leaf_modules / concrete_args: passed to the tracer (see ``graphprune.trace``).
         return_result: return ``PruneResult(model, plan, report, graph)`` instead of the module.
         eval_fn / calib_data / search_options: for the searching strategies ``"sensitivity"``,

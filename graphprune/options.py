@@ -9,8 +9,8 @@ valid, instead of surfacing as an ``IndexError`` deep in a pass (or, worse, bein
    number in [0, 1] (``ValueError``).
 3. ``ignored_layers``: module names; a single string is one name (``"fc"``, not ``['f', 'c']``); ``None``
    means none (``TypeError`` for anything else).  Unknown names are refused later, once the model is traced.
-4. ``strategy`` is a name, ``importance`` a name or a callable (``TypeError``); unknown names are refused
-   by the registries that own them.
+4. ``strategy`` is a name from the strategy, search or learner tables, ``importance`` a ``CRITERIA`` name
+   or a callable (``TypeError`` / ``ValueError``), checked even at budget 1.0 where neither is used.
 5. The model's parameters and buffers hold data on one device: weights on the ``meta`` device (built
    with ``torch.device("meta")`` or ``init_empty_weights``) cannot be sliced, and a model spread over
    several devices cannot be rewritten as one (``ValueError``).
@@ -51,11 +51,7 @@ def check_prune_options(model: Any, budget: Any, *, strategy: Any = "global", im
     """Check ``prune``'s arguments (rules 1-5 of the module docstring); return them canonicalised."""
     check_model_tensors(model, "prune")
     b = as_budget(budget)
-    if not isinstance(strategy, str):
-        raise TypeError(f"strategy must be a strategy name (str), e.g. 'global'; got {type(strategy).__name__}")
-    if not (isinstance(importance, str) or callable(importance)):
-        raise TypeError("importance must be a criterion name (str), e.g. 'l2', or a callable fn(graph) -> "
-                        f"scores; got {type(importance).__name__}")
+    _check_strategy_and_importance(strategy, importance)
     return PruneOptions(budget=b, round_to=_round_to(round_to),
                         min_channels=_int_at_least("min_channels", min_channels, 1),
                         max_prune_ratio=_fraction("max_prune_ratio", max_prune_ratio),
@@ -69,6 +65,27 @@ def check_apply_plan_args(model: Any, plan: Any) -> None:
         hint = ": load it first with graphprune.Plan.load(path)" if isinstance(plan, (str, bytes)) or \
             hasattr(plan, "__fspath__") else ""
         raise TypeError(f"apply_plan: plan must be a graphprune.Plan, got {type(plan).__name__}{hint}")
+
+
+def _check_strategy_and_importance(strategy: Any, importance: Any) -> None:
+    """Known names only, even where they would go unused (budget 1.0 searches nothing): a typo is a typo."""
+    from .importance import CRITERIA
+    from .learners.dispatch import LEARNERS
+    from .search.allocate import STRATEGIES
+    from .search.registry import SEARCHES
+
+    if not isinstance(strategy, str):
+        raise TypeError(f"strategy must be a strategy name (str), e.g. 'global'; got {type(strategy).__name__}")
+    if strategy not in {**STRATEGIES, **SEARCHES, **LEARNERS}:
+        raise ValueError(f"unknown strategy {strategy!r}; data-free: {sorted(STRATEGIES)}, searches: "
+                         f"{sorted(SEARCHES)}, training-time learners (with train_data=): {sorted(LEARNERS)}")
+    if callable(importance):
+        return
+    if not isinstance(importance, str):
+        raise TypeError("importance must be a criterion name (str), e.g. 'l2', or a callable fn(graph) -> "
+                        f"scores; got {type(importance).__name__}")
+    if importance not in CRITERIA:
+        raise ValueError(f"unknown importance {importance!r}; choose one of {sorted(CRITERIA)} or pass a callable")
 
 
 def _round_to(value: Any) -> int | str:

@@ -118,6 +118,16 @@ def test_strategy_and_importance_types():
         graphprune.prune(model, 0.5, x, importance=3)
 
 
+@pytest.mark.parametrize("budget", [0.5, 1.0])  # 1.0 uses neither, but a typo should not wait for budget 0.9
+def test_unknown_strategy_and_importance_names(budget):
+    model, x = _tiny()
+    with pytest.raises(ValueError, match=r"unknown strategy 'glbal'; data-free: .*'global'.*learners"):
+        graphprune.prune(model, budget, x, strategy="glbal")
+    with pytest.raises(ValueError, match=r"unknown importance 'l3'; choose one of \[.*'l2'"):
+        graphprune.prune(model, budget, x, importance="l3")
+    assert graphprune.prune(model, budget, x, importance=lambda graph: np.ones(graph.n_units)) is not None
+
+
 # ---- nothing to prune, empty plans --------------------------------------------------------------------------
 def _assert_equal_copy(copy, model, x):
     assert copy is not model
