@@ -26,7 +26,10 @@ import numpy as np
 import torch
 
 from .budget import Budget, as_budget
+from .importance import CRITERIA
 from .plan import Plan
+from .search.allocate import STRATEGIES
+from .search.registry import SEARCHES
 
 __all__ = ["PruneOptions", "ROUND_TO_AUTO", "check_prune_options", "check_apply_plan_args", "check_model_tensors",
            "as_module_names"]
@@ -69,10 +72,7 @@ def check_apply_plan_args(model: Any, plan: Any) -> None:
 
 def _check_strategy_and_importance(strategy: Any, importance: Any) -> None:
     """Known names only, even where they would go unused (budget 1.0 searches nothing): a typo is a typo."""
-    from .importance import CRITERIA
-    from .learners.dispatch import LEARNERS
-    from .search.allocate import STRATEGIES
-    from .search.registry import SEARCHES
+    from .learners.dispatch import LEARNERS  # NOTE: here, not at the top: the learners import api, which imports us
 
     if not isinstance(strategy, str):
         raise TypeError(f"strategy must be a strategy name (str), e.g. 'global'; got {type(strategy).__name__}")
