@@ -11,8 +11,9 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.fx as fx
 
-from .budget import Budget, BudgetError, as_budget
+from .budget import Budget, BudgetError
 from .depgraph import DependencyGraph, build_dependency_graph
+from .options import check_apply_plan_args, check_prune_options
 from .passes import RewriteError, rewrite
 from .plan import Plan
 from .search import AllocationConfig
@@ -154,14 +155,14 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
 
     Args:
         model: any traceable ``nn.Module``; it is never modified.
-        budget: fraction in (0, 1] of MACs to keep, or ``Budget.params(r)``.
+        budget: fraction in (0, 1] of MACs to keep (float, numpy scalar or 0-d tensor), or ``Budget.params(r)``.
         example_inputs: tensor(s) with the shapes the model will see (costs are counted on these).
         strategy: ``"global"`` (normalised importance ranked across groups) or ``"uniform"``.
         importance: ``"l1"``, ``"l2"``, ``"bn"``, ``"random"`` or ``fn(graph) -> scores``.
         round_to: kept channel counts per group are multiples of this (unless a group is kept whole).
         min_channels: minimum channels (units) any group keeps.
         max_prune_ratio: no group loses more than this fraction.
-        ignored_layers: qualified module names whose channels are never pruned.
+        ignored_layers: qualified module names (or one name) whose channels are never pruned.
         leaf_modules / concrete_args: passed to the tracer (see ``graphprune.trace``).
         return_result: return ``PruneResult(model, plan, report, graph)`` instead of the module.
         eval_fn / calib_data / search_options: for the searching strategies ``"sensitivity"``,
@@ -178,7 +179,10 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     Returns:
         A new ``torch.fx.GraphModule``, physically smaller, in the same train/eval mode as ``model``.
     """
-    b = as_budget(budget)
+    opts = check_prune_options(model, budget, strategy=strategy, importance=importance, round_to=round_to,
+                               min_channels=min_channels, max_prune_ratio=max_prune_ratio,
+                               ignored_layers=ignored_layers)
+    b, ignored_layers = opts.budget, opts.ignored_layers
     if supernet is not None and supernet is not False and train_data is None:
         raise ValueError("supernet= trains on train_data=...: pass a Dataset or an iterable of batches")
     if train_data is not None and (supernet is None or supernet is False):
@@ -189,7 +193,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     t = time.perf_counter()
     traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args)
     seconds["trace"] = time.perf_counter() - t
-    floors = dict(round_to=round_to, min_units=min_channels, max_prune_ratio=max_prune_ratio)
+    floors = dict(round_to=opts.round_to, min_units=opts.min_channels, max_prune_ratio=opts.max_prune_ratio)
     search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options, supernet=supernet,
                      train_data=train_data)
     graph, keep, pruned = _search_and_rewrite(traced, b, strategy, importance, floors, ignored_layers, seconds,
@@ -208,5 +212,6 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
 
 def apply_plan(model: torch.nn.Module, plan: Plan, example_inputs: Any, **trace_kw: Any) -> fx.GraphModule:
     """Re-apply a saved plan to a freshly built instance of the same architecture."""
+    check_apply_plan_args(model, plan)
     graph = inspect(model, example_inputs, **trace_kw)
     return rewrite(graph, plan.keep_mask(graph))

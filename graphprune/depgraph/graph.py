@@ -150,7 +150,9 @@ class DependencyGraph:
         c = self.dim_class[dim]
         lo = self.class_offset[c]
         units = self.element_unit[lo:lo + self.class_size[c]]
-        alive = (units < 0) | keep[np.maximum(units, 0)]
+        alive = units < 0
+        # NOTE: index ``keep`` only at real units: a graph with no units has an empty ``keep``
+        alive[~alive] = keep[units[~alive]]
         return np.nonzero(alive)[0]
 
     def dim_fully_frozen(self, dim: Dim) -> bool:

@@ -2,62 +2,113 @@
 
 The TorchScript-based exporter (``dynamo=False``) is tried first: on fx GraphModules it is about 7x
 faster than the dynamo exporter here and covers the ops graphprune emits; the dynamo exporter is the
-fallback.  onnxruntime is imported only in this module.
+fallback.  (torch 2.14 marks the TorchScript exporter deprecated; ``OnnxFile.exporter`` records which
+one wrote each file.)  onnxruntime is imported only in this module.
+
+Neither function changes the user's model: both run it in eval mode and then put back every module's
+own ``training`` flag (a BatchNorm frozen in eval inside a model in train mode stays in eval).
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from ..files import atomic_path
 from ..trace import normalize_inputs
 
-__all__ = ["export_onnx", "check_onnx", "ort_latency", "OnnxCheck", "ExportError"]
+__all__ = ["export_onnx", "check_onnx", "ort_latency", "flatten_outputs", "OnnxCheck", "OnnxFile", "ExportError"]
 
 
 class ExportError(RuntimeError):
-    """ONNX export failed with both exporters."""
+    """ONNX export failed with both exporters, or an ONNX file does not match the model's outputs."""
+
+
+class OnnxFile(type(Path())):
+    """The path of an exported ONNX file (a ``pathlib.Path``), with how it was written.
+
+    Attributes:
+        exporter: ``"torchscript"`` or ``"dynamo"``.
+        seconds: wall time of the successful export call.
+    """
+
+    exporter: str = ""
+    seconds: float = 0.0
 
 
 @dataclass
 class OnnxCheck:
-    """ONNX Runtime vs PyTorch on the same inputs."""
+    """ONNX Runtime vs PyTorch on the same inputs, over every output.
+
+    Attributes:
+        max_abs_diff / max_rel_diff: largest over all outputs (rel = abs diff / max |PyTorch output|, per
+            output); ``inf`` where an output's shape differs or only one side is NaN.
+        worst_output: ONNX name of the output with the largest relative difference.
+        output_diffs: ONNX output name -> (max abs diff, max rel diff), in graph order.
+    """
 
     path: str
     max_abs_diff: float
     max_rel_diff: float
+    worst_output: str = ""
+    output_diffs: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-def export_onnx(model: torch.nn.Module, example_inputs: Any, path: str | Path, opset: int = 17) -> Path:
-    """Export ``model`` (eval mode) to ``path``; returns the path."""
-    inputs = normalize_inputs(example_inputs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode; afterwards every submodule gets its own ``training`` flag back.
+
+    NOTE: ``model.train(was_training)`` would set *all* submodules to the root's flag, switching a user's
+    frozen-in-eval BatchNorm back to train (and the TorchScript exporter does exactly that internally).
+    """
+    flags = [(m, m.training) for m in model.modules()]
     model.eval()
-    errors = []
     try:
-        for dynamo in (False, True):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    kwargs = {"optimize": True} if dynamo else {}
-                    torch.onnx.export(model, inputs, str(path), dynamo=dynamo,
-                                      opset_version=opset if not dynamo else max(opset, 18),
-                                      input_names=[f"input_{i}" for i in range(len(inputs))], **kwargs)
-                return path
-            except Exception as exc:  # try the other exporter, report both
-                errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
+        yield model
     finally:
-        model.train(was_training)
+        for m, training in flags:
+            m.training = training
+
+
+def export_onnx(model: torch.nn.Module, example_inputs: Any, path: str | Path, opset: int = 17) -> OnnxFile:
+    """Export ``model`` (eval mode) to ``path``; returns the path as an ``OnnxFile``.
+
+    The file is written beside ``path`` and renamed over it only when the export succeeded, so a failed
+    export leaves any previous file untouched.
+    """
+    inputs = normalize_inputs(example_inputs)
+    errors = []
+    with _eval_mode(model):
+        for exporter in ("torchscript", "dynamo"):
+            try:
+                t = time.perf_counter()
+                with atomic_path(path) as tmp:
+                    _export(model, inputs, tmp, opset, exporter)
+                out = OnnxFile(path)
+                out.exporter, out.seconds = exporter, time.perf_counter() - t
+                return out
+            except Exception as exc:  # try the other exporter, report both
+                errors.append(f"{exporter} exporter: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
     raise ExportError("ONNX export failed — " + " | ".join(errors))
+
+
+def _export(model: torch.nn.Module, inputs: tuple, tmp: Path, opset: int, exporter: str) -> None:
+    dynamo = exporter == "dynamo"
+    # NOTE: external_data=False keeps the weights inside the one file that is renamed into place (the
+    # dynamo exporter would otherwise write a ``<tmp name>.data`` file beside it).
+    kwargs = {"optimize": True, "external_data": False} if dynamo else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, inputs, str(tmp), dynamo=dynamo, opset_version=max(opset, 18) if dynamo else opset,
+                          input_names=[f"input_{i}" for i in range(len(inputs))], **kwargs)
 
 
 def _session(path: str | Path, threads: int):
@@ -74,20 +125,63 @@ def _feeds(session, inputs: tuple) -> dict:
     return {i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), inputs)}
 
 
+def flatten_outputs(output: Any) -> list[torch.Tensor]:
+    """The tensors of a model output in the order ONNX exporters list them.
+
+    Tensors, tuples, lists and dicts (values in insertion order), nested, depth first; ``None`` is dropped
+    (exporters drop it too).
+
+    Raises:
+        ExportError: for a leaf that is neither a tensor nor None.
+    """
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if output is None:
+        return []
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in flatten_outputs(item)]
+    raise ExportError(f"cannot compare a model output of type {type(output).__name__} with ONNX; "
+                      "outputs must be tensors, or tuples / lists / dicts of tensors")
+
+
+def _diff(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    """(max abs diff, max abs diff / max |want|) of one output; inf for a shape or NaN mismatch."""
+    if got.shape != want.shape:
+        return float("inf"), float("inf")
+    if want.size == 0:
+        return 0.0, 0.0
+    got, want = got.astype(np.float64), want.astype(np.float64)
+    nan_got, nan_want = np.isnan(got), np.isnan(want)
+    if (nan_got != nan_want).any():
+        return float("inf"), float("inf")
+    both = nan_got & nan_want
+    abs_diff = float(np.where(both, 0.0, np.abs(got - want)).max())
+    scale = float(np.where(nan_want, 0.0, np.abs(want)).max())
+    return abs_diff, abs_diff / scale if scale > 0 else abs_diff
+
+
 def check_onnx(model: torch.nn.Module, example_inputs: Any, path: str | Path, threads: int = 1) -> OnnxCheck:
-    """Run the ONNX file in ONNX Runtime and compare with ``model``'s output (first output)."""
+    """Run the ONNX file in ONNX Runtime and compare every output with ``model``'s (eval mode).
+
+    Raises:
+        ExportError: when the file and the model do not have the same number of outputs.
+    """
     inputs = normalize_inputs(example_inputs)
     session = _session(path, threads)
-    got = session.run(None, _feeds(session, inputs))[0]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        want = model(*inputs)
-    model.train(was_training)
-    want = (want[0] if isinstance(want, (tuple, list)) else want).detach().cpu().numpy()
-    diff = float(np.abs(got - want).max()) if want.size else 0.0
-    scale = float(np.abs(want).max()) if want.size else 0.0
-    return OnnxCheck(str(path), diff, diff / scale if scale > 0 else diff)
+    names = [o.name for o in session.get_outputs()]
+    got = session.run(None, _feeds(session, inputs))
+    with _eval_mode(model), torch.no_grad():
+        want = [t.detach().cpu().numpy() for t in flatten_outputs(model(*inputs))]
+    if len(got) != len(want):
+        raise ExportError(f"{path}: the ONNX graph has {len(got)} outputs {names} but the model returns "
+                          f"{len(want)} tensors; is it the file exported from this model?")
+    diffs = {name: _diff(np.asarray(g), w) for name, g, w in zip(names, got, want)}
+    worst = max(diffs, key=lambda name: diffs[name][1], default="")
+    max_abs = max((d[0] for d in diffs.values()), default=0.0)
+    max_rel = max((d[1] for d in diffs.values()), default=0.0)
+    return OnnxCheck(str(path), max_abs, max_rel, worst, diffs)
 
 
 def ort_latency(path: str | Path, example_inputs: Any, runs: int = 30, warmup: int = 5,

@@ -57,3 +57,133 @@ def test_run_job_hints_at_round_to_for_odd_widths(tmp_path):
                                 round_to=8)
     assert not any("multiples of 8" in n for n in report.notes)
     assert all(m.out_channels % 8 == 0 for m in pruned.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+class _FrozenBN(torch.nn.Module):
+    """A model in train mode whose BatchNorm the user froze in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.drop = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.1)
+
+    def forward(self, x):
+        return self.drop(self.bn(self.conv(x)))
+
+
+def test_export_and_check_keep_every_module_flag(tmp_path):
+    model = _FrozenBN().train()
+    model.bn.eval()
+    flags = {name: m.training for name, m in model.named_modules()}
+    x = torch.randn(1, 3, 6, 6)
+    path = export_onnx(model, x, tmp_path / "bn.onnx")
+    assert {name: m.training for name, m in model.named_modules()} == flags
+    check_onnx(model, x, path)
+    assert {name: m.training for name, m in model.named_modules()} == flags
+
+
+class _TwoHeads(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.head1, self.head2 = torch.nn.Linear(5, 6), torch.nn.Linear(6, 3), torch.nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.body(x).relu()
+        return self.head1(h), self.head2(h)
+
+
+def _scale_initializer(path, name_part: str, factor: float) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    hits = [init for init in model.graph.initializer if name_part in init.name]
+    assert hits, [init.name for init in model.graph.initializer]
+    for init in hits:
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * factor, init.name))
+    onnx.save(model, str(path))
+
+
+def test_check_onnx_compares_every_output(tmp_path):
+    model, x = _TwoHeads().eval(), torch.randn(2, 5)
+    path = export_onnx(model, x, tmp_path / "two.onnx")
+    good = check_onnx(model, x, path)
+    assert len(good.output_diffs) == 2 and good.max_abs_diff < 1e-5
+    _scale_initializer(path, "head2.weight", 100.0)  # the second head now disagrees, the first does not
+    bad = check_onnx(model, x, path)
+    assert bad.max_rel_diff > 10 and bad.max_abs_diff > 0.1
+    first, second = bad.output_diffs
+    assert bad.worst_output == second and bad.output_diffs[first][0] < 1e-5
+
+
+def test_check_onnx_dict_and_nested_outputs(tmp_path):
+    class Dict(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(3, 4), torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return {"b": self.b(x), "pair": (self.a(x), x.sum(1))}
+
+    model, x = Dict().eval(), torch.randn(2, 3)
+    check = check_onnx(model, x, export_onnx(model, x, tmp_path / "d.onnx"))
+    assert len(check.output_diffs) == 3 and check.max_abs_diff < 1e-5  # shapes (2,2), (2,4), (2,): order matters
+
+
+def test_check_onnx_refuses_a_file_with_other_outputs(tmp_path):
+    single = torch.nn.Linear(5, 6).eval()
+    x = torch.randn(2, 5)
+    path = export_onnx(single, x, tmp_path / "one.onnx")
+    with pytest.raises(ExportError, match=r"1 outputs .* returns 2 tensors"):
+        check_onnx(_TwoHeads().eval(), x, path)
+
+
+def test_check_onnx_shape_mismatch_is_not_broadcast(tmp_path):
+    class Row(torch.nn.Module):
+        def forward(self, x):
+            return x[:1] * 0  # (1, 4): broadcasting against (3, 4) would hide the difference
+
+    class Full(torch.nn.Module):
+        def forward(self, x):
+            return x * 0
+
+    x = torch.randn(3, 4)
+    check = check_onnx(Full(), x, export_onnx(Row(), x, tmp_path / "row.onnx"))
+    assert check.max_abs_diff == float("inf")
+
+
+def test_failed_export_leaves_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "m.onnx"
+    target.write_bytes(b"old model")
+
+    def half_write_then_fail(model, args, f, **kwargs):
+        open(f, "wb").write(b"half")  # e.g. a full disk or a crash mid-write
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch.onnx, "export", half_write_then_fail)
+    with pytest.raises(ExportError, match="disk full"):
+        export_onnx(torch.nn.Linear(2, 2), torch.randn(1, 2), target)
+    assert target.read_bytes() == b"old model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_export_records_exporter_and_time(tmp_path):
+    path = export_onnx(torch.nn.Linear(2, 3), torch.randn(1, 2), tmp_path / "sub" / "m.onnx")
+    assert path == tmp_path / "sub" / "m.onnx" and path.exists()
+    assert path.exporter == "torchscript" and path.seconds > 0
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.onnx"]
+
+
+def test_dynamo_fallback_writes_one_file(tmp_path, monkeypatch):
+    real_export = torch.onnx.export
+
+    def no_torchscript(*args, dynamo=True, **kwargs):
+        if not dynamo:
+            raise RuntimeError("torchscript exporter unavailable")
+        return real_export(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", no_torchscript)
+    model, x = _TwoHeads().eval(), torch.randn(2, 5)
+    path = export_onnx(model, x, tmp_path / "dyn.onnx")
+    assert path.exporter == "dynamo"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dyn.onnx"]  # weights inside, no stray .data
+    assert check_onnx(model, x, path).max_abs_diff < 1e-5
