@@ -177,6 +177,7 @@ def _graph_and_plan(args: argparse.Namespace, model: torch.nn.Module, x: torch.T
 def cmd_inspect(args: argparse.Namespace) -> int:
     """``graphprune inspect``: print the summary; write DOT / SVG / HTML views."""
     from ..depgraph.html_view import render_html
+    from ..depgraph.inspect import summary
 
     _check_device(args)
     if args.budget is not None:
@@ -187,7 +188,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     prepare_outputs(args)
     model, x = _model(args)
     graph, plan = _graph_and_plan(args, model, x)
-    print(graph.summary(max_groups=args.max_groups, plan=plan))
+    print(summary(graph, args.max_groups, plan))
     if args.dot:
         write_text_atomic(args.dot, graph.to_dot())
         print(f"wrote {args.dot}")
