@@ -12,7 +12,7 @@ import subprocess
 import torch
 
 from ..files import write_bytes_atomic, write_text_atomic
-from .errors import CliError
+from .errors import CliError, one_line
 from .models import load_model, load_weights
 from .outputs import prepare_outputs
 from .parser import strategy_kind
@@ -52,7 +52,15 @@ def _model(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor]:
     model, x = load_model(args.model, args.input_shape, seed=args.seed)
     if args.weights:
         load_weights(model, args.weights, trust=args.trust_file)
-    return model.to(args.device), x.to(args.device)
+    model, x = model.to(args.device), x.to(args.device)
+    try:  # NOTE: one forward pass now turns a wrong --input-shape into a clear error before any work
+        with torch.no_grad():
+            model(x)
+    except Exception as exc:
+        raise CliError(f"{args.model} does not run on an input of shape {tuple(x.shape)}: {type(exc).__name__}: "
+                       f"{one_line(str(exc).split(chr(10))[0], 200)}",
+                       "pass the shape the model expects with --input-shape N,C,H,W") from exc
+    return model, x
 
 
 def _image_options(dataset: str, x: torch.Tensor):

@@ -89,7 +89,9 @@ def report(exc: BaseException) -> int:
         print(f"graphprune: error: {one_line(exc.what)} — {one_line(exc.fix)}", file=sys.stderr)
         return USER_ERROR
     if is_user_error(exc):
-        print(f"graphprune: error: {one_line(exc)} — {_fix_for(exc)}", file=sys.stderr)
+        # NOTE: the first paragraph says what went wrong; later ones (fx's "While executing ...") are detail
+        first = str(exc).strip().split("\n\n")[0]
+        print(f"graphprune: error: {one_line(first)} — {_fix_for(exc)}", file=sys.stderr)
         return USER_ERROR
     print(f"graphprune: internal error (a graphprune bug, please report it): {type(exc).__name__}: "
           f"{one_line(exc, 300)} — rerun with --debug for the traceback", file=sys.stderr)
