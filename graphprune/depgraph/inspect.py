@@ -67,6 +67,12 @@ def _role(module: nn.Module | None, attr: str, axis: int) -> str:
     return ""
 
 
+def _join_roles(roles: set[str]) -> str:
+    """One label for the sides of a layer in a group ("in=out" covers a depthwise conv's bias too)."""
+    roles = {"in=out"} if "in=out" in roles else roles - {""}
+    return ",".join(sorted(roles))
+
+
 def layer_refs(g: "DependencyGraph", dims: Iterable["Dim"], order: dict[str, int] | None = None,
                first: "Dim | None" = None) -> list[LayerRef]:
     """The layers owning the parameter/buffer dims in ``dims``, in graph order (``first``'s layer first)."""
@@ -82,8 +88,7 @@ def layer_refs(g: "DependencyGraph", dims: Iterable["Dim"], order: dict[str, int
         else:  # a tensor of the root module (functional models): name the tensor itself
             roles.setdefault(f"{d.value[1:]}[{d.axis}]", set()).add("")
     lead = first.value[1:].rpartition(".")[0] if first is not None else None
-    refs = [LayerRef(m, ",".join(sorted(r - {""})) if r - {""} else "", order.get(m, len(order)))
-            for m, r in roles.items()]
+    refs = [LayerRef(m, _join_roles(r), order.get(m, len(order))) for m, r in roles.items()]
     return sorted(refs, key=lambda ref: (ref.module != lead, ref.order, ref.module))
 
 
