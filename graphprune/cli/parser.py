@@ -17,8 +17,7 @@ MODEL_HELP = """\
 MODEL is one of:
   torchvision:NAME       a torchvision model, randomly initialised (weights=None), e.g. torchvision:resnet18
   timm:NAME              a timm model (pretrained=False; needs timm), e.g. timm:resnet18
-  models:NAME            a bundled reference network: resnet20/56/110, vgg16, densenet40, googlenet,
-                         mobilenetv2, lenet5
+  models:NAME            a bundled reference network: {bundled}
   checkpoint:FILE        a trained bundled network saved by graphprune.train.save_checkpoint,
                          e.g. checkpoint:checkpoints/resnet56.pt
   path/file.py:FACTORY   EXECUTES path/file.py as Python and calls FACTORY() to build the model:
@@ -160,10 +159,10 @@ def _strategy_options(p: argparse.ArgumentParser, budget_default: float | None) 
     p.add_argument("--data-samples", type=_positive, default=512, help="images per --data subset")
 
 
-def _prune_parser(sub) -> None:
+def _prune_parser(sub, model_help: str) -> None:
     p = sub.add_parser("prune", help="prune a model to a budget, export ONNX, print the report",
                        description="Prune MODEL to --budget, optionally export/check ONNX, save, report.",
-                       epilog=MODEL_HELP, formatter_class=_Formatter)
+                       epilog=model_help, formatter_class=_Formatter)
     _model_options(p)
     _strategy_options(p, budget_default=0.5)
     p.add_argument("--onnx", metavar="FILE", help="export the pruned model here and check it with ONNX Runtime")
@@ -176,10 +175,10 @@ def _prune_parser(sub) -> None:
     p.add_argument("--finetune-samples", type=_positive, default=5000, help="training images for fine-tuning")
 
 
-def _inspect_parser(sub) -> None:
+def _inspect_parser(sub, model_help: str) -> None:
     p = sub.add_parser("inspect", help="print the dependency graph: groups, frozen dims and why",
                        description="Print MODEL's dependency graph; optionally write DOT, SVG or an HTML page.",
-                       epilog=MODEL_HELP, formatter_class=_Formatter)
+                       epilog=model_help, formatter_class=_Formatter)
     _model_options(p)
     _strategy_options(p, budget_default=None)
     p.add_argument("--dot", metavar="FILE", help="write Graphviz DOT here")
@@ -189,16 +188,27 @@ def _inspect_parser(sub) -> None:
     p.add_argument("--max-groups", type=_positive, default=60, help="groups listed in the text summary")
 
 
+def _model_help() -> str:
+    """MODEL_HELP with the bundled network names read from the zoo's registry."""
+    try:
+        import models
+    except ImportError:  # NOTE: an install without the zoo still parses; models:NAME then fails clearly
+        return MODEL_HELP.format(bundled="(the bundled zoo is not installed)")
+    return MODEL_HELP.format(bundled=", ".join(models.REGISTRY))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
     import torch
 
-    p = _Parser(prog="graphprune", formatter_class=_Formatter, epilog=MODEL_HELP,
+    model_help = _model_help()
+
+    p = _Parser(prog="graphprune", formatter_class=_Formatter, epilog=model_help,
                 description="graphprune: graph-based structured pruning for PyTorch (trace, couple, search, "
                             "rewrite, export).")
     p.add_argument("--version", action="version", version=f"graphprune {__version__} (torch {torch.__version__})")
     sub = p.add_subparsers(dest="command", required=True, metavar="{prune,inspect}")
-    _prune_parser(sub)
-    _inspect_parser(sub)
+    _prune_parser(sub, model_help)
+    _inspect_parser(sub, model_help)
     return p
