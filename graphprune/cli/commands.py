@@ -190,6 +190,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     _check_device(args)
     if args.budget is not None:
         _check_data_needs(args)
+    elif args.strategy != "global" or args.data or args.strategy_option:
+        raise CliError("--strategy, --data and --strategy-option choose how a plan is made, and inspect makes "
+                       "one only at a --budget", "add --budget (e.g. --budget 0.5), or drop those options")
     if args.svg and shutil.which("dot") is None:
         raise CliError("--svg needs Graphviz's 'dot' program, which is not installed",
                        "apt-get install graphviz, or use --html (no Graphviz needed) or --dot")

@@ -221,3 +221,7 @@ def test_exit_status_of_the_module_entry_point(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("graphprune: error: no bundled model 'lenet'")
+
+
+def test_inspect_strategy_without_budget(capsys, net):
+    assert "--budget" in bad(capsys, "inspect", net, "--input-shape", "1,3,8,8", "--strategy", "uniform")
