@@ -18,7 +18,7 @@ import difflib
 import sys
 from typing import Iterable
 
-__all__ = ["CliError", "did_you_mean", "report", "one_line", "USER_ERROR", "BUG"]
+__all__ = ["CliError", "did_you_mean", "report", "one_line", "is_user_error", "USER_ERROR", "BUG"]
 
 USER_ERROR = 2
 BUG = 1

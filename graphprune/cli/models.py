@@ -120,7 +120,7 @@ _BUILDERS: dict[str, Callable] = {"torchvision": _torchvision, "timm": _timm, "m
 def _from_file(path: Path, factory: str) -> torch.nn.Module:
     """Execute ``path`` as a module and call ``factory()`` from it."""
     if not path.is_file():
-        raise CliError(f"no such file: {path}", f"MODEL path/file.py:FACTORY needs an existing file")
+        raise CliError(f"no such file: {path}", "MODEL path/file.py:FACTORY needs an existing file")
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     try:
