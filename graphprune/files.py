@@ -36,10 +36,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:  # NOTE: flush to disk before the rename, or a crash can leave zeros
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))  # NOTE: mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The replaced file's mode, or what ``open()`` would give a new file under the current umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_atomic(path: str | Path, writer: Callable[[Path], None]) -> Path:

@@ -37,3 +37,19 @@ def test_interrupt_keeps_old_file(tmp_path):
             raise KeyboardInterrupt
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_new_file_gets_the_umask_mode_and_a_replaced_file_keeps_its_own(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        fresh = write_text_atomic(tmp_path / "new.txt", "x")
+        assert fresh.stat().st_mode & 0o777 == 0o644
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o600)
+        write_text_atomic(kept, "new")
+        assert kept.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(umask)
