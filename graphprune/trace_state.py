@@ -92,15 +92,34 @@ def hooked_module_names(records: list[HookRecord]) -> frozenset[str]:
 # ---- training reads ---------------------------------------------------------------------------------
 
 class _ModeMismatch(Exception):
-    def __init__(self, node: fx.Node):
+    def __init__(self, node: fx.Node, other: fx.Node | None = None):
         super().__init__(node.name)
-        self.node = node
+        self.node, self.other = node, other
+
+
+def _owners(node: fx.Node) -> list[str]:
+    """Qualified names of the modules whose ``forward`` was running when ``node`` was made, outermost first
+    (a ``call_module`` node's own module excluded: it was made by its caller)."""
+    names = [entry[0] for entry in (node.meta.get("nn_module_stack") or {}).values()]
+    if node.op == "call_module" and names and names[-1] == node.target:
+        names.pop()
+    return names
 
 
 def _owner(node: fx.Node) -> str:
     """Qualified name of the module whose ``forward`` created ``node`` ("" for the root)."""
-    stack = node.meta.get("nn_module_stack") or {}
-    return list(stack.values())[-1][0] if stack else ""
+    names = _owners(node)
+    return names[-1] if names else ""
+
+
+def _common_owner(a: fx.Node, b: fx.Node | None) -> str:
+    """The innermost module both nodes were made in: where the eval and train code part ways."""
+    common = ""
+    for x, y in zip(_owners(a), _owners(b) if b is not None else _owners(a)):
+        if x != y:
+            break
+        common = x
+    return common
 
 
 def _diff_args(a: Any, b: Any, where: tuple, out: list[tuple[tuple, bool]], node: fx.Node,
@@ -170,7 +189,7 @@ def link_training_reads(eval_graph: fx.Graph, train_graph: fx.Graph,
     try:
         for a, b in zip(eval_nodes, train_nodes):
             if a.op != b.op or not _same_target(a, b, root):
-                raise _ModeMismatch(a)
+                raise _ModeMismatch(a, b)
             found: list[tuple[tuple, bool]] = []
             _diff_args((a.args, a.kwargs), (b.args, b.kwargs), (), found, a, pairs)
             pairs[a] = b
@@ -178,7 +197,7 @@ def link_training_reads(eval_graph: fx.Graph, train_graph: fx.Graph,
         if len(eval_nodes) != len(train_nodes):
             raise _ModeMismatch(eval_nodes[min(len(eval_nodes), len(train_nodes)) - 1])
     except _ModeMismatch as exc:
-        return 0, _owner(exc.node)
+        return 0, _common_owner(exc.node, exc.other)
     for node, owner, where, flag in diffs:
         with eval_graph.inserting_before(node):
             read = eval_graph.get_attr(f"{owner}.training" if owner else "training")
