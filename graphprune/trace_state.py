@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import operator
 import warnings
+from itertools import takewhile
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -112,14 +113,16 @@ def _owner(node: fx.Node) -> str:
     return names[-1] if names else ""
 
 
-def _common_owner(a: fx.Node, b: fx.Node | None) -> str:
-    """The innermost module both nodes were made in: where the eval and train code part ways."""
-    common = ""
-    for x, y in zip(_owners(a), _owners(b) if b is not None else _owners(a)):
-        if x != y:
-            break
-        common = x
-    return common
+def _diverging_owner(a: fx.Node, b: fx.Node | None) -> str:
+    """Where the eval and train code part ways, from the first differing nodes' module stacks: if one stack
+    extends the other, the deeper module (a ``DropPath`` whose train branch adds nodes, not the block
+    around it); otherwise their innermost common module (``if self.training: aux = self.aux(x)``)."""
+    x, y = _owners(a), _owners(b) if b is not None else _owners(a)
+    short, long_ = sorted((x, y), key=len)
+    if long_[:len(short)] == short:
+        return long_[-1] if long_ else ""
+    common = [p for p, _ in takewhile(lambda pq: pq[0] == pq[1], zip(x, y))]
+    return common[-1] if common else ""
 
 
 def _diff_args(a: Any, b: Any, where: tuple, out: list[tuple[tuple, bool]], node: fx.Node,
@@ -197,7 +200,7 @@ def link_training_reads(eval_graph: fx.Graph, train_graph: fx.Graph,
         if len(eval_nodes) != len(train_nodes):
             raise _ModeMismatch(eval_nodes[min(len(eval_nodes), len(train_nodes)) - 1])
     except _ModeMismatch as exc:
-        return 0, _common_owner(exc.node, exc.other)
+        return 0, _diverging_owner(exc.node, exc.other)
     for node, owner, where, flag in diffs:
         with eval_graph.inserting_before(node):
             read = eval_graph.get_attr(f"{owner}.training" if owner else "training")
@@ -212,6 +215,6 @@ def warn_mode_dependent(module: str, module_type: str, reason: str) -> None:
     """The one warning for Python code on ``self.training`` that a single graph cannot express."""
     warnings.warn(
         f"graphprune: module '{module or '<root>'}' ({module_type}) runs different Python code in train and "
-        f"eval mode ({reason}); the pruned model always runs its eval-mode code, so in train mode its "
+        f"eval mode ({reason}; the first such module is named); the pruned model always runs its eval-mode code, so in train mode its "
         "outputs (dropout, drop-path, noise ...) differ from the original model's. Make the module a leaf "
         "(leaf_modules=[...]) to keep its own train-mode code.", stacklevel=4)
