@@ -218,4 +218,5 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
 def apply_plan(model: torch.nn.Module, plan: Plan, example_inputs: Any, **trace_kw: Any) -> fx.GraphModule:
     """Re-apply a saved plan to a freshly built instance of the same architecture."""
     graph = inspect(model, example_inputs, **trace_kw)
+    warn_hooks_not_kept(graph.traced)
     return rewrite(graph, plan.keep_mask(graph))

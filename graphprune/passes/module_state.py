@@ -78,6 +78,7 @@ def _name_taken(module: torch.nn.Module, attr: str) -> bool:
 def _restore_modules(gm, source, same: dict[int, torch.Tensor], report: ModuleStateReport) -> dict:
     """Put back every submodule of ``source`` missing from ``gm`` (top-down, so children come along)."""
     modules = dict(gm.named_modules(remove_duplicate=False))
+    held = {id(m): modules[name] for name, m in source.named_modules(remove_duplicate=False) if name in modules}
     for name, module in source.named_modules(remove_duplicate=False):
         if name in modules:
             continue
@@ -88,8 +89,11 @@ def _restore_modules(gm, source, same: dict[int, torch.Tensor], report: ModuleSt
         if _name_taken(parent, attr):
             report.dropped.append(f"{name}: the pruned model has another attribute under this name")
             continue
-        memo = {id(t): _mapped(t, same) for _, t in _named_tensors(module)}
-        parent.add_module(attr, copy.deepcopy(module, memo))
+        if id(module) in held:  # one module under two names: the second name is an alias, as in the user's
+            parent.add_module(attr, held[id(module)])
+        else:
+            memo = {id(t): _mapped(t, same) for _, t in _named_tensors(module)}
+            parent.add_module(attr, copy.deepcopy(module, memo))
         modules.update(parent.get_submodule(attr).named_modules(prefix=name, remove_duplicate=False))
         report.restored.append(name)
     return modules

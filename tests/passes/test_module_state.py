@@ -194,3 +194,19 @@ def test_tied_unused_parameter_stays_tied():
 
     pruned = graphprune.prune(Tied(), 1.0, torch.randn(2, 6))
     assert pruned.head.weight is pruned.fc.weight
+
+
+def test_a_module_under_two_names_stays_one_module():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.out = nn.Linear(6, 8), nn.Linear(8, 3)
+            self.alias = self.fc  # never called under this name
+
+        def forward(self, x):
+            return self.out(torch.relu(self.fc(x)))
+
+    model = Shared()
+    pruned = graphprune.prune(model, 0.5, torch.randn(2, 6))
+    assert pruned.alias is pruned.fc and pruned.fc.out_features < 8
+    assert set(pruned.state_dict()) == set(model.state_dict())
