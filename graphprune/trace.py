@@ -38,8 +38,7 @@ import torch.fx as fx
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 
-from .trace_state import HookRecord, collect_hooks, hooked_module_names, link_training_reads, strip_hooks, \
-    warn_mode_dependent
+from .trace_state import HookRecord, collect_hooks, hooked_module_names, link_training, strip_hooks
 
 __all__ = ["structure_copy", "private_copy", "TraceError", "NodeRunError", "TracedModel", "trace", "normalize_inputs", "propagate_shapes"]
 
@@ -229,12 +228,13 @@ def _trace_graph(model: torch.nn.Module, leaf_modules, concrete_args,
                  extra_leaves: frozenset[str] = frozenset()) -> tuple[fx.GraphModule, list[str]]:
     """fx-trace ``model`` (in eval mode, holding ``_TRACE_LOCK``); with ``"auto"`` among the leaves, each
     module that fails is made a leaf and the trace retried (innermost failing module first, so as little as
-    possible becomes opaque).  Then ``_link_training`` makes ``self.training`` reads dynamic."""
+    possible becomes opaque).  Then ``link_training`` makes ``self.training`` reads dynamic."""
     leaf_types, leaf_names, auto = _split_leaves(leaf_modules)
     leaf_names |= extra_leaves
     with _TRACE_LOCK:
         graph, opaque = _trace_with_retries(model, leaf_types, leaf_names, auto, concrete_args)
-        _link_training(model, graph, leaf_types, leaf_names | frozenset(opaque), concrete_args)
+        leaves = leaf_names | frozenset(opaque)
+        link_training(model, graph, lambda: _GraphpruneTracer(leaf_types, leaves).trace(model, concrete_args))
     if opaque:
         warnings.warn(f"graphprune: {len(opaque)} module(s) fx could not trace are kept opaque, their channels "
                       f"frozen: {', '.join(opaque)}", stacklevel=3)
@@ -261,30 +261,6 @@ def _trace_with_retries(model, leaf_types, leaf_names, auto, concrete_args) -> t
                 + (f" Already opaque: {opaque}." if opaque else "")
             ) from exc
     return graph, opaque
-
-
-def _link_training(model: torch.nn.Module, graph: fx.Graph, leaf_types, leaf_names, concrete_args) -> None:
-    """Trace ``model`` again in train mode and let ``graph`` read the ``training`` flags the two differ in.
-
-    A difference one graph cannot express (control flow on ``self.training``) is warned about, naming
-    the module (see ``graphprune.trace_state``).  ``model`` is left in eval mode.
-    """
-    model.train()
-    attrs_before = set(model.__dict__)
-    try:
-        train_graph = _GraphpruneTracer(leaf_types, leaf_names).trace(model, concrete_args=concrete_args)
-    except Exception as exc:  # fx raises many types; all mean "cannot trace"
-        warn_mode_dependent("", type(model).__name__, f"fx cannot trace it in train mode: {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
-        return
-    finally:
-        model.eval()
-    _, differing = link_training_reads(graph, train_graph, model)
-    for attr in set(model.__dict__) - attrs_before:  # the train trace's tensor constants
-        delattr(model, attr)
-    if differing is not None:
-        owner = model.get_submodule(differing) if differing else model
-        warn_mode_dependent(differing, type(owner).__name__, "Python control flow on self.training")
 
 
 def _record_shapes(gm: fx.GraphModule) -> dict[str, tuple[int, ...]]:

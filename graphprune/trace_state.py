@@ -33,7 +33,8 @@ from typing import Any, Callable
 import torch
 import torch.fx as fx
 
-__all__ = ["HookRecord", "collect_hooks", "strip_hooks", "hooked_module_names", "link_training_reads"]
+__all__ = ["HookRecord", "collect_hooks", "strip_hooks", "hooked_module_names", "link_training_reads",
+           "link_training"]
 
 # (kind, module attribute holding the hooks) — the hooks that change what a call computes or its gradient
 _HOOK_STORES = (("forward_pre_hook", "_forward_pre_hooks"), ("forward_hook", "_forward_hooks"),
@@ -211,10 +212,34 @@ def link_training_reads(eval_graph: fx.Graph, train_graph: fx.Graph,
     return len(diffs), None
 
 
+def link_training(model: torch.nn.Module, graph: fx.Graph, retrace: Callable[[], fx.Graph]) -> None:
+    """Trace ``model`` again in train mode (``retrace``, same tracer settings) and link ``graph``'s training
+    reads; warn, naming the module, about a difference one graph cannot express.  ``model`` (the private
+    copy, traced in eval mode) is left in eval mode, without the train trace's tensor constants."""
+    model.train()
+    attrs_before = set(model.__dict__)
+    try:
+        try:
+            train_graph = retrace()
+        except Exception as exc:  # fx raises many types; all mean "cannot trace"
+            first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
+            warn_mode_dependent("", type(model).__name__, "fx cannot trace it in train mode: "
+                                f"{type(exc).__name__}: {first_line}")
+            return
+        _, differing = link_training_reads(graph, train_graph, model)
+    finally:
+        model.eval()
+        for attr in set(model.__dict__) - attrs_before:  # the train trace's tensor constants
+            delattr(model, attr)
+    if differing is not None:
+        owner = model.get_submodule(differing) if differing else model
+        warn_mode_dependent(differing, type(owner).__name__, "Python control flow on self.training")
+
+
 def warn_mode_dependent(module: str, module_type: str, reason: str) -> None:
     """The one warning for Python code on ``self.training`` that a single graph cannot express."""
     warnings.warn(
         f"graphprune: module '{module or '<root>'}' ({module_type}) runs different Python code in train and "
         f"eval mode ({reason}; the first such module is named); the pruned model always runs its eval-mode code, so in train mode its "
         "outputs (dropout, drop-path, noise ...) differ from the original model's. Make the module a leaf "
-        "(leaf_modules=[...]) to keep its own train-mode code.", stacklevel=4)
+        "(leaf_modules=[...]) to keep its own train-mode code.", stacklevel=5)
