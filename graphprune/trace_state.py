@@ -66,7 +66,7 @@ class HookRecord:
 def collect_hooks(model: torch.nn.Module) -> list[HookRecord]:
     """Every forward/backward hook registered on ``model`` or its submodules, in registration order."""
     records = []
-    for name, module in model.named_modules(remove_duplicate=False):
+    for name, module in model.named_modules():  # a module under two names: its hooks once, first name
         for kind, store in _HOOK_STORES:
             hooks = getattr(module, store, None) or {}
             for hook_id, fn in hooks.items():
