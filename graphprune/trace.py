@@ -40,7 +40,8 @@ from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 
 from .trace_state import HookRecord, collect_hooks, hooked_module_names, link_training, strip_hooks
 
-__all__ = ["structure_copy", "private_copy", "TraceError", "NodeRunError", "TracedModel", "trace", "normalize_inputs", "propagate_shapes"]
+__all__ = ["structure_copy", "private_copy", "TraceError", "NodeRunError", "TracedModel", "trace", "normalize_inputs",
+           "propagate_shapes"]
 
 
 class TraceError(RuntimeError):
