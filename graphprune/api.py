@@ -14,7 +14,7 @@ import torch.fx as fx
 from .budget import Budget, BudgetError
 from .depgraph import DependencyGraph, build_dependency_graph
 from .options import check_apply_plan_args, check_prune_options
-from .passes import RewriteError, rewrite
+from .passes import MODULE_STATE_KEY, RewriteError, rewrite, warn_hooks_not_kept
 from .plan import Plan
 from .search import AllocationConfig
 from .search.registry import choose_keep
@@ -38,6 +38,7 @@ class PruneReport:
     groups_pruned: int
     groups_total: int
     seconds: dict[str, float] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)  # user's names/hooks not carried over: "name: reason"
 
     @property
     def macs_ratio(self) -> float:
@@ -150,7 +151,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
           leaf_modules: Iterable = (), concrete_args: dict | None = None,
           return_result: bool = False, eval_fn: Callable | None = None, calib_data: Iterable | None = None,
           search_options: dict | None = None, train_data: Any = None,
-          supernet: Any = None) -> fx.GraphModule | PruneResult:
+          supernet: Any = None, keep_hooks: bool = False) -> fx.GraphModule | PruneResult:
     """Prune ``model`` so its MACs (or params) keep at most ``budget`` of the dense model's.
 
     Args:
@@ -175,9 +176,15 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
         supernet: ``SupernetConfig`` (``graphprune.search.supernet``) or True, with a searching strategy
             and ``train_data``: candidates are scored on a copy of the model briefly trained on sampled
             sub-networks; the pruned model still gets the original weights (see that module).
+        keep_hooks: re-register the model's forward/backward hooks on the corresponding modules of the
+            pruned model (root hooks on the GraphModule; hooked submodules stay opaque call sites so their
+            hooks fire).  A hook that reads a pruned width sees the new width.  By default the pruned model
+            has no hooks and a warning lists the ones not carried over.
 
     Returns:
-        A new ``torch.fx.GraphModule``, physically smaller, in the same train/eval mode as ``model``.
+        A new ``torch.fx.GraphModule``, physically smaller; every module has the ``training`` flag of the
+        user's module with the same name, and every parameter, buffer and submodule keeps its qualified name
+        (names that cannot be kept are listed in ``PruneReport.dropped``).
     """
     opts = check_prune_options(model, budget, strategy=strategy, importance=importance, round_to=round_to,
                                min_channels=min_channels, max_prune_ratio=max_prune_ratio,
@@ -191,8 +198,10 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
         return prune_with_learner(model, b, example_inputs, strategy, train_data, return_result, search_options)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args)
+    traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args,
+                   keep_hooks=keep_hooks)
     seconds["trace"] = time.perf_counter() - t
+    warn_hooks_not_kept(traced)
     floors = dict(round_to=opts.round_to, min_units=opts.min_channels, max_prune_ratio=opts.max_prune_ratio)
     search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options, supernet=supernet,
                      train_data=train_data)
@@ -201,7 +210,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     dense, cost = graph.cost(), graph.cost(keep)
     n_pruned = sum(int((~keep[g.units]).any()) for g in graph.groups)
     report = PruneReport(b.ratio, b.metric, dense.macs, dense.params, cost.macs, cost.params,
-                         n_pruned, len(graph.groups), seconds)
+                         n_pruned, len(graph.groups), seconds, list(pruned.meta[MODULE_STATE_KEY].dropped))
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
                           importance=importance if isinstance(importance, str) else "custom",
                           achieved=getattr(report, f"{b.metric}_ratio"))
@@ -214,4 +223,5 @@ def apply_plan(model: torch.nn.Module, plan: Plan, example_inputs: Any, **trace_
     """Re-apply a saved plan to a freshly built instance of the same architecture."""
     check_apply_plan_args(model, plan)
     graph = inspect(model, example_inputs, **trace_kw)
+    warn_hooks_not_kept(graph.traced)
     return rewrite(graph, plan.keep_mask(graph))

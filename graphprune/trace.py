@@ -10,21 +10,38 @@ The tracer is ``torch.fx.Tracer`` with two additions a pruning compiler needs:
 
 Shapes come from ``torch.fx.passes.shape_prop.ShapeProp`` run once on ``example_inputs`` in eval mode,
 so tracing never updates BatchNorm running statistics.
+
+The user's model is never written (rules, in order of the stages):
+
+* tracing runs on a private structure copy whose *buffers are clones* (a ``forward`` that does
+  ``self.calls += 1`` while being traced bumps the clone); parameters are shared, read only;
+* shape propagation runs on meta tensors, and its real-tensor fallback on clones of every tensor, so an
+  in-place op in ``forward`` (``buf.add_(...)``) writes nothing that outlives the run;
+* ``self.training`` reads and hooks are handled in ``graphprune.trace_state`` (never silently baked in).
+
+Thread safety: fx's ``Tracer`` patches ``torch.nn.Module.__call__`` / ``__getattr__`` process-wide while it
+traces.  ``_TRACE_LOCK`` serialises every fx trace of this module, and the tracer passes calls made by
+*other* threads during a trace straight through to the original methods, so inference running elsewhere
+is unaffected.  Nothing here swaps process-wide state such as ``sys.stderr``.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import io
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import torch
 import torch.fx as fx
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.node import map_aggregate
+from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 
-__all__ = ["structure_copy", "TraceError", "NodeRunError", "TracedModel", "trace", "normalize_inputs", "propagate_shapes"]
+from .trace_state import HookRecord, collect_hooks, hooked_module_names, link_training, strip_hooks
+
+__all__ = ["structure_copy", "private_copy", "TraceError", "NodeRunError", "TracedModel", "trace", "normalize_inputs",
+           "propagate_shapes"]
 
 
 class TraceError(RuntimeError):
@@ -61,13 +78,31 @@ class _NamedShapeProp(ShapeProp):
         return super().call_module(target, args, kwargs)
 
     def run_node(self, n: fx.Node):
+        """ShapeProp's bookkeeping without its ``traceback.print_exc()``: failures become ``NodeRunError``.
+
+        NOTE: overriding (not redirecting ``sys.stderr``, which is process-wide) keeps other threads' output.
+        """
         try:
-            return super().run_node(n)
+            result = fx.Interpreter.run_node(self, n)
         except NodeRunError:
             raise
         except Exception as exc:
             cause = exc.__cause__ or exc
             raise NodeRunError(n.name, f"{type(cause).__name__}: {str(cause).splitlines()[0][:300]}") from exc
+        found_tensor = False
+
+        def extract(obj):
+            nonlocal found_tensor
+            if isinstance(obj, torch.Tensor):
+                found_tensor = True
+                return _extract_tensor_metadata(obj)
+            return obj
+
+        meta = map_aggregate(result, extract)
+        if found_tensor:
+            n.meta["tensor_meta"] = meta
+        n.meta["type"] = type(result)
+        return result
 
 
 @dataclass
@@ -75,10 +110,14 @@ class TracedModel:
     """A private copy of the user's model as an fx ``GraphModule`` with shapes on every node.
 
     Attributes:
-        gm: the traced graph module (owns deep copies of the user's parameters).
+        gm: the traced graph module (shares the user's parameters read only; its buffers are clones).
         example_inputs: the positional inputs used for shape propagation.
-        was_training: the user's ``model.training`` flag, restored on the pruned result.
+        was_training: the user's ``model.training`` flag.
         shapes: value name -> shape, for every tensor value (node outputs; ``name#k`` for tuple items).
+        source: an untouched private copy of the user's module tree (buffers cloned, hooks stripped, never
+            run): the names, values and ``training`` flags the pruned model carries over.
+        hooks: the user's forward/backward hooks (see ``graphprune.trace_state``).
+        keep_hooks: whether the rewrite re-registers ``hooks`` on the pruned model.
     """
 
     gm: fx.GraphModule
@@ -87,6 +126,14 @@ class TracedModel:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     counted_macs: float | None = None
     opaque_modules: list[str] = field(default_factory=list)  # made leaves by leaf_modules="auto"
+    source: torch.nn.Module | None = None
+    hooks: list[HookRecord] = field(default_factory=list)
+    keep_hooks: bool = False
+
+
+# NOTE: fx's Tracer patches torch.nn.Module.__call__/__getattr__ for the whole process while it traces; two
+# overlapping traces restore each other's patches in the wrong order.  Every fx trace here holds this lock.
+_TRACE_LOCK = threading.RLock()
 
 
 class _GraphpruneTracer(fx.Tracer):
@@ -98,13 +145,21 @@ class _GraphpruneTracer(fx.Tracer):
         self._leaf_names = leaf_names
         self.gp_module_stack: list[tuple[str, str]] = []
         self.failed_in: tuple[str, str] | None = None
+        self._thread = threading.get_ident()  # the tracing thread; every other thread passes through
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         if qualname in self._leaf_names or (self._leaf_types and isinstance(m, self._leaf_types)):
             return True
         return super().is_leaf_module(m, qualname)
 
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if threading.get_ident() != self._thread:  # another thread's module, read during our trace
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
     def call_module(self, m, forward, args, kwargs):
+        if threading.get_ident() != self._thread:  # another thread's inference: run it for real
+            return forward(*args, **kwargs)
         qualname = self.path_of_module(m)
         self.gp_module_stack.append((qualname, type(m).__name__))
         try:
@@ -126,6 +181,22 @@ def structure_copy(module: torch.nn.Module) -> torch.nn.Module:
     memo = {id(t): t for t in module.parameters(recurse=True)}
     memo.update({id(t): t for t in module.buffers(recurse=True)})
     return copy.deepcopy(module, memo)
+
+
+def private_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A structure copy whose buffers are clones and which has no hooks: safe to trace and run.
+
+    Parameters stay shared (read only: tracing turns them into graph nodes and nothing here runs them
+    outside ``_on_copies``); buffers are cloned because fx runs Python on them eagerly while tracing.
+    """
+    memo: dict[int, Any] = {id(t): t for t in module.parameters(recurse=True)}
+    with torch.no_grad():
+        for b in module.buffers(recurse=True):
+            if id(b) not in memo:
+                memo[id(b)] = b.detach().clone().requires_grad_(b.requires_grad)
+    private = copy.deepcopy(module, memo)
+    strip_hooks(private)
+    return private
 
 
 def normalize_inputs(example_inputs: Any) -> tuple:
@@ -154,10 +225,24 @@ def _split_leaves(leaf_modules: Iterable | str) -> tuple[tuple[type, ...], froze
     return tuple(types), frozenset(str(n) for n in names), auto
 
 
-def _trace_graph(model: torch.nn.Module, leaf_modules, concrete_args) -> tuple[fx.GraphModule, list[str]]:
-    """fx-trace ``model``; with ``"auto"`` among the leaves, each module that fails is made a leaf and the
-    trace retried (innermost failing module first, so as little as possible becomes opaque)."""
+def _trace_graph(model: torch.nn.Module, leaf_modules, concrete_args,
+                 extra_leaves: frozenset[str] = frozenset()) -> tuple[fx.GraphModule, list[str]]:
+    """fx-trace ``model`` (in eval mode, holding ``_TRACE_LOCK``); with ``"auto"`` among the leaves, each
+    module that fails is made a leaf and the trace retried (innermost failing module first, so as little as
+    possible becomes opaque).  Then ``link_training`` makes ``self.training`` reads dynamic."""
     leaf_types, leaf_names, auto = _split_leaves(leaf_modules)
+    leaf_names |= extra_leaves
+    with _TRACE_LOCK:
+        graph, opaque = _trace_with_retries(model, leaf_types, leaf_names, auto, concrete_args)
+        leaves = leaf_names | frozenset(opaque)
+        link_training(model, graph, lambda: _GraphpruneTracer(leaf_types, leaves).trace(model, concrete_args))
+    if opaque:
+        warnings.warn(f"graphprune: {len(opaque)} module(s) fx could not trace are kept opaque, their channels "
+                      f"frozen: {', '.join(opaque)}", stacklevel=3)
+    return fx.GraphModule(model, graph, type(model).__name__), opaque
+
+
+def _trace_with_retries(model, leaf_types, leaf_names, auto, concrete_args) -> tuple[fx.Graph, list[str]]:
     opaque: list[str] = []
     while True:
         tracer = _GraphpruneTracer(leaf_types, leaf_names | frozenset(opaque))
@@ -176,10 +261,7 @@ def _trace_graph(model: torch.nn.Module, leaf_modules, concrete_args) -> tuple[f
                 "fx cannot trace, or concrete_args={...} to fix the Python value that drives the control flow."
                 + (f" Already opaque: {opaque}." if opaque else "")
             ) from exc
-    if opaque:
-        warnings.warn(f"graphprune: {len(opaque)} module(s) fx could not trace are kept opaque, their channels "
-                      f"frozen: {', '.join(opaque)}", stacklevel=3)
-    return fx.GraphModule(tracer.root, graph, type(model).__name__), opaque
+    return graph, opaque
 
 
 def _record_shapes(gm: fx.GraphModule) -> dict[str, tuple[int, ...]]:
@@ -198,20 +280,24 @@ def _record_shapes(gm: fx.GraphModule) -> dict[str, tuple[int, ...]]:
 
 
 @contextlib.contextmanager
-def _on_meta(gm: fx.GraphModule):
-    """Temporarily swap every parameter and buffer of ``gm`` for a data-less meta tensor.
+def _on_copies(gm: fx.GraphModule, device: str | None):
+    """Temporarily swap every parameter and buffer of ``gm`` for a copy: data-less on ``"meta"``, else a clone.
 
     NOTE: ``gm`` is always a private structure copy, so swapping entries of its modules' dicts touches
-    nothing the user owns; the real tensors are put back even if propagation fails.
+    nothing the user owns; in-place ops of ``forward`` then write the copies, never the shared tensors
+    (whose ``_version`` stays put); the real tensors are put back even if propagation fails.
     """
-    saved = []
+    saved, copies = [], {}
     for module in gm.modules():
         for store in (module._parameters, module._buffers):
             for name, t in list(store.items()):
                 if t is not None:
                     saved.append((store, name, t))
-                    m = t.detach().to("meta")
-                    store[name] = torch.nn.Parameter(m, t.requires_grad) if isinstance(t, torch.nn.Parameter) else m
+                    if id(t) not in copies:  # tied tensors stay tied
+                        c = t.detach().to(device) if device else t.detach().clone()
+                        copies[id(t)] = torch.nn.Parameter(c, t.requires_grad) \
+                            if isinstance(t, torch.nn.Parameter) else c
+                    store[name] = copies[id(t)]
     try:
         yield gm
     finally:
@@ -221,13 +307,14 @@ def _on_meta(gm: fx.GraphModule):
 
 def _shape_prop(gm: fx.GraphModule, example_inputs: Sequence, fake: bool) -> dict[str, tuple[int, ...]]:
     if not fake:
-        with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks itself
-            _NamedShapeProp(gm).propagate(*example_inputs)
+        inputs = [x.clone() if isinstance(x, torch.Tensor) else x for x in example_inputs]
+        with _on_copies(gm, None):
+            _NamedShapeProp(gm).propagate(*inputs)
         return _record_shapes(gm)
     # NOTE: meta tensors carry shapes without data or arithmetic: shape propagation costs no FLOPs and
     # no copy of the weights.  Ops without a meta kernel fall back to the real run.
     inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in example_inputs]
-    with _on_meta(gm), contextlib.redirect_stderr(io.StringIO()):
+    with _on_copies(gm, "meta"):
         _NamedShapeProp(gm, shortcut=True).propagate(*inputs)
     return _record_shapes(gm)
 
@@ -241,7 +328,7 @@ def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence,
     """
     from .flops import counting_macs
 
-    was_training = gm.training
+    modes = [(m, m.training) for m in gm.modules()]  # per module: some may be frozen in eval
     gm.eval()
     counter_ctx = counting_macs() if macs_out is not None else contextlib.nullcontext()
     try:
@@ -256,17 +343,19 @@ def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence,
                         raise
                     counter_ctx = counting_macs() if macs_out is not None else contextlib.nullcontext()
     finally:
-        gm.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     if macs_out is not None:
         macs_out.append(counter.get_total_flops() / 2)
     return shapes
 
 
 def trace(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable = (),
-          concrete_args: dict | None = None) -> TracedModel:
+          concrete_args: dict | None = None, keep_hooks: bool = False) -> TracedModel:
     """Trace a private copy of ``model`` (the user's module is never touched) and propagate shapes.
 
-    The copy shares the user's tensors (read only); every rewrite replaces or clones them.
+    The copy shares the user's parameters (read only) and clones its buffers; every rewrite replaces or
+    clones them.  Thread safe: fx tracing is serialised by a module-level lock (see the module docstring).
 
     Args:
         model: any ``nn.Module``; an existing ``fx.GraphModule`` is copied, not re-traced.
@@ -275,22 +364,28 @@ def trace(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable
             also keeps opaque every module that fx cannot trace (listed in a warning and in
             ``TracedModel.opaque_modules``).
         concrete_args: forwarded to ``fx.Tracer.trace`` to specialise Python-valued arguments.
+        keep_hooks: the rewrite re-registers the user's hooks on the pruned model; modules with hooks are
+            then traced as leaves so that their hooks can fire.  Hooks are never part of the graph.
     """
     inputs = normalize_inputs(example_inputs)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    private = structure_copy(model)
+    hooks = collect_hooks(model)
+    source = private_copy(model)
+    private = private_copy(model)
     was_training = private.training
-    private.eval()  # NOTE: control flow on self.training is traced as in inference; BN stats stay put
+    private.eval()  # NOTE: traced as in inference (BN stats stay put); training reads are linked after
     opaque: list[str] = []
     if isinstance(private, fx.GraphModule) and not leaf_modules and concrete_args is None:
         gm = private
     else:
-        gm, opaque = _trace_graph(private, leaf_modules, concrete_args)
+        extra = hooked_module_names(hooks) if keep_hooks else frozenset()
+        gm, opaque = _trace_graph(private, leaf_modules, concrete_args, extra)
     macs: list[float] = []
     try:
         shapes = propagate_shapes(gm, inputs, macs)
     except Exception as exc:
         raise TraceError(f"the traced graph failed to run on example_inputs: {type(exc).__name__}: {exc}") from exc
     return TracedModel(gm=gm, example_inputs=inputs, was_training=was_training, shapes=shapes,
-                       counted_macs=macs[0] if macs else None, opaque_modules=opaque)
+                       counted_macs=macs[0] if macs else None, opaque_modules=opaque, source=source,
+                       hooks=hooks, keep_hooks=keep_hooks)

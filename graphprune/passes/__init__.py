@@ -12,21 +12,28 @@ import torch.fx as fx
 from ..depgraph import DependencyGraph
 from ..trace import structure_copy
 from .masks import masked_model
+from .module_state import MODULE_STATE_KEY, ModuleStateReport, carry_module_state, warn_hooks_not_kept
 from .rule_rewrites import apply_rule_rewrites
 from .slice_parameters import slice_parameters
 from .verify import RewriteError, verify_shapes
 
-__all__ = ["REWRITE_PIPELINE", "rewrite", "masked_model", "RewriteError"]
+__all__ = ["REWRITE_PIPELINE", "rewrite", "masked_model", "RewriteError", "ModuleStateReport", "MODULE_STATE_KEY",
+           "warn_hooks_not_kept"]
 
 REWRITE_PIPELINE = [
     ("slice_parameters", slice_parameters),
     ("apply_rule_rewrites", apply_rule_rewrites),
     ("verify_shapes", verify_shapes),
+    ("carry_module_state", carry_module_state),  # after verify: what it puts back is never run by the graph
 ]
 
 
 def rewrite(graph: DependencyGraph, keep: np.ndarray) -> fx.GraphModule:
-    """A new, physically smaller GraphModule keeping the units in ``keep``; the traced model is untouched."""
+    """A new, physically smaller GraphModule keeping the units in ``keep``; the traced model is untouched.
+
+    The result owns all its tensors, has each user module's ``training`` flag, every name of the user's
+    model and (if ``traced.keep_hooks``) the user's hooks; see ``passes.module_state``.
+    """
     gm = structure_copy(graph.traced.gm)
     done: list[str] = []
     for name, fn in REWRITE_PIPELINE:
@@ -39,7 +46,6 @@ def rewrite(graph: DependencyGraph, keep: np.ndarray) -> fx.GraphModule:
                                f"{type(exc).__name__}: {exc}") from exc
         done.append(name)
     _own_tensors(gm, graph.traced.gm)
-    gm.train(graph.traced.was_training)
     return gm
 
 
