@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from .depgraph import DependencyGraph
 from .masked_graph import MaskedGraph, preserves_zeros
+from .module_modes import eval_mode
 from .trace import normalize_inputs
 
 __all__ = ["MaskedGraph", "preserves_zeros", "recalibrate_bn", "CandidateEvaluator", "EvalConfig", "classification_eval_fn",
@@ -101,17 +102,15 @@ def classification_eval_fn(batches: Iterable[Batch], metric: str = "accuracy") -
 
     @torch.no_grad()
     def eval_fn(model: torch.nn.Module) -> float:
-        was_training = model.training
-        model.eval()
         total, value = 0, 0.0
-        for inputs, labels in data:
-            logits = model(*inputs)
-            if metric == "accuracy":
-                value += float((logits.argmax(1) == labels).sum())
-            else:
-                value -= float(F.cross_entropy(logits, labels, reduction="sum"))
-            total += labels.numel()
-        model.train(was_training)
+        with eval_mode(model):
+            for inputs, labels in data:
+                logits = model(*inputs)
+                if metric == "accuracy":
+                    value += float((logits.argmax(1) == labels).sum())
+                else:
+                    value -= float(F.cross_entropy(logits, labels, reduction="sum"))
+                total += labels.numel()
         return value / max(total, 1)
 
     return eval_fn

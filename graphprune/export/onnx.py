@@ -10,18 +10,18 @@ own ``training`` flag (a BatchNorm frozen in eval inside a model in train mode s
 """
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..files import atomic_path
+from ..module_modes import eval_mode
 from ..trace import normalize_inputs
 
 __all__ = ["export_onnx", "check_onnx", "ort_latency", "flatten_outputs", "OnnxCheck", "OnnxFile", "ExportError"]
@@ -61,22 +61,6 @@ class OnnxCheck:
     output_diffs: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """``model`` in eval mode; afterwards every submodule gets its own ``training`` flag back.
-
-    NOTE: ``model.train(was_training)`` would set *all* submodules to the root's flag, switching a user's
-    frozen-in-eval BatchNorm back to train (and the TorchScript exporter does exactly that internally).
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in flags:
-            m.training = training
-
-
 def export_onnx(model: torch.nn.Module, example_inputs: Any, path: str | Path, opset: int = 17) -> OnnxFile:
     """Export ``model`` (eval mode) to ``path``; returns the path as an ``OnnxFile``.
 
@@ -85,7 +69,7 @@ def export_onnx(model: torch.nn.Module, example_inputs: Any, path: str | Path, o
     """
     inputs = normalize_inputs(example_inputs)
     errors = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for exporter in ("torchscript", "dynamo"):
             try:
                 t = time.perf_counter()
@@ -172,7 +156,7 @@ def check_onnx(model: torch.nn.Module, example_inputs: Any, path: str | Path, th
     session = _session(path, threads)
     names = [o.name for o in session.get_outputs()]
     got = session.run(None, _feeds(session, inputs))
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         want = [t.detach().cpu().numpy() for t in flatten_outputs(model(*inputs))]
     if len(got) != len(want):
         raise ExportError(f"{path}: the ONNX graph has {len(got)} outputs {names} but the model returns "

@@ -46,7 +46,7 @@ from ..passes.remove_branch import Branch, check_branch, find_branches, remove_b
 from ..plan import Plan
 from ..search import AllocationConfig
 from ..trace import normalize_inputs
-from ..train import make_loader, seed_everything
+from ..train import evaluate, make_loader, seed_everything
 from .log import LearnLog
 from .projection import Projection, project, transfer
 from .revive import emptied_groups, is_constant, output_spread, warn_disconnected, with_tiebreak
@@ -298,14 +298,4 @@ class Learner:
     def _evaluate(self, loader: DataLoader | None) -> float | None:
         if loader is None:
             return None
-        net = self.network()
-        was_training = net.training
-        net.eval()
-        correct = total = 0
-        for k, (inputs, labels) in enumerate(loader):
-            if self.config.eval_batches is not None and k >= self.config.eval_batches:
-                break
-            correct += int((net(inputs).argmax(1) == labels).sum())
-            total += len(labels)
-        net.train(was_training)
-        return correct / max(total, 1)
+        return evaluate(self.network(), loader, self.config.eval_batches)

@@ -30,6 +30,7 @@ import torch.nn as nn
 from torch.utils._pytree import tree_leaves
 
 from ..depgraph import DependencyGraph
+from ..module_modes import eval_mode
 
 __all__ = ["with_tiebreak", "emptied_groups", "output_spread", "is_constant", "output_is_constant", "DisconnectedWarning"]
 
@@ -73,16 +74,12 @@ def output_spread(model: nn.Module, example: tuple, trials: int = 2) -> float | 
     (token ids are not redrawn)."""
     if not any(torch.is_tensor(x) and x.is_floating_point() for x in example):
         return None
-    was = model.training
-    model.eval()
-    try:
-        outs = []
+    outs = []
+    with eval_mode(model):
         for _ in range(trials):
             inputs = tuple(torch.randn_like(x) if torch.is_tensor(x) and x.is_floating_point() else x
                            for x in example)
             outs.append([o for o in tree_leaves(model(*inputs)) if torch.is_tensor(o) and o.is_floating_point()])
-    finally:
-        model.train(was)
     spread = 0.0
     for other in outs[1:]:
         for a, b in zip(outs[0], other):

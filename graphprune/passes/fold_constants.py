@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from ..depgraph import DependencyGraph, Dim
 from ..depgraph.rules import op_facts
+from ..module_modes import eval_mode
 
 __all__ = ["FoldReport", "fold_constant_inputs", "dropped_columns"]
 
@@ -92,13 +93,11 @@ def _input_ranges(gm: fx.GraphModule, readers: dict[str, np.ndarray], batches: I
             else:
                 ranges[name] = [lo, hi]
         hooks.append(m.register_forward_hook(hook))
-    was = gm.training
-    gm.eval()
     try:
-        for inputs in batches:
-            gm(*inputs) if isinstance(inputs, (tuple, list)) else gm(inputs)
+        with eval_mode(gm):
+            for inputs in batches:
+                gm(*inputs) if isinstance(inputs, (tuple, list)) else gm(inputs)
     finally:
-        gm.train(was)
         for h in hooks:
             h.remove()
     return {k: tuple(v) for k, v in ranges.items()}

@@ -28,6 +28,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from ..module_modes import eval_mode
+
 from .checkpoint import save_module, unwrap
 from .config import TrainConfig, finetune_config
 from .distill import distillation_loss
@@ -61,17 +63,18 @@ def device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader) -> float:
-    """Top-1 accuracy of ``model`` (put in eval mode, restored afterwards) over ``loader``."""
-    was_training = model.training
-    model.eval()
+def evaluate(model: nn.Module, loader: DataLoader, max_batches: int | None = None) -> float:
+    """Top-1 accuracy of ``model`` over ``loader`` (its first ``max_batches`` batches if given), in eval mode;
+    every module's own train/eval flag is restored afterwards."""
     device = device_of(model)
     correct = total = 0
-    for inputs, labels in loader:
-        inputs, labels = inputs.to(device), labels.to(device)
-        correct += (model(inputs).argmax(dim=1) == labels).sum().item()
-        total += labels.numel()
-    model.train(was_training)
+    with eval_mode(model):
+        for k, (inputs, labels) in enumerate(loader):
+            if max_batches is not None and k >= max_batches:
+                break
+            inputs, labels = inputs.to(device), labels.to(device)
+            correct += (model(inputs).argmax(dim=1) == labels).sum().item()
+            total += labels.numel()
     return correct / max(total, 1)
 
 
