@@ -80,7 +80,7 @@ class LatencyCost:
         return self.of(keep) / self.dense if self.dense else 1.0
 
     def describe(self, ratio: float) -> str:
-        return (f"{ratio:.4f} of the dense latency ({ratio * self.dense:.3f} of {self.dense:.3f} ms predicted on "
+        return (f"{ratio * self.dense:.4g} ms ({ratio:.4f} of the dense {self.dense:.4g} ms, predicted on "
                 f"{self.latency.target.key})")
 
 
