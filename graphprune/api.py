@@ -195,7 +195,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             the dense model's time on ``target``), ``Budget.ms(t)``, or several at once (``a & b``).
         example_inputs: tensor(s) with the shapes the model will see (costs are counted on these).
         strategy: ``"global"`` (normalised importance ranked across groups) or ``"uniform"``.
-        importance: ``"l1"``, ``"l2"``, ``"bn"``, ``"random"`` or ``fn(graph) -> scores``.
+        importance: ``"l1"``, ``"l2"``, ``"bn"``, ``"random"`` or ``fn(graph) -> scores``; ``"l2_latency"`` (any
+            criterion + ``"_latency"``) divides by the time a unit frees on the target (for ``"global_raw"``).
         round_to: ``"auto"``: kept channel counts from a menu per group (the latency model's step ends with
             a latency model, else multiples of 8 / 4 by group size, ``search/menus.py``); an int: multiples
             of it (unless a group is kept whole); 1: exact.
