@@ -46,6 +46,7 @@ class PruneReport:
     measured_dense_ms: float | None = None
     measured_ms: float | None = None
     latency_iterations: int = 0
+    budget_text: str = ""
 
     def add_latency(self, outcome: LatencyOutcome | None) -> None:
         """Copy the re-plan loop's final predicted and measured times (``search.latency_budget``)."""
@@ -74,7 +75,8 @@ class PruneReport:
 
     def __str__(self) -> str:
         t = ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())
-        return (f"budget {self.budget:.3f} of {self.metric}: MACs {self.dense_macs / 1e6:.2f}M -> "
+        budget = self.budget_text or f"{self.budget:.3f} of {self.metric}"
+        return (f"budget {budget}: MACs {self.dense_macs / 1e6:.2f}M -> "
                 f"{self.macs / 1e6:.2f}M ({self.macs_ratio:.3f}), params {self.dense_params / 1e6:.3f}M -> "
                 f"{self.params / 1e6:.3f}M ({self.params_ratio:.3f}); {self.groups_pruned}/{self.groups_total} "
                 f"groups pruned; {t}" + self._latency_text())
@@ -242,13 +244,14 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     latency_for = latency_provider(b, target, latency_model)
     run = lambda bb: _search_and_rewrite(traced, bb, strategy, importance, floors, ignored_layers, seconds,  # noqa: E731
                                          search_kw, latency_for)
-    (graph, keep, pruned, cfg), outcome = meet_latency(run, b, model, example_inputs) if b.needs_latency \
-        else (run(b), None)
+    (graph, keep, pruned, cfg), outcome = meet_latency(run, b, model, example_inputs, seconds=seconds) \
+        if b.needs_latency else (run(b), None)
     dense, cost = graph.cost(), graph.cost(keep)
     n_pruned = sum(int((~keep[g.units]).any()) for g in graph.groups)
     report = PruneReport(b.ratio, b.metric, dense.macs, dense.params, cost.macs, cost.params,
                          n_pruned, len(graph.groups), seconds, cfg.menus(graph).policy)
     report.add_latency(outcome)
+    report.budget_text = b.describe()
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
                           importance=importance if isinstance(importance, str) else "custom",
                           achieved=getattr(report, f"{b.metric}_ratio"))

@@ -55,6 +55,7 @@ def test_latency_budget_is_met_and_reported(strategy):
     assert r.measured_ms == pytest.approx(r.predicted_ms) and r.measured_dense_ms == pytest.approx(latency.dense_ms)
     assert all(w % 8 == 0 for w in widths(res.model)[1:]) and r.width_policy.startswith("latency steps")
     assert "measured" in str(r) and res.plan.info["achieved"] == pytest.approx(r.latency_ratio)
+    assert str(r).startswith("budget 0.500 of latency") and r.seconds["measure"] > 0
 
 
 def test_replans_when_the_measurement_disagrees():
@@ -73,6 +74,7 @@ def test_ms_budget_meets_the_absolute_time_and_replans_on_it():
     factory = Factory(measure_scale=1.1)
     res = graphprune.prune(convnet(), Budget.ms(3.0), X, latency_model=factory, return_result=True)
     assert res.report.measured_ms <= 3.0 * 1.02 and res.report.latency_iterations >= 2
+    assert str(res.report).startswith("budget 3.000 ms")
 
 
 def test_ms_above_the_dense_time_returns_the_full_model():
@@ -152,6 +154,6 @@ def test_job_report_shows_the_width_policy_and_latency():
 
     _, report, _ = run_job("convnet", convnet(), X, Budget.latency(0.5), latency_model=Factory(measure_scale=1.2))
     text = report.table()
-    assert "widths" in text and "latency steps of ort-cpu-t1-b1-fp32" in text
+    assert "0.500 of latency" in text and "widths" in text and "latency steps of ort-cpu-t1-b1-fp32" in text
     assert "latency on ort-cpu-t1-b1-fp32" in text and "2 plan(s)" in text
     assert report.measured_ms / report.measured_dense_ms <= 0.5 * 1.02

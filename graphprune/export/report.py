@@ -39,6 +39,7 @@ class JobReport:
     measured_dense_ms: float | None = None
     measured_ms: float | None = None
     latency_iterations: int = 0
+    budget_text: str = ""
 
     @property
     def macs_ratio(self) -> float:
@@ -46,7 +47,7 @@ class JobReport:
 
     def table(self) -> str:
         rows = [("model", self.model),
-                ("budget", f"{self.budget:.3f} of {self.metric}"),
+                ("budget", self.budget_text or f"{self.budget:.3f} of {self.metric}"),
                 ("MACs", f"{self.dense_macs / 1e6:.2f}M -> {self.pruned_macs / 1e6:.2f}M ({self.macs_ratio:.3f})"),
                 ("params", f"{self.dense_params / 1e6:.3f}M -> {self.pruned_params / 1e6:.3f}M "
                            f"({self.pruned_params / self.dense_params:.3f})"),
@@ -103,7 +104,7 @@ def run_job(name: str, model: torch.nn.Module, example_inputs: Any, budget, *, o
                        r.groups_pruned, r.groups_total, r.seconds, width_policy=r.width_policy, target=r.target,
                        predicted_dense_ms=r.predicted_dense_ms, predicted_ms=r.predicted_ms,
                        measured_dense_ms=r.measured_dense_ms, measured_ms=r.measured_ms,
-                       latency_iterations=r.latency_iterations)
+                       latency_iterations=r.latency_iterations, budget_text=r.budget_text)
     if onnx_path:
         steps.set_postfix_str("onnx export + check")
         path = export_onnx(result.model, example_inputs, onnx_path)

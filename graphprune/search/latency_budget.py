@@ -14,6 +14,7 @@ returned; if none does, ``BudgetError`` names the numbers.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -102,12 +103,14 @@ def _latency_part(budget: Budget) -> Budget:
 
 
 def meet_latency(plan: Callable[[Budget], tuple], budget: Budget, dense_model: Any, example_inputs: Any,
-                 tolerance: float = TOLERANCE, max_iterations: int = MAX_ITERATIONS) -> tuple[tuple, LatencyOutcome]:
+                 tolerance: float = TOLERANCE, max_iterations: int = MAX_ITERATIONS,
+                 seconds: dict[str, float] | None = None) -> tuple[tuple, LatencyOutcome]:
     """Plan, measure, tighten, re-plan (module docstring).
 
     Args:
         plan: ``plan(budget) -> (graph, keep, pruned_module, cfg)`` with ``cfg.latency`` the latency model.
         budget: the user's budget (its latency part a fraction, or ``Budget.ms``).
+        seconds: if given, the end-to-end measurements' wall time is added under ``"measure"``.
 
     Returns:
         ``(plan's tuple, LatencyOutcome)`` of the first plan whose measured time meets the budget.
@@ -126,8 +129,11 @@ def meet_latency(plan: Callable[[Budget], tuple], budget: Budget, dense_model: A
         outcome = outcome or LatencyOutcome(latency.target.key, budget.describe())
         cap = _latency_part(resolve_ms(alloc, latency)).ratio
         check = LatencyCheck(cap, float(latency.dense_ms), float(latency.predict_ms(keep)))
+        start = time.perf_counter()
         check.measured_dense_ms, check.measured_ms = map(float, latency.measure_ms([dense_model, pruned],
                                                                                    example_inputs))
+        if seconds is not None:
+            seconds["measure"] = seconds.get("measure", 0.0) + time.perf_counter() - start
         outcome.checks.append(check)
         measured, wanted = _in_goal_units(goal, check.measured_ms, check.measured_dense_ms)
         if measured <= wanted * (1 + tolerance):
