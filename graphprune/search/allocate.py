@@ -29,7 +29,7 @@ import numpy as np
 from ..budget import Budget, BudgetError
 from ..depgraph import DependencyGraph
 from ..importance import normalize_per_group
-from .cost import Cost, budget_cost, resolve_ms
+from .cost import BudgetCost, budget_cost, resolve_ms
 from .menus import WidthMenus, width_menus
 
 __all__ = ["AllocationConfig", "Allocation", "allocate", "allocate_family", "ratio_family", "STRATEGIES"]
@@ -202,7 +202,7 @@ def allocate_family(graph: DependencyGraph, scores: np.ndarray, budget: Budget, 
     return Allocation(keep=keep, ratio=ratio_of(keep), iterations=it, width_policy=menus.policy)
 
 
-def _floor_message(budget: Budget, cost: Cost, floor_ratio: float, menus: WidthMenus,
+def _floor_message(budget: Budget, cost: BudgetCost, floor_ratio: float, menus: WidthMenus,
                    cfg: AllocationConfig) -> str:
     rounding = f", widths rounded up to {menus.policy} (round_to={cfg.round_to!r})" \
         if menus.policy != "exact widths" else ""

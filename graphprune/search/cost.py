@@ -19,10 +19,13 @@ import numpy as np
 from ..budget import Budget, BudgetError
 from ..depgraph import DependencyGraph
 
-__all__ = ["Cost", "FastCost", "LatencyCost", "CombinedCost", "budget_cost", "resolve_ms"]
+__all__ = ["BudgetCost", "FastCost", "LatencyCost", "CombinedCost", "budget_cost", "resolve_ms"]
 
 
-class Cost(Protocol):
+class BudgetCost(Protocol):
+    """What a budget bounds: ``of(keep)`` in its own unit, ``dense = of(full)``, ``ratio = of / dense``, and
+    ``describe(ratio)`` for messages (e.g. ``"0.4 ms (0.40 of the dense 1.0 ms, predicted on ort-cpu-…)"``)."""
+
     dense: float
 
     def of(self, keep: np.ndarray) -> float: ...
@@ -87,7 +90,7 @@ class LatencyCost:
 class CombinedCost:
     """``scale · max_i cost_i.ratio(keep) / cap_i``: at most ``scale`` exactly when every cap holds."""
 
-    def __init__(self, costs: list[Cost], caps: list[float], scale: float):
+    def __init__(self, costs: list[BudgetCost], caps: list[float], scale: float):
         self.costs, self.caps, self.scale = costs, caps, scale
         self.dense = 1.0
 
@@ -120,7 +123,7 @@ def resolve_ms(budget: Budget, latency: Any) -> Budget:
     return replace(parts[0], also=tuple(parts[1:]))
 
 
-def _single_cost(graph: DependencyGraph, part: Budget, latency: Any) -> Cost:
+def _single_cost(graph: DependencyGraph, part: Budget, latency: Any) -> BudgetCost:
     if part.metric != "latency":
         return FastCost(graph, part.metric)
     if latency is None:
@@ -130,7 +133,7 @@ def _single_cost(graph: DependencyGraph, part: Budget, latency: Any) -> Cost:
     return LatencyCost(latency)
 
 
-def budget_cost(graph: DependencyGraph, budget: Budget, latency: Any = None) -> Cost:
+def budget_cost(graph: DependencyGraph, budget: Budget, latency: Any = None) -> BudgetCost:
     """The cost object ``budget.ratio`` bounds (module docstring); ``latency`` is a ``LatencyModel``."""
     parts = budget.parts()
     if len(parts) == 1:
