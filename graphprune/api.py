@@ -17,6 +17,8 @@ from .options import check_apply_plan_args, check_prune_options
 from .passes import MODULE_STATE_KEY, RewriteError, rewrite, warn_hooks_not_kept
 from .plan import Plan
 from .search import AllocationConfig
+from .search.cost import resolve_ms
+from .search.latency_budget import LatencyOutcome, latency_provider, meet_latency
 from .search.registry import choose_keep
 from .trace import trace
 
@@ -39,6 +41,31 @@ class PruneReport:
     groups_total: int
     seconds: dict[str, float] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)  # user's names/hooks not carried over: "name: reason"
+    width_policy: str = ""
+    target: str | None = None
+    predicted_dense_ms: float | None = None
+    predicted_ms: float | None = None
+    measured_dense_ms: float | None = None
+    measured_ms: float | None = None
+    latency_iterations: int = 0
+    budget_text: str = ""
+
+    def add_latency(self, outcome: LatencyOutcome | None) -> None:
+        """Copy the re-plan loop's final predicted and measured times (``search.latency_budget``)."""
+        if outcome is not None and outcome.checks:
+            c = outcome.final
+            self.target, self.latency_iterations = outcome.target, outcome.iterations
+            self.predicted_dense_ms, self.predicted_ms = c.predicted_dense_ms, c.predicted_ms
+            self.measured_dense_ms, self.measured_ms = c.measured_dense_ms, c.measured_ms
+
+    @property
+    def latency_ratio(self) -> float | None:
+        """Measured pruned / dense time on the target (predicted when not measured; None without a model)."""
+        if self.measured_ms is not None and self.measured_dense_ms:
+            return self.measured_ms / self.measured_dense_ms
+        if self.predicted_ms is not None and self.predicted_dense_ms:
+            return self.predicted_ms / self.predicted_dense_ms
+        return None
 
     @property
     def macs_ratio(self) -> float:
@@ -50,10 +77,19 @@ class PruneReport:
 
     def __str__(self) -> str:
         t = ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())
-        return (f"budget {self.budget:.3f} of {self.metric}: MACs {self.dense_macs / 1e6:.2f}M -> "
+        budget = self.budget_text or f"{self.budget:.3f} of {self.metric}"
+        return (f"budget {budget}: MACs {self.dense_macs / 1e6:.2f}M -> "
                 f"{self.macs / 1e6:.2f}M ({self.macs_ratio:.3f}), params {self.dense_params / 1e6:.3f}M -> "
                 f"{self.params / 1e6:.3f}M ({self.params_ratio:.3f}); {self.groups_pruned}/{self.groups_total} "
-                f"groups pruned; {t}")
+                f"groups pruned; {t}" + self._latency_text())
+
+    def _latency_text(self) -> str:
+        text = f"; widths: {self.width_policy}" if self.width_policy else ""
+        if self.measured_ms is not None:
+            text += (f"; {self.target}: measured {self.measured_dense_ms:.3f} -> {self.measured_ms:.3f} ms "
+                     f"({self.latency_ratio:.3f}), predicted {self.predicted_dense_ms:.3f} -> "
+                     f"{self.predicted_ms:.3f} ms, {self.latency_iterations} plan(s)")
+        return text
 
 
 @dataclass
@@ -116,8 +152,10 @@ def _fence(gm: fx.GraphModule, shapes: dict, node_name: str) -> list[str]:
 
 
 def _search_and_rewrite(traced, b: Budget, strategy, importance, floors: dict, ignored_layers,
-                        seconds: dict[str, float], search_kw: dict | None = None):
-    """Stages 2-5, repeated with a fence around any node whose pruned form fails verification."""
+                        seconds: dict[str, float], search_kw: dict | None = None, latency_for=None):
+    """Stages 2-5, repeated with a fence around any node whose pruned form fails verification.
+
+    Returns (graph, keep, pruned, cfg); ``latency_for(graph)`` gives ``cfg.latency`` (or is None)."""
     def timed(stage, fn, *args):
         t = time.perf_counter()
         try:
@@ -131,11 +169,12 @@ def _search_and_rewrite(traced, b: Budget, strategy, importance, floors: dict, i
         if not graph.groups and b.ratio < 1.0:
             reasons = "; ".join(f.reason for f in graph.frozen[:3]) or "no layer with prunable output channels"
             raise BudgetError(f"nothing to prune in {type(traced.gm).__name__}: {reasons}")
-        cfg = AllocationConfig(**floors, ignored=_ignored_groups(graph, ignored_layers))
-        keep = graph.full_keep() if b.ratio >= 1.0 else timed(
+        cfg = AllocationConfig(**floors, ignored=_ignored_groups(graph, ignored_layers),
+                               latency=timed("latency_model", latency_for, graph) if latency_for else None)
+        keep = graph.full_keep() if resolve_ms(b, cfg.latency).unbounded else timed(
             "search", lambda: choose_keep(graph, importance, b, strategy, cfg, **(search_kw or {})))
         try:
-            return graph, keep, timed("rewrite", rewrite, graph, keep)
+            return graph, keep, timed("rewrite", rewrite, graph, keep), cfg
         except RewriteError as exc:
             # NOTE: fail closed and retry: the node whose pruned form did not check out keeps its channels.
             if exc.node is None or exc.node in forced or attempt == MAX_VERIFY_RETRIES:
@@ -146,21 +185,26 @@ def _search_and_rewrite(traced, b: Budget, strategy, importance, floors: dict, i
 
 
 def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *,
-          strategy: str = "global", importance: str | Callable = "l2", round_to: int = 1,
+          strategy: str = "global", importance: str | Callable = "l2", round_to: int | str = "auto",
           min_channels: int = 1, max_prune_ratio: float = 0.95, ignored_layers: Iterable[str] = (),
           leaf_modules: Iterable = (), concrete_args: dict | None = None,
           return_result: bool = False, eval_fn: Callable | None = None, calib_data: Iterable | None = None,
           search_options: dict | None = None, train_data: Any = None,
-          supernet: Any = None, keep_hooks: bool = False) -> fx.GraphModule | PruneResult:
+          supernet: Any = None, keep_hooks: bool = False, target: Any = None,
+          latency_model: Any = None) -> fx.GraphModule | PruneResult:
     """Prune ``model`` so its MACs (or params) keep at most ``budget`` of the dense model's.
 
     Args:
         model: any traceable ``nn.Module``; it is never modified.
-        budget: fraction in (0, 1] of MACs to keep (float, numpy scalar or 0-d tensor), or ``Budget.params(r)``.
+        budget: fraction in (0, 1] of MACs to keep (float, numpy scalar or 0-d tensor), ``Budget.params(r)``, ``Budget.latency(r)`` (fraction of
+            the dense model's time on ``target``), ``Budget.ms(t)``, or several at once (``a & b``).
         example_inputs: tensor(s) with the shapes the model will see (costs are counted on these).
         strategy: ``"global"`` (normalised importance ranked across groups) or ``"uniform"``.
-        importance: ``"l1"``, ``"l2"``, ``"bn"``, ``"random"`` or ``fn(graph) -> scores``.
-        round_to: kept channel counts per group are multiples of this (unless a group is kept whole).
+        importance: ``"l1"``, ``"l2"``, ``"bn"``, ``"random"`` or ``fn(graph) -> scores``; ``"l2_latency"`` (any
+            criterion + ``"_latency"``) divides by the time a unit frees on the target (for ``"global_raw"``).
+        round_to: ``"auto"``: kept channel counts from a menu per group (the latency model's step ends with
+            a latency model, else multiples of 8 / 4 by group size, ``search/menus.py``); an int: multiples
+            of it (unless a group is kept whole); 1: exact.
         min_channels: minimum channels (units) any group keeps.
         max_prune_ratio: no group loses more than this fraction.
         ignored_layers: qualified module names (or one name) whose channels are never pruned.
@@ -180,6 +224,10 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             pruned model (root hooks on the GraphModule; hooked submodules stay opaque call sites so their
             hooks fire).  A hook that reads a pruned width sees the new width.  By default the pruned model
             has no hooks and a warning lists the ones not carried over.
+        target / latency_model: for latency budgets and latency width menus: a ``graphprune.latency.Target``
+            (default ORT CPU, 1 thread, batch 1: measured per-layer table) or a ``LatencyModel`` /
+            ``fn(graph) -> LatencyModel``.  A latency budget is checked by timing both models end to end and
+            re-planned when off by more than 2 % (``search/latency_budget.py``).
 
     Returns:
         A new ``torch.fx.GraphModule``, physically smaller; every module has the ``training`` flag of the
@@ -193,6 +241,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     if supernet is not None and supernet is not False and train_data is None:
         raise ValueError("supernet= trains on train_data=...: pass a Dataset or an iterable of batches")
     if train_data is not None and (supernet is None or supernet is False):
+        if b.needs_latency:
+            raise BudgetError("the training-time learners take MACs or params budgets, not latency ones")
         # NOTE: training-time learners own stages 2-5 (graphprune.learners)
         from .learners.dispatch import prune_with_learner
         return prune_with_learner(model, b, example_inputs, strategy, train_data, return_result, search_options)
@@ -205,12 +255,18 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     floors = dict(round_to=opts.round_to, min_units=opts.min_channels, max_prune_ratio=opts.max_prune_ratio)
     search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options, supernet=supernet,
                      train_data=train_data)
-    graph, keep, pruned = _search_and_rewrite(traced, b, strategy, importance, floors, ignored_layers, seconds,
-                                              search_kw)
+    latency_for = latency_provider(b, target, latency_model)
+    run = lambda bb: _search_and_rewrite(traced, bb, strategy, importance, floors, ignored_layers, seconds,  # noqa: E731
+                                         search_kw, latency_for)
+    (graph, keep, pruned, cfg), outcome = meet_latency(run, b, model, example_inputs, seconds=seconds) \
+        if b.needs_latency else (run(b), None)
     dense, cost = graph.cost(), graph.cost(keep)
     n_pruned = sum(int((~keep[g.units]).any()) for g in graph.groups)
     report = PruneReport(b.ratio, b.metric, dense.macs, dense.params, cost.macs, cost.params,
-                         n_pruned, len(graph.groups), seconds, list(pruned.meta[MODULE_STATE_KEY].dropped))
+                         n_pruned, len(graph.groups), seconds, dropped=list(pruned.meta[MODULE_STATE_KEY].dropped),
+                         width_policy=cfg.menus(graph).policy)
+    report.add_latency(outcome)
+    report.budget_text = b.describe()
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
                           importance=importance if isinstance(importance, str) else "custom",
                           achieved=getattr(report, f"{b.metric}_ratio"))

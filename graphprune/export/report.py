@@ -32,6 +32,14 @@ class JobReport:
     dense_latency_ms: float | None = None
     pruned_latency_ms: float | None = None
     notes: list[str] = field(default_factory=list)
+    width_policy: str = ""
+    target: str | None = None
+    predicted_dense_ms: float | None = None
+    predicted_ms: float | None = None
+    measured_dense_ms: float | None = None
+    measured_ms: float | None = None
+    latency_iterations: int = 0
+    budget_text: str = ""
 
     @property
     def macs_ratio(self) -> float:
@@ -39,12 +47,19 @@ class JobReport:
 
     def table(self) -> str:
         rows = [("model", self.model),
-                ("budget", f"{self.budget:.3f} of {self.metric}"),
+                ("budget", self.budget_text or f"{self.budget:.3f} of {self.metric}"),
                 ("MACs", f"{self.dense_macs / 1e6:.2f}M -> {self.pruned_macs / 1e6:.2f}M ({self.macs_ratio:.3f})"),
                 ("params", f"{self.dense_params / 1e6:.3f}M -> {self.pruned_params / 1e6:.3f}M "
                            f"({self.pruned_params / self.dense_params:.3f})"),
                 ("groups pruned", f"{self.groups_pruned}/{self.groups_total}"),
                 ("prune time", ", ".join(f"{k} {v:.2f}s" for k, v in self.prune_seconds.items()))]
+        if self.width_policy:
+            rows.append(("widths", self.width_policy))
+        if self.measured_ms is not None:
+            rows.append((f"latency on {self.target}",
+                         f"predicted {self.predicted_dense_ms:.3f} -> {self.predicted_ms:.3f} ms, measured "
+                         f"{self.measured_dense_ms:.3f} -> {self.measured_ms:.3f} ms "
+                         f"({self.measured_ms / self.measured_dense_ms:.3f}), {self.latency_iterations} plan(s)"))
         if self.onnx_path:
             rows.append(("ONNX", f"{self.onnx_path} (ORT vs PyTorch max |diff| {self.onnx_max_abs_diff:.2e})"))
         if self.dense_latency_ms:
@@ -59,10 +74,11 @@ class JobReport:
         return json.dumps({**asdict(self), "macs_ratio": self.macs_ratio}, indent=1)
 
 
-def _width_notes(pruned: torch.nn.Module, round_to: int) -> list[str]:
+def _width_notes(pruned: torch.nn.Module, round_to: int | str) -> list[str]:
     """A hint when pruned conv/linear widths are not multiples of 8: CPU runtimes (ONNX Runtime's vectorised
-    convolutions among them) can then run a smaller network slower (bench/results/latency_rounding.md)."""
-    if round_to % 8 == 0:
+    convolutions among them) can then run a smaller network slower (bench/results/latency_rounding.md).
+    None for ``round_to="auto"``: its widths come from menus the report names (``widths`` row)."""
+    if round_to == "auto" or round_to % 8 == 0:
         return []
     widths = [m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
     widths += [m.out_features for m in pruned.modules() if isinstance(m, torch.nn.Linear)]
@@ -85,7 +101,10 @@ def run_job(name: str, model: torch.nn.Module, example_inputs: Any, budget, *, o
     steps.update()
     r = result.report
     report = JobReport(name, r.budget, r.metric, r.dense_macs, r.macs, r.dense_params, r.params,
-                       r.groups_pruned, r.groups_total, r.seconds)
+                       r.groups_pruned, r.groups_total, r.seconds, width_policy=r.width_policy, target=r.target,
+                       predicted_dense_ms=r.predicted_dense_ms, predicted_ms=r.predicted_ms,
+                       measured_dense_ms=r.measured_dense_ms, measured_ms=r.measured_ms,
+                       latency_iterations=r.latency_iterations, budget_text=r.budget_text)
     if onnx_path:
         steps.set_postfix_str("onnx export + check")
         path = export_onnx(result.model, example_inputs, onnx_path)
@@ -98,6 +117,6 @@ def run_job(name: str, model: torch.nn.Module, example_inputs: Any, budget, *, o
             report.dense_latency_ms = 1e3 * ort_latency(dense_path, example_inputs, latency_runs, threads=threads)
         report.pruned_latency_ms = 1e3 * ort_latency(path, example_inputs, latency_runs, threads=threads)
         steps.update()
-        report.notes += _width_notes(result.model, prune_kw.get("round_to", 1))
+        report.notes += _width_notes(result.model, prune_kw.get("round_to", "auto"))
     steps.close()
     return result.model, report, result.plan

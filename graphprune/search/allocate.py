@@ -7,10 +7,14 @@ Both built-in strategies are a monotone family of per-group keep counts ``k(t)``
 * ``global_raw``: the same threshold on raw scores (for criteria already comparable across groups, such
   as cost-normalised Group Fisher).
 
-Counts are rounded up to ``round_to`` and clipped to ``[min_units, n_g]``; each group keeps its top-k
-units by importance, so keep sets are nested and cost is monotone in t.  Bisection finds the largest t
-whose cost fits the budget; a greedy fill then adds single rounding steps while they still fit, so the
-achieved ratio lands just below the budget.
+Counts are clipped to ``[min_units, n_g]`` and rounded up to the group's next width on its menu
+(``menus.py``: multiples of ``round_to``, or with ``round_to="auto"`` the latency model's step ends or a
+heuristic); each group keeps its top-k units by importance, so keep sets are nested and cost is monotone
+in t.  Bisection finds the largest t whose cost fits the budget; a greedy fill then steps groups to their
+next menu width while they still fit, so the achieved ratio lands just below the budget.
+
+The cost is the budget's (``cost.budget_cost``): MACs, params, predicted latency (``cfg.latency``, a
+``graphprune.latency.LatencyModel``), or several caps at once.
 
 ``allocate_family`` exposes that machinery for any monotone family (the searches in this package use
 it to project their per-group keep ratios onto the budget: ``ratio_family``).
@@ -18,13 +22,15 @@ it to project their per-group keep ratios onto the budget: ``ratio_family``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from ..budget import Budget, BudgetError
 from ..depgraph import DependencyGraph
 from ..importance import normalize_per_group
+from .cost import BudgetCost, budget_cost, resolve_ms
+from .menus import WidthMenus, width_menus
 
 __all__ = ["AllocationConfig", "Allocation", "allocate", "allocate_family", "ratio_family", "STRATEGIES"]
 
@@ -34,24 +40,34 @@ class AllocationConfig:
     """Knobs shared by every strategy.
 
     Attributes:
-        round_to: kept unit counts are multiples of this (8 suits most vector hardware), unless the
-            group is kept whole.
+        round_to: kept unit counts are multiples of this int (8 suits most vector hardware) unless the
+            group is kept whole; ``"auto"``: widths from a menu per group (``menus.py``: the latency
+            model's step ends when there is one, else a heuristic); 1: exact widths.
         min_units: every group keeps at least this many units (and at least 1).
         max_prune_ratio: no group loses more than this fraction of its units.
         ignored: group names that keep all units.
+        latency: a ``graphprune.latency.LatencyModel`` for latency budgets and latency menus (or None).
     """
 
-    round_to: int = 1
+    round_to: int | str = "auto"
     min_units: int = 1
     max_prune_ratio: float = 0.95
     ignored: frozenset[str] = field(default_factory=frozenset)
+    latency: Any = field(default=None, compare=False)
+
+    def menus(self, graph: DependencyGraph) -> WidthMenus:
+        return width_menus(np.array([g.n_units for g in graph.groups], dtype=np.int64), self.round_to,
+                           self.latency)
 
 
 @dataclass
 class Allocation:
+    """A keep mask, its cost ratio (the budget's cost), bisection steps, and the width menus' policy."""
+
     keep: np.ndarray
     ratio: float
     iterations: int
+    width_policy: str = ""
 
 
 def _floors(graph: DependencyGraph, cfg: AllocationConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -62,12 +78,9 @@ def _floors(graph: DependencyGraph, cfg: AllocationConfig) -> tuple[np.ndarray, 
     return n, lo
 
 
-def _round(counts: np.ndarray, n: np.ndarray, lo: np.ndarray, round_to: int) -> np.ndarray:
-    if round_to > 1:
-        counts = np.ceil(counts / round_to).astype(int) * round_to
-        # The floor is rounded too: a floor of 1 would otherwise turn a group rounded to 0 into width 1.
-        lo = np.minimum(n, np.ceil(lo / round_to).astype(int) * round_to)
-    return np.clip(counts, lo, n)
+def _round(counts: np.ndarray, lo: np.ndarray, menus: WidthMenus) -> np.ndarray:
+    # The floor is rounded too: a floor of 1 would otherwise turn a group rounded to 0 into width 1.
+    return menus.ceil(counts, lo)
 
 
 def _keep_from_counts(graph: DependencyGraph, order: list[np.ndarray], counts: np.ndarray) -> np.ndarray:
@@ -93,11 +106,6 @@ def _repair_empty(graph: DependencyGraph, keep: np.ndarray, order: list[np.ndarr
         if len(units) and not keep[units].any():
             keep[units[np.argmin(rank[units])]] = True
     return keep
-
-
-def _ratio_fn(graph: DependencyGraph, metric: str) -> Callable[[np.ndarray], float]:
-    dense = getattr(graph.cost(), metric)
-    return lambda keep: getattr(graph.cost(keep), metric) / dense
 
 
 def _uniform_counts(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph) -> Callable:
@@ -144,14 +152,13 @@ STRATEGIES: dict[str, Callable] = {"uniform": _uniform_counts, "global": _global
                                    "global_raw": _global_raw_counts}
 
 
-def _fill(graph, order, counts, n, lo, cfg, ratio_of, budget, scores) -> np.ndarray:
-    """Greedily add one rounding step to groups (most important first) while the budget holds."""
-    step = max(cfg.round_to, 1)
+def _fill(graph, order, counts, n, menus, ratio_of, budget, scores) -> np.ndarray:
+    """Greedily step groups (most important first) to their next menu width while the budget holds."""
     mean_score = np.array([scores[g.units].mean() if g.n_units else 0 for g in graph.groups])
     for gi in np.argsort(-mean_score):
         while counts[gi] < n[gi]:
             trial = counts.copy()
-            trial[gi] = min(n[gi], trial[gi] + step)
+            trial[gi] = menus.next_up(gi, trial[gi])
             if ratio_of(_keep_from_counts(graph, order, trial)) > budget.ratio:
                 break
             counts = trial
@@ -174,14 +181,13 @@ def allocate_family(graph: DependencyGraph, scores: np.ndarray, budget: Budget, 
     n, lo = _floors(graph, cfg)
     order = [np.argsort(-scores[g.units], kind="stable") for g in graph.groups]
     counts_of = family(n, scores, graph)
-    ratio_of = _ratio_fn(graph, budget.metric)
-    keep_at = lambda t: _keep_from_counts(graph, order, _round(counts_of(t), n, lo, cfg.round_to))
+    budget = resolve_ms(budget, cfg.latency)
+    cost, menus = budget_cost(graph, budget, cfg.latency), cfg.menus(graph)
+    ratio_of = cost.ratio
+    keep_at = lambda t: _keep_from_counts(graph, order, _round(counts_of(t), lo, menus))
     floor_ratio = ratio_of(keep_at(0.0))
     if floor_ratio > budget.ratio:
-        rounding = f", widths rounded up to multiples of round_to={cfg.round_to}" if cfg.round_to > 1 else ""
-        raise BudgetError(f"budget {budget.ratio:.4f} of {budget.metric} is below what pruning can reach here: "
-                          f"{floor_ratio:.4f} (frozen layers, min_units and max_prune_ratio floors{rounding}); "
-                          "raise the budget or relax the floors")
+        raise BudgetError(_floor_message(budget, cost, floor_ratio, menus, cfg))
     lo_t, hi_t, it = 0.0, 1.0, 0
     if ratio_of(keep_at(1.0)) <= budget.ratio:
         lo_t = 1.0
@@ -189,8 +195,19 @@ def allocate_family(graph: DependencyGraph, scores: np.ndarray, budget: Budget, 
         mid = (lo_t + hi_t) / 2
         lo_t, hi_t = (mid, hi_t) if ratio_of(keep_at(mid)) <= budget.ratio else (lo_t, mid)
         it += 1
-    counts = _round(counts_of(lo_t), n, lo, cfg.round_to)
+    counts = _round(counts_of(lo_t), lo, menus)
     if fill:
-        counts = _fill(graph, order, counts, n, lo, cfg, ratio_of, budget, scores)
+        counts = _fill(graph, order, counts, n, menus, ratio_of, budget, scores)
     keep = _keep_from_counts(graph, order, counts)
-    return Allocation(keep=keep, ratio=ratio_of(keep), iterations=it)
+    return Allocation(keep=keep, ratio=ratio_of(keep), iterations=it, width_policy=menus.policy)
+
+
+def _floor_message(budget: Budget, cost: BudgetCost, floor_ratio: float, menus: WidthMenus,
+                   cfg: AllocationConfig) -> str:
+    rounding = f", widths rounded up to {menus.policy} (round_to={cfg.round_to!r})" \
+        if menus.policy != "exact widths" else ""
+    relax = "raise the budget or relax the floors (min_channels, max_prune_ratio, ignored layers)"
+    if cfg.round_to != 1:
+        relax += " or pass round_to=1"
+    return (f"budget {cost.describe(budget.ratio)} is below what pruning can reach here: {cost.describe(floor_ratio)} "
+            f"(frozen layers, min_units and max_prune_ratio floors{rounding}); {relax}")

@@ -50,12 +50,7 @@ class BoundedEpisode:
 
     def __post_init__(self) -> None:
         self.counts = self.ctx.n.copy()
-        step = max(self.ctx.cfg.round_to, 1)
-        self.allowed = []
-        for lo, n in zip(self.ctx.lo, self.ctx.n):
-            ks = np.arange(int(lo), int(n) + 1)
-            ks = np.ceil(ks / step).astype(int) * step if step > 1 else ks
-            self.allowed.append(np.unique(np.clip(ks, lo, n)))
+        self.allowed = [self.ctx.allowed(gi) for gi in range(len(self.ctx.n))]
         floor = self._ratio(0, None, self.ctx.lo)
         if floor > self.budget + 1e-12:
             raise BudgetError(f"budget {self.budget:.3f} is below what pruning can reach here: {floor:.3f}")

@@ -4,6 +4,11 @@ A strategy is ``fn(ctx: SearchContext, **options) -> SearchResult``.  The contex
 graph, unit scores (they order units *within* a group: a group keeping k units keeps its top-k), the
 budget, the allocation floors, and the candidate evaluator (``evaluate.CandidateEvaluator``) for
 strategies that score candidates.  Every strategy ends with a keep mask that meets the budget.
+
+``ctx.cost`` is the budget's cost (``cost.budget_cost``: MACs, params, predicted latency from
+``cfg.latency``, or several caps); ``ctx.ratio_of`` is its ``.ratio``, and ``ctx.budget`` has any
+``Budget.ms`` part already turned into a fraction of the predicted dense time.  ``ctx.menus`` are the
+widths each group may keep (``menus.py``).
 """
 from __future__ import annotations
 
@@ -17,38 +22,9 @@ from ..depgraph import DependencyGraph
 from ..evaluate import CandidateEvaluator
 from .allocate import Allocation, AllocationConfig, _floors, _keep_from_counts, _round, allocate_family, \
     ratio_family
+from .cost import FastCost, budget_cost, resolve_ms
 
 __all__ = ["SearchContext", "SearchResult", "FastCost"]
-
-
-class FastCost:
-    """``graph.cost(keep)`` vectorised: the same polynomial in class sizes, terms grouped by arity.
-
-    NOTE: searches evaluate the cost thousands of times (the CACP bounds bisect at every step); this
-    reads the dependency graph's cost terms once and computes ``Σ_t coef_t · Π_{c ∈ t} size_c`` with
-    numpy.  Tests hold it equal to ``graph.cost``.
-    """
-
-    def __init__(self, graph: DependencyGraph, metric: str):
-        terms = [(coef, idx) for _, coef, idx in graph._mac_terms] if metric == "macs" \
-            else [(1.0, idx) for _, idx in graph._param_terms]
-        self.constant = graph.unmodeled_macs if metric == "macs" else 0.0
-        by_arity: dict[int, tuple[list, list]] = {}
-        for coef, idx in terms:
-            coefs, idxs = by_arity.setdefault(len(idx), ([], []))
-            coefs.append(coef)
-            idxs.append(idx)
-        self.terms = [(np.array(c, dtype=np.float64), np.array(i, dtype=np.int64).reshape(len(c), -1))
-                      for c, i in by_arity.values()]
-        self.graph = graph
-        self.dense = self.of(graph.full_keep())
-
-    def of(self, keep: np.ndarray) -> float:
-        sizes = self.graph.class_sizes(keep).astype(np.float64)
-        return self.constant + float(sum((c * np.prod(sizes[i], axis=1)).sum() for c, i in self.terms))
-
-    def ratio(self, keep: np.ndarray) -> float:
-        return self.of(keep) / self.dense if self.dense else 1.0
 
 
 @dataclass
@@ -57,7 +33,7 @@ class SearchResult:
 
     Attributes:
         keep: unit keep mask meeting the budget.
-        ratio: achieved cost ratio (``budget.metric``).
+        ratio: achieved cost ratio (the budget's cost, ``ctx.ratio_of``).
         score: evaluator score of ``keep`` (None when the strategy never evaluated it).
         evaluations: candidate evaluations run; seconds: wall time of the search.
         history: per evaluation (or episode), the score seen — for curves.
@@ -88,8 +64,11 @@ class SearchContext:
     def __post_init__(self) -> None:
         self.n, self.lo = _floors(self.graph, self.cfg)
         self.order = [np.argsort(-self.scores[g.units], kind="stable") for g in self.graph.groups]
-        self.fast_cost = FastCost(self.graph, self.budget.metric)
-        self.ratio_of = self.fast_cost.ratio
+        self.budget = resolve_ms(self.budget, self.cfg.latency)
+        self.cost = budget_cost(self.graph, self.budget, self.cfg.latency)
+        self.fast_cost = self.cost  # NOTE: the name searches used before latency budgets
+        self.ratio_of = self.cost.ratio
+        self.menus = self.cfg.menus(self.graph)
 
     def need_evaluator(self, strategy: str) -> CandidateEvaluator:
         if self.evaluator is None:
@@ -98,8 +77,12 @@ class SearchContext:
         return self.evaluator
 
     def round(self, counts: np.ndarray) -> np.ndarray:
-        """Counts rounded to ``round_to`` and clipped to the floors and group sizes."""
-        return _round(np.asarray(counts), self.n, self.lo, self.cfg.round_to)
+        """Counts clipped to the floors and group sizes, rounded up to each group's next menu width."""
+        return _round(np.asarray(counts), self.lo, self.menus)
+
+    def allowed(self, gi: int) -> np.ndarray:
+        """The widths group ``gi`` may keep (its menu from its floor up), ascending."""
+        return self.menus.allowed(gi, int(self.lo[gi]))
 
     def keep_from_counts(self, counts: np.ndarray) -> np.ndarray:
         """Top-k units of each group (by ``scores``) for rounded ``counts``; no tensor dim left empty."""

@@ -25,6 +25,7 @@ from ..evaluate import CandidateEvaluator, EvalConfig, classification_eval_fn
 from .allocate import AllocationConfig
 from .context import SearchContext, SearchResult
 from .evolution import EvolutionConfig, evolutionary_search
+from .latency_importance import is_latency_criterion, latency_normalised_scores
 from .sensitivity import SensitivityConfig, sensitivity_search
 from .supernet import as_supernet_config, supernet_graph
 
@@ -94,12 +95,18 @@ def choose_keep(graph: DependencyGraph, importance: str | Callable, budget: Budg
                 cfg: AllocationConfig = AllocationConfig(), *, eval_fn: Callable | None = None,
                 calib_data: Iterable | None = None, options: dict[str, Any] | None = None,
                 supernet: Any = None, train_data: Any = None) -> np.ndarray:
-    """``prune``'s stage 3+4: unit scores, then a data-free allocation or a search from ``SEARCHES``."""
+    """``prune``'s stage 3+4: unit scores, then a data-free allocation or a search from ``SEARCHES``.
+
+    ``importance="<criterion>_latency"`` divides by the time a unit frees on ``cfg.latency``
+    (``latency_importance.py``)."""
     from ..importance import CRITERIA, score_units
     from .allocate import STRATEGIES, allocate
 
     needs_data = isinstance(importance, str) and importance in CRITERIA and CRITERIA[importance].needs_data
-    scores = score_units(graph, importance, calib=calib_data if needs_data else None)
+    if is_latency_criterion(importance):  # "<criterion>_latency": per ms freed on the target
+        scores = latency_normalised_scores(graph, importance, cfg.latency, calib_data)
+    else:
+        scores = score_units(graph, importance, calib=calib_data if needs_data else None)
     if strategy in STRATEGIES:
         if as_supernet_config(supernet) is not None:
             raise ValueError(f"supernet= changes how candidates are scored; strategy {strategy!r} scores none: "

@@ -51,7 +51,7 @@ def test_run_job_hints_at_round_to_for_odd_widths(tmp_path):
     import models
 
     model, x = models.build("resnet20", num_classes=10, in_channels=1).eval(), torch.zeros(1, 1, 28, 28)
-    _, report, _ = run_job("r20", model, x, 0.7, onnx_path=str(tmp_path / "a.onnx"), latency_runs=2)
+    _, report, _ = run_job("r20", model, x, 0.7, onnx_path=str(tmp_path / "a.onnx"), latency_runs=2, round_to=1)
     assert any("not multiples of 8" in n and "round_to=8" in n for n in report.notes)
     pruned, report, _ = run_job("r20", model, x, 0.7, onnx_path=str(tmp_path / "b.onnx"), latency_runs=2,
                                 round_to=8)

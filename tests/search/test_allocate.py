@@ -19,7 +19,7 @@ BIG = [p for p in PATTERNS if p.name in ("residual", "inception_concat", "dense_
 def test_budget_met_on_tiny_models(pattern, strategy, budget):
     """Tiny models have coarse steps (one channel can be 3% of MACs): never over, close below."""
     graph = graphprune.inspect(randomize_(pattern.build().eval()), pattern.make_input())
-    alloc = allocate(graph, score_units(graph, "l2"), Budget.macs(budget), strategy)
+    alloc = allocate(graph, score_units(graph, "l2"), Budget.macs(budget), strategy, AllocationConfig(round_to=1))
     assert alloc.ratio <= budget + 1e-9
     assert alloc.ratio >= budget - 0.06, f"achieved {alloc.ratio:.4f} for budget {budget}"
 
@@ -41,7 +41,7 @@ def test_budget_within_two_points_on_real_networks(name, strategy):
 
 def test_params_budget():
     p = PATTERNS[0]
-    res = graphprune.prune(p.build().eval(), Budget.params(0.5), p.make_input(), return_result=True)
+    res = graphprune.prune(p.build().eval(), Budget.params(0.5), p.make_input(), return_result=True, round_to=1)
     assert 0.48 <= res.report.params_ratio <= 0.5
     assert sum(t.numel() for t in res.model.parameters()) == res.report.params
 
@@ -119,7 +119,7 @@ def test_ratio_family_passes_through_the_ratios_and_projects_onto_the_budget():
     assert np.array_equal(counts(0.5), np.ceil(n * rho - 1e-9).astype(int))
     assert np.array_equal(counts(1.0), n) and not counts(0.0).any()
     scores = score_units(graph, "l2")
-    alloc = allocate_family(graph, scores, Budget.macs(0.5), ratio_family(rho))
+    alloc = allocate_family(graph, scores, Budget.macs(0.5), ratio_family(rho), AllocationConfig(round_to=1))
     assert 0.44 <= alloc.ratio <= 0.5
 
 

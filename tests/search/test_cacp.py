@@ -9,7 +9,7 @@ import graphprune
 from graphprune import Budget, BudgetError
 from graphprune.evaluate import classification_eval_fn
 from graphprune.importance import score_units
-from graphprune.search import SearchContext
+from graphprune.search import AllocationConfig, SearchContext
 from graphprune.search.cacp import BoundedEpisode
 from graphprune.search.conditional import ConditionalSearch, RLConfig
 from graphprune.search.layer_graph import BUDGET, FEATURES, layer_graph
@@ -34,7 +34,8 @@ def _ctx(pattern) -> SearchContext:
     if pattern.name not in _CTX:
         torch.manual_seed(0)
         graph = graphprune.inspect(randomize_(pattern.build().eval()), pattern.make_input())
-        _CTX[pattern.name] = SearchContext(graph, score_units(graph, "l2"), Budget.macs(0.5), progress=False)
+        _CTX[pattern.name] = SearchContext(graph, score_units(graph, "l2"), Budget.macs(0.5), AllocationConfig(round_to=1),
+                                           progress=False)
     return _CTX[pattern.name]
 
 

@@ -10,7 +10,7 @@ import graphprune
 from graphprune import Budget, BudgetError
 from graphprune.evaluate import CandidateEvaluator, classification_eval_fn
 from graphprune.importance import score_units
-from graphprune.search import SEARCHES, SearchContext, allocate, run_search
+from graphprune.search import SEARCHES, AllocationConfig, SearchContext, allocate, run_search
 from graphprune.search.evolution import EvolutionConfig, evolutionary_search
 from graphprune.search.sensitivity import SensitivityConfig, sensitivity_search
 from graphprune.testing import PATTERNS, randomize_
@@ -106,7 +106,7 @@ def branches():
         target = model(x)
     eval_fn = lambda m: -float(((m(x) - target) ** 2).mean())  # closeness to the dense model
     graph = graphprune.inspect(model, x)
-    ctx = SearchContext(graph, score_units(graph, "l2"), Budget.macs(0.6), progress=False,
+    ctx = SearchContext(graph, score_units(graph, "l2"), Budget.macs(0.6), AllocationConfig(round_to=1), progress=False,
                         evaluator=CandidateEvaluator(graph, eval_fn, [x]))
     return graph, ctx
 

@@ -1,0 +1,141 @@
+"""The cost a budget bounds, behind one interface: ``.of(keep)``, ``.dense``, ``.ratio(keep)``.
+
+Allocation and every search compare ``cost.ratio(keep)`` with ``budget.ratio``; which cost that is comes from
+the budget (``budget_cost``):
+
+* ``macs`` / ``params``: :class:`FastCost`, the dependency graph's cost polynomial;
+* ``latency``: :class:`LatencyCost`, a latency model's ``predict_ms(keep) / dense_ms``;
+* several at once (``Budget.macs(0.5) & Budget.latency(0.6)``): :class:`CombinedCost`, the largest of the
+  normalised ratios ``ratio_i / cap_i``, scaled back to the first budget's ratio, so one bisection against
+  ``budget.ratio`` enforces every cap.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..budget import Budget, BudgetError
+from ..depgraph import DependencyGraph
+
+__all__ = ["BudgetCost", "FastCost", "LatencyCost", "CombinedCost", "budget_cost", "resolve_ms"]
+
+
+class BudgetCost(Protocol):
+    """What a budget bounds: ``of(keep)`` in its own unit, ``dense = of(full)``, ``ratio = of / dense``, and
+    ``describe(ratio)`` for messages (e.g. ``"0.4 ms (0.40 of the dense 1.0 ms, predicted on ort-cpu-…)"``)."""
+
+    dense: float
+
+    def of(self, keep: np.ndarray) -> float: ...
+
+    def ratio(self, keep: np.ndarray) -> float: ...
+
+    def describe(self, ratio: float) -> str: ...
+
+
+class FastCost:
+    """``graph.cost(keep)`` vectorised: the same polynomial in class sizes, terms grouped by arity.
+
+    NOTE: searches evaluate the cost thousands of times (the CACP bounds bisect at every step); this
+    reads the dependency graph's cost terms once and computes ``Σ_t coef_t · Π_{c ∈ t} size_c`` with
+    numpy.  Tests hold it equal to ``graph.cost``.
+    """
+
+    def __init__(self, graph: DependencyGraph, metric: str):
+        terms = [(coef, idx) for _, coef, idx in graph._mac_terms] if metric == "macs" \
+            else [(1.0, idx) for _, idx in graph._param_terms]
+        self.metric = metric
+        self.constant = graph.unmodeled_macs if metric == "macs" else 0.0
+        by_arity: dict[int, tuple[list, list]] = {}
+        for coef, idx in terms:
+            coefs, idxs = by_arity.setdefault(len(idx), ([], []))
+            coefs.append(coef)
+            idxs.append(idx)
+        self.terms = [(np.array(c, dtype=np.float64), np.array(i, dtype=np.int64).reshape(len(c), -1))
+                      for c, i in by_arity.values()]
+        self.graph = graph
+        self.dense = self.of(graph.full_keep())
+
+    def of(self, keep: np.ndarray) -> float:
+        sizes = self.graph.class_sizes(keep).astype(np.float64)
+        return self.constant + float(sum((c * np.prod(sizes[i], axis=1)).sum() for c, i in self.terms))
+
+    def ratio(self, keep: np.ndarray) -> float:
+        return self.of(keep) / self.dense if self.dense else 1.0
+
+    def describe(self, ratio: float) -> str:
+        return f"{ratio:.4f} of {self.metric}"
+
+
+class LatencyCost:
+    """Predicted time of the pruned model, as a fraction of the predicted dense time."""
+
+    def __init__(self, latency: Any):
+        self.latency = latency
+        self.dense = float(latency.dense_ms)
+
+    def of(self, keep: np.ndarray) -> float:
+        return float(self.latency.predict_ms(keep))
+
+    def ratio(self, keep: np.ndarray) -> float:
+        return self.of(keep) / self.dense if self.dense else 1.0
+
+    def describe(self, ratio: float) -> str:
+        return (f"{ratio * self.dense:.4g} ms ({ratio:.4f} of the dense {self.dense:.4g} ms, predicted on "
+                f"{self.latency.target.key})")
+
+
+class CombinedCost:
+    """``scale · max_i cost_i.ratio(keep) / cap_i``: at most ``scale`` exactly when every cap holds."""
+
+    def __init__(self, costs: list[BudgetCost], caps: list[float], scale: float):
+        self.costs, self.caps, self.scale = costs, caps, scale
+        self.dense = 1.0
+
+    def of(self, keep: np.ndarray) -> float:
+        return self.ratio(keep)
+
+    def ratio(self, keep: np.ndarray) -> float:
+        return self.scale * max(c.ratio(keep) / cap for c, cap in zip(self.costs, self.caps))
+
+    def describe(self, ratio: float) -> str:
+        # NOTE: the floor is reported per cap, so the user sees which one cannot be met
+        return f"{ratio:.4f} (combined; per cap: " + "; ".join(
+            f"{c.describe(ratio * cap / self.scale)}" for c, cap in zip(self.costs, self.caps)) + ")"
+
+
+def _missing_latency(budget: Budget) -> BudgetError:
+    return BudgetError(f"budget {budget.describe()} needs a latency model: pass target=Target(...) (measured) or "
+                       "latency_model=... to prune, or AllocationConfig(latency=...) to allocate")
+
+
+def resolve_ms(budget: Budget, latency: Any) -> Budget:
+    """``budget`` with every ``Budget.ms`` part turned into a fraction of the predicted dense time (capped
+    at 1: a time above the dense model's keeps it whole)."""
+    if all(p.time_ms is None for p in budget.parts()):
+        return budget
+    if latency is None:
+        raise _missing_latency(budget)
+    dense = float(latency.dense_ms)
+    parts = [replace(p, ratio=min(1.0, p.time_ms / dense), time_ms=None) if p.time_ms is not None else p for p in budget.parts()]
+    return replace(parts[0], also=tuple(parts[1:]))
+
+
+def _single_cost(graph: DependencyGraph, part: Budget, latency: Any) -> BudgetCost:
+    if part.metric != "latency":
+        return FastCost(graph, part.metric)
+    if latency is None:
+        raise _missing_latency(part)
+    if part.time_ms is not None:
+        raise BudgetError(f"budget {part.describe()} is absolute: resolve it first (graphprune.search.cost.resolve_ms)")
+    return LatencyCost(latency)
+
+
+def budget_cost(graph: DependencyGraph, budget: Budget, latency: Any = None) -> BudgetCost:
+    """The cost object ``budget.ratio`` bounds (module docstring); ``latency`` is a ``LatencyModel``."""
+    parts = budget.parts()
+    if len(parts) == 1:
+        return _single_cost(graph, parts[0], latency)
+    return CombinedCost([_single_cost(graph, p, latency) for p in parts], [p.ratio for p in parts], budget.ratio)

@@ -1,0 +1,162 @@
+"""Latency budgets in ``prune``: which latency model to use, and the measure-and-re-plan loop.
+
+The allocation meets a latency budget on the latency model's *prediction*.  The prediction sums per-layer
+times measured in isolation, so the whole pruned model can run slower (or faster) than predicted.  After
+the rewrite, :func:`meet_latency` times the dense and the pruned model end to end on the target
+(``LatencyModel.measure_ms``, interleaved medians); when the measurement misses the budget by more than
+``tolerance`` (relative), it tightens the allocation's latency cap by how far the measurement is off:
+
+    new cap = predicted ratio · goal / measured    (goal and measured in the budget's own units:
+                                                    a fraction of the measured dense time, or ms)
+
+and plans again, at most ``max_iterations`` times in all.  The first plan that meets the budget is
+returned; if none does, ``BudgetError`` names the numbers.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+
+from ..budget import Budget, BudgetError
+from ..depgraph import DependencyGraph
+from .cost import resolve_ms
+
+__all__ = ["LatencyCheck", "LatencyOutcome", "latency_provider", "meet_latency"]
+
+TOLERANCE = 0.02
+MAX_ITERATIONS = 4
+
+
+@dataclass
+class LatencyCheck:
+    """One plan's predicted and measured times (ms) and the latency cap it was allocated under."""
+
+    cap: float
+    predicted_dense_ms: float
+    predicted_ms: float
+    measured_dense_ms: float | None = None
+    measured_ms: float | None = None
+
+
+@dataclass
+class LatencyOutcome:
+    """What the re-plan loop did: the target, the budget's goal, every plan's check, whether it was met."""
+
+    target: str
+    goal: str
+    checks: list[LatencyCheck] = field(default_factory=list)
+    met: bool = False
+
+    @property
+    def iterations(self) -> int:
+        return len(self.checks)
+
+    @property
+    def final(self) -> LatencyCheck:
+        return self.checks[-1]
+
+
+def latency_provider(budget: Budget, target: Any = None, latency_model: Any = None
+                     ) -> Callable[[DependencyGraph], Any] | None:
+    """``graph -> LatencyModel`` for ``prune``, or None when no latency is involved.
+
+    A latency budget, a ``target`` or a ``latency_model`` asks for one; a MACs or params budget alone does
+    not (no surprise measuring: ``round_to="auto"`` then uses the heuristic menus).  ``latency_model`` is
+    an instance (used as is: it must describe this model on these inputs) or ``fn(graph)``; by default the
+    measured table of ``graphprune.latency.build_latency_model`` for ``target`` (default ``Target()``).
+    """
+    if latency_model is None and target is None and not budget.needs_latency:
+        return None
+    if latency_model is not None and hasattr(latency_model, "predict_ms"):
+        return lambda graph: latency_model
+    if latency_model is not None and not callable(latency_model):
+        raise TypeError("latency_model takes a LatencyModel (predict_ms, width_menu, measure_ms) or "
+                        f"fn(graph) -> LatencyModel, got {type(latency_model).__name__}")
+    cache: dict[tuple, Any] = {}
+
+    def provide(graph: DependencyGraph) -> Any:
+        # NOTE: re-plans and verification retries rebuild the graph; the same structure reuses one model
+        key = tuple((g.name, g.n_units) for g in graph.groups)
+        if key not in cache:
+            cache[key] = latency_model(graph) if latency_model is not None else _measured(graph, target)
+        return cache[key]
+    return provide
+
+
+def _measured(graph: DependencyGraph, target: Any) -> Any:
+    from ..latency.model import Target
+    from ..latency.table import build_latency_model  # NOTE: lazy: the measured table is optional machinery
+
+    return build_latency_model(graph, target if target is not None else Target())
+
+
+def _with_cap(budget: Budget, cap: float) -> Budget:
+    """``budget`` with its latency part replaced by a fraction ``cap`` of the predicted dense time."""
+    parts = [Budget(min(1.0, cap), "latency") if p.metric == "latency" else p for p in budget.parts()]
+    return replace(parts[0], also=tuple(parts[1:]))
+
+
+def _latency_part(budget: Budget) -> Budget:
+    return next(p for p in budget.parts() if p.metric == "latency")
+
+
+def meet_latency(plan: Callable[[Budget], tuple], budget: Budget, dense_model: Any, example_inputs: Any,
+                 tolerance: float = TOLERANCE, max_iterations: int = MAX_ITERATIONS,
+                 seconds: dict[str, float] | None = None) -> tuple[tuple, LatencyOutcome]:
+    """Plan, measure, tighten, re-plan (module docstring).
+
+    Args:
+        plan: ``plan(budget) -> (graph, keep, pruned_module, cfg)`` with ``cfg.latency`` the latency model.
+        budget: the user's budget (its latency part a fraction, or ``Budget.ms``).
+        seconds: if given, the end-to-end measurements' wall time is added under ``"measure"``.
+
+    Returns:
+        ``(plan's tuple, LatencyOutcome)`` of the first plan whose measured time meets the budget.
+    """
+    goal = _latency_part(budget)
+    alloc, outcome = budget, None
+    for _ in range(max_iterations):
+        try:
+            planned = plan(alloc)
+        except BudgetError as exc:
+            if outcome is None:
+                raise
+            raise BudgetError(_missed(outcome, goal, f"tightening further is refused: {exc}")) from exc
+        graph, keep, pruned, cfg = planned
+        latency = cfg.latency
+        outcome = outcome or LatencyOutcome(latency.target.key, budget.describe())
+        cap = _latency_part(resolve_ms(alloc, latency)).ratio
+        check = LatencyCheck(cap, float(latency.dense_ms), float(latency.predict_ms(keep)))
+        start = time.perf_counter()
+        check.measured_dense_ms, check.measured_ms = map(float, latency.measure_ms([dense_model, pruned],
+                                                                                   example_inputs))
+        if seconds is not None:
+            seconds["measure"] = seconds.get("measure", 0.0) + time.perf_counter() - start
+        outcome.checks.append(check)
+        measured, wanted = _in_goal_units(goal, check.measured_ms, check.measured_dense_ms)
+        if measured <= wanted * (1 + tolerance):
+            outcome.met = True
+            return planned, outcome
+        predicted_ratio = check.predicted_ms / check.predicted_dense_ms
+        alloc = _with_cap(budget, min(cap, predicted_ratio * wanted / measured))
+    raise BudgetError(_missed(outcome, goal, f"after {max_iterations} plans"))
+
+
+def _in_goal_units(goal: Budget, ms: float, dense_ms: float) -> tuple[float, float]:
+    """(measured, wanted): ms against ``Budget.ms``, else the measured fraction against the ratio."""
+    if goal.time_ms is not None:
+        return ms, goal.time_ms
+    return ms / dense_ms, goal.ratio
+
+
+def _missed(outcome: LatencyOutcome, goal: Budget, why: str) -> str:
+    c = outcome.final
+    wanted = f"{goal.time_ms:.3f} ms" if goal.time_ms is not None else \
+        f"{goal.ratio:.3f} of the dense time ({goal.ratio * c.measured_dense_ms:.3f} ms)"
+    return (f"latency budget {wanted} on {outcome.target} not met {why}: the last plan measured "
+            f"{c.measured_ms:.3f} ms (dense {c.measured_dense_ms:.3f} ms, ratio "
+            f"{c.measured_ms / c.measured_dense_ms:.3f}) where the latency model predicted {c.predicted_ms:.3f} ms "
+            f"(dense {c.predicted_dense_ms:.3f} ms); raise the budget, relax the floors (min_channels, "
+            "max_prune_ratio) or re-measure the latency table")

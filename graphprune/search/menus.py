@@ -1,0 +1,100 @@
+"""Width menus: the kept-unit counts allocation may choose per group.
+
+* ``round_to=k`` (an int): multiples of k, and the full width;
+* ``round_to="auto"`` with a latency model: ``width_menu(g)``, the widest width of each latency step (so
+  no group sits just past a jump in time);
+* ``round_to="auto"`` without one: :func:`heuristic_menu`, multiples of 8 for groups of at least 32 units,
+  of 4 for groups of at least 8, every width below (vector units like multiples of 8; small groups would
+  lose too much to coarse steps).
+
+Rounding maps a count up to the next menu entry (floors too); the greedy fill steps to the next entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["WidthMenus", "width_menus", "heuristic_menu", "HEURISTIC_POLICY"]
+
+HEURISTIC_POLICY = "heuristic: multiples of 8 (groups >= 32 units), of 4 (>= 8), exact below"
+
+
+def heuristic_menu(n: int) -> np.ndarray:
+    """Multiples of 8 for ``n >= 32``, of 4 for ``n >= 8``, every count below; ``n`` itself always."""
+    step = 8 if n >= 32 else 4 if n >= 8 else 1
+    return np.unique(np.append(np.arange(step, n + 1, step), n)).astype(np.int64)
+
+
+@dataclass
+class WidthMenus:
+    """Per-group menus: either every multiple of ``step`` (arrays None) or explicit ascending arrays.
+
+    Attributes:
+        n: group sizes.  step: the multiple when the menus are arithmetic.
+        menus: explicit per-group menus (each ends at ``n_g``), or None.
+        policy: a line for the report saying which menus were used.
+    """
+
+    n: np.ndarray
+    step: int = 1
+    menus: list[np.ndarray] | None = None
+    policy: str = "exact widths"
+
+    def __post_init__(self) -> None:
+        if self.menus is None:
+            return
+        # NOTE: padded with n_g so one vectorised comparison rounds every group (bisection calls this often)
+        width = max((len(m) for m in self.menus), default=1)
+        self._table = np.array([np.pad(m, (0, width - len(m)), constant_values=m[-1]) for m in self.menus],
+                               dtype=np.int64).reshape(len(self.menus), width)
+
+    def ceil(self, counts: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """Each count clipped to ``[lo_g, n_g]`` and rounded up to its group's next menu entry."""
+        counts = np.clip(np.asarray(counts, dtype=np.int64), lo, self.n)
+        if self.menus is None:
+            if self.step <= 1:
+                return counts
+            return np.minimum(self.n, np.ceil(counts / self.step).astype(np.int64) * self.step)
+        if not len(counts):
+            return counts
+        idx = (self._table < counts[:, None]).sum(axis=1)
+        return self._table[np.arange(len(counts)), idx]
+
+    def next_up(self, gi: int, count: int) -> int:
+        """The next menu entry above ``count`` in group ``gi`` (``n_g`` at most)."""
+        if self.menus is None:
+            return int(min(self.n[gi], count + max(self.step, 1)))
+        menu = self.menus[gi]
+        return int(menu[min(np.searchsorted(menu, count, side="right"), len(menu) - 1)])
+
+    def allowed(self, gi: int, lo: int) -> np.ndarray:
+        """Every width group ``gi`` may keep at or above its floor ``lo`` (ascending)."""
+        if self.menus is not None:
+            return self.menus[gi][self.menus[gi] >= lo]
+        ks = np.arange(int(lo), int(self.n[gi]) + 1)
+        if self.step > 1:
+            ks = np.minimum(self.n[gi], np.ceil(ks / self.step).astype(np.int64) * self.step)
+        return np.unique(ks)
+
+
+def _checked_menu(menu: Any, n: int, gi: int) -> np.ndarray:
+    menu = np.unique(np.asarray(menu, dtype=np.int64))
+    if len(menu) == 0 or menu[-1] != n or menu[0] < 1:
+        raise ValueError(f"latency model width_menu({gi}) must be ascending counts in [1, {n}] ending at the "
+                         f"group's full width {n}, got {menu.tolist()[:8]}")
+    return menu
+
+
+def width_menus(n: np.ndarray, round_to: int | str, latency: Any = None) -> WidthMenus:
+    """The menus for ``round_to`` (an int >= 1, or ``"auto"``) and an optional latency model."""
+    if round_to == "auto":
+        if latency is not None:
+            menus = [_checked_menu(latency.width_menu(gi), int(k), gi) for gi, k in enumerate(n)]
+            return WidthMenus(n, menus=menus, policy=f"latency steps of {latency.target.key}")
+        return WidthMenus(n, menus=[heuristic_menu(int(k)) for k in n], policy=HEURISTIC_POLICY)
+    if isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer)) or round_to < 1:
+        raise ValueError(f"round_to must be 'auto' or an int >= 1, got {round_to!r}")
+    return WidthMenus(n, step=int(round_to), policy="exact widths" if round_to == 1
+                      else f"multiples of {int(round_to)}")
