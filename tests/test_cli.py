@@ -99,7 +99,7 @@ def test_help_explains_models_and_defaults_and_version(capsys):
     text = capsys.readouterr().out
     for form in ("torchvision:NAME", "timm:NAME", "models:NAME", "checkpoint:FILE", "path/file.py:FACTORY"):
         assert form in text
-    assert "EXECUTES" in text and "(default: 0.5)" in text and "--trust-file" in text and "RISK" in text
+    assert "EXECUTES" in text and "0.5 when neither" in text and "--trust-file" in text and "RISK" in text
     assert main(["--version"]) == 0
     assert f"torch {torch.__version__}" in capsys.readouterr().out
 
@@ -196,3 +196,18 @@ def test_timm_model_that_fx_cannot_trace_needs_auto_leaf(capsys):
     with pytest.warns(UserWarning, match="kept opaque"):
         assert main(args + ["--auto-leaf"]) == 0
     assert "MACs" in capsys.readouterr().out
+
+
+def test_budget_options_combine_into_one_budget():
+    from graphprune.budget import Budget
+    from graphprune.cli.commands import budget_of
+    from graphprune.cli.parser import build_parser
+
+    def parsed(*extra):
+        return budget_of(build_parser().parse_args(["prune", "models:lenet5", *extra]))
+
+    assert parsed() == Budget.macs(0.5)  # the default when no budget is given
+    assert parsed("--latency", "0.6") == Budget.latency(0.6)  # a latency budget alone bounds only time
+    assert parsed("--budget", "0.4", "--latency", "0.7") == Budget.macs(0.4) & Budget.latency(0.7)
+    assert parsed("--ms", "2.5").time_ms == 2.5
+    assert parsed("--budget", "0.3", "--metric", "params") == Budget.params(0.3)

@@ -107,9 +107,41 @@ def _leaves(args: argparse.Namespace) -> list[str]:
     return list(args.leaf or []) + (["auto"] if args.auto_leaf else [])
 
 
-def _prune_kw(args: argparse.Namespace, x: torch.Tensor) -> dict:
+def budget_of(args: argparse.Namespace):
+    """The ``Budget`` the options ask for (``--budget``/``--metric``, ``--latency``, ``--ms``; several at once
+    must all hold), the command's default budget when none is given, or None."""
+    from ..budget import Budget
+
+    parts = []
+    if args.budget is not None or (args.latency is None and args.ms is None and args.default_budget is not None):
+        parts.append(Budget(args.budget if args.budget is not None else args.default_budget, args.metric))
+    if args.latency is not None:
+        parts.append(Budget.latency(args.latency))
+    if args.ms is not None:
+        if args.latency is not None:
+            raise CliError("--latency and --ms both bound the time", "give one of them")
+        parts.append(Budget.ms(args.ms))
+    if not parts:
+        return None
+    budget = parts[0]
+    for part in parts[1:]:
+        budget = budget & part
+    return budget
+
+
+def _target(args: argparse.Namespace, budget):
+    """The latency target, only when a latency budget needs one (a MACs budget never measures time)."""
+    if budget is None or not budget.needs_latency:
+        return None
+    from ..latency import Target
+
+    return Target(args.target, getattr(args, "threads", 1), args.batch, args.precision)
+
+
+def _prune_kw(args: argparse.Namespace, x: torch.Tensor, budget=None) -> dict:
     return dict(strategy=args.strategy, importance=args.importance, round_to=args.round_to,
-                ignored_layers=args.ignore, leaf_modules=_leaves(args), **strategy_inputs(args, x))
+                ignored_layers=args.ignore, leaf_modules=_leaves(args), target=_target(args, budget),
+                **strategy_inputs(args, x))
 
 
 def _unknown_option(exc: TypeError, args: argparse.Namespace) -> CliError | None:
@@ -122,7 +154,6 @@ def _unknown_option(exc: TypeError, args: argparse.Namespace) -> CliError | None
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """``graphprune prune``: prune, (export, check, time), print the report, save."""
-    from ..budget import Budget
     from ..export import save_pruned
     from ..export.report import run_job
 
@@ -131,8 +162,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     prepare_outputs(args)
     model, x = _model(args)
     try:
-        pruned, report, plan = run_job(args.model, model, x, Budget(args.budget, args.metric), onnx_path=args.onnx,
-                                       threads=args.threads, **_prune_kw(args, x))
+        budget = budget_of(args)
+        pruned, report, plan = run_job(args.model, model, x, budget, onnx_path=args.onnx,
+                                       threads=args.threads, **_prune_kw(args, x, budget))
     except TypeError as exc:
         raise _unknown_option(exc, args) or exc
     if args.eval:
@@ -171,12 +203,12 @@ def _accuracy_notes(args: argparse.Namespace, dense: torch.nn.Module, pruned: to
 def _graph_and_plan(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor):
     """The dependency graph, and with ``--budget`` the plan the chosen strategy makes at that budget."""
     from ..api import inspect, prune
-    from ..budget import Budget
 
-    if args.budget is None:
+    budget = budget_of(args)
+    if budget is None:
         return inspect(model, x, leaf_modules=_leaves(args)), None
     try:
-        result = prune(model, Budget(args.budget, args.metric), x, return_result=True, **_prune_kw(args, x))
+        result = prune(model, budget, x, return_result=True, **_prune_kw(args, x, budget))
     except TypeError as exc:
         raise _unknown_option(exc, args) or exc
     return result.graph, result.plan
@@ -188,7 +220,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from ..depgraph.inspect import summary
 
     _check_device(args)
-    if args.budget is not None:
+    if budget_of(args) is not None:
         _check_data_needs(args)
     elif args.strategy != "global" or args.data or args.strategy_option:
         raise CliError("--strategy, --data and --strategy-option choose how a plan is made, and inspect makes "

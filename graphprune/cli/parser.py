@@ -106,6 +106,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _round_to(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive(text)
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a time in milliseconds, got {text!r}") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive time in milliseconds, got {text}")
+    return value
+
+
 def _option(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
@@ -137,9 +151,11 @@ def _strategy_options(p: argparse.ArgumentParser, budget_default: float | None) 
     from ..importance import CRITERIA
 
     kinds = strategy_kinds()
-    budget_help = ("fraction of MACs (or --metric params) to keep" if budget_default is not None else
+    budget_help = ("fraction of MACs (or --metric params) to keep; 0.5 when neither this nor --latency/--ms "
+                   "is given" if budget_default is not None else
                    "also compute a plan at this fraction of MACs and show the kept channels per group")
-    p.add_argument("--budget", type=_budget, default=budget_default, help=budget_help)
+    p.add_argument("--budget", type=_budget, default=None, help=budget_help)
+    p.set_defaults(default_budget=budget_default)
     p.add_argument("--metric", choices=["macs", "params"], default="macs", help="what --budget counts")
     by_kind = {k: [n for n, v in kinds.items() if v == k] for k in ("allocation", "search", "learner")}
     p.add_argument("--strategy", type=_choice("strategy", list(kinds)), choices=list(kinds), default="global",
@@ -152,7 +168,17 @@ def _strategy_options(p: argparse.ArgumentParser, budget_default: float | None) 
     p.add_argument("--importance", type=_choice("importance", list(CRITERIA)), choices=list(CRITERIA),
                    default="l2", metavar="CRITERION",
                    help=f"channel importance: {', '.join(CRITERIA)} ({', '.join(needs)} need --data)")
-    p.add_argument("--round-to", type=_positive, default=1, help="kept channel counts are multiples of this")
+    p.add_argument("--round-to", type=_round_to, default="auto", metavar="auto|N",
+                   help="kept channel counts: 'auto' picks widths the target runtime likes (its measured latency "
+                   "steps under a latency budget, else multiples of 8/4 by layer size); N: multiples of N; 1: exact")
+    p.add_argument("--latency", type=_budget, metavar="R", help="latency budget: keep at most this fraction of the "
+                   "dense model's time measured on --target (with an explicit --budget: both must hold)")
+    p.add_argument("--ms", type=_milliseconds, metavar="T", help="latency budget in milliseconds on --target")
+    p.add_argument("--target", choices=["ort-cpu", "openvino-cpu", "torch-cpu", "torch-cuda"], default="ort-cpu",
+                   help="runtime the latency is measured on (with --threads, --batch, --precision)")
+    p.add_argument("--batch", type=_positive, default=1, help="batch size the latency is measured at")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="inference precision of --target (OpenVINO's own CPU default is bf16 on AMX machines)")
     p.add_argument("--ignore", nargs="*", default=[], metavar="NAME", help="module names whose channels are kept")
     p.add_argument("--data", choices=["fashion_mnist", "mnist"], help="offline dataset for searches (calibration "
                    "batches from train, held-out scoring on test), learners (train subset) and data-driven importance")
