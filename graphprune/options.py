@@ -72,6 +72,7 @@ def check_apply_plan_args(model: Any, plan: Any) -> None:
 
 def _check_strategy_and_importance(strategy: Any, importance: Any) -> None:
     """Known names only, even where they would go unused (budget 1.0 searches nothing): a typo is a typo."""
+    from .search.latency_importance import is_latency_criterion
     from .learners.dispatch import LEARNERS  # NOTE: here, not at the top: the learners import api, which imports us
 
     if not isinstance(strategy, str):
@@ -84,8 +85,9 @@ def _check_strategy_and_importance(strategy: Any, importance: Any) -> None:
     if not isinstance(importance, str):
         raise TypeError("importance must be a criterion name (str), e.g. 'l2', or a callable fn(graph) -> "
                         f"scores; got {type(importance).__name__}")
-    if importance not in CRITERIA:
-        raise ValueError(f"unknown importance {importance!r}; choose one of {sorted(CRITERIA)} or pass a callable")
+    if importance not in CRITERIA and not is_latency_criterion(importance):
+        raise ValueError(f"unknown importance {importance!r}; choose one of {sorted(CRITERIA)}, one of them with "
+                         "'_latency' appended (divided by the time a unit frees on the target), or pass a callable")
 
 
 def _round_to(value: Any) -> int | str:

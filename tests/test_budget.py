@@ -56,5 +56,5 @@ def test_out_of_range_is_refused(value):
 
 
 def test_bad_metric_is_refused():
-    with pytest.raises(BudgetError, match="'macs' or 'params'"):
+    with pytest.raises(BudgetError, match="metric must be one of .*'macs', 'params', 'latency'"):
         Budget(0.5, "flops")

@@ -64,7 +64,7 @@ def test_every_module_gets_the_flag_of_the_module_with_its_name():
     model = randomize_(ConvNet()).eval()
     model.block.train()
     model.block[1].eval()
-    pruned = graphprune.prune(model, 0.5, _x())
+    pruned = graphprune.prune(model, 0.5, _x(), round_to=1)
     user = dict(model.named_modules())
     for name, module in pruned.named_modules():
         if name in user:
@@ -126,7 +126,7 @@ def test_keep_hooks_registers_the_users_hooks_on_the_pruned_modules():
 def test_keep_hooks_with_pruning_matches_the_masked_reference_with_hooks():
     model, _ = _hooked()
     x = _x()
-    result = graphprune.prune(model, 0.5, x, keep_hooks=True, return_result=True)
+    result = graphprune.prune(model, 0.5, x, round_to=1, keep_hooks=True, return_result=True)
     keep = result.plan.keep_mask(result.graph)
     masked = graphprune.masked_model(result.graph, keep)
     masked.register_forward_pre_hook(_double_input)
@@ -172,7 +172,7 @@ def test_budget_one_keeps_every_state_dict_entry_under_its_name():
 def test_unused_names_survive_pruning_unchanged_in_size():
     model = randomize_(WithUnused()).eval()
     x = _x()
-    pruned = graphprune.prune(model, 0.4, x)
+    pruned = graphprune.prune(model, 0.4, x, round_to=1)
     assert pruned.conv.out_channels < 8, "the used conv is pruned"
     got, want = pruned.state_dict(), model.state_dict()
     assert set(got) == set(want)
@@ -207,6 +207,6 @@ def test_a_module_under_two_names_stays_one_module():
             return self.out(torch.relu(self.fc(x)))
 
     model = Shared()
-    pruned = graphprune.prune(model, 0.5, torch.randn(2, 6))
+    pruned = graphprune.prune(model, 0.5, torch.randn(2, 6), round_to=1)
     assert pruned.alias is pruned.fc and pruned.fc.out_features < 8
     assert set(pruned.state_dict()) == set(model.state_dict())
