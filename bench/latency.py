@@ -1,0 +1,219 @@
+"""Latency-true pruning: measured speed-ups on the target runtime, graphprune vs Torch-Pruning, side by side.
+
+For each torchvision model (``weights=None``, seeded, 224x224) and each target (runtime, precision, threads,
+batch), four models are timed **interleaved in one process** (``graphprune.latency.runners.measure_ms``:
+rounds A B C D A B C D …, medians, the fastest of a few sessions each):
+
+* ``dense``: the model as built;
+* ``gp default``: ``graphprune.prune(model, 0.5)`` at its defaults (``round_to="auto"``: width menus by layer size);
+* ``TP r8``: Torch-Pruning 1.6 ``MagnitudePruner`` (L2, per layer, classifier ignored, ``round_to=8``) with the
+  channel ratio bisected so its MACs land at 0.5 of dense (by graphprune's FLOP counter);
+* ``gp latency``: ``graphprune.prune(model, Budget.latency(r), target=target)`` with ``r`` = Torch-Pruning's
+  measured latency ratio on that target: the same time budget, measured per-layer tables, width menus on the
+  measured staircase, end-to-end check and re-plan.
+
+Reported per row: speed-up = dense ms / model ms; efficiency = speed-up x MACs ratio (1.0 = the ideal of a
+cost-proportional runtime); whether ``gp latency`` met its budget within 5 %; the latency-table build time (first and
+cached) and the re-plan iterations.  Ratios come from one interleaved batch, so a shared, noisy machine affects
+every model alike; absolute ms are printed but only the ratios are compared.
+
+    python bench/latency.py                                    # the default grid (hours on 2 cores)
+    python bench/latency.py --models resnet18 --targets ort:1:1   # one model, ORT fp32, 1 thread, batch 1
+    python bench/latency.py --targets ort:1:1 ort:2:1 ort:1:32 ov-bf16:1:1 ov-fp32:1:1
+    python bench/latency.py --report                           # re-render latency.md from latency.json
+
+Writes ``bench/results/latency.json`` (every row, merged after each model) and ``latency.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, build_model, environment, error_text, fmt, markdown_table  # noqa: E402
+
+import graphprune  # noqa: E402
+from graphprune import Budget  # noqa: E402
+from graphprune.files import write_text_atomic  # noqa: E402
+from graphprune.latency import Target  # noqa: E402
+from graphprune.latency.runners import measure_ms  # noqa: E402
+from graphprune.testing import counted_macs  # noqa: E402
+
+MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "densenet121",
+          "regnet_y_800mf", "convnext_tiny", "vit_b_16"]
+RUNTIMES = {"ort": ("ort-cpu", "fp32"), "ov-bf16": ("openvino-cpu", "bf16"), "ov-fp32": ("openvino-cpu", "fp32")}
+
+
+@dataclass
+class Row:
+    model: str
+    target: str
+    dense_ms: float | None = None
+    macs: dict = field(default_factory=dict)       # variant -> MACs ratio (FlopCounterMode)
+    ms: dict = field(default_factory=dict)         # variant -> median ms, one interleaved batch
+    budget: float | None = None                    # gp latency's budget (TP's measured ratio)
+    gp_latency_ratio: float | None = None          # measured pruned / dense for gp latency
+    met_within_5pct: bool | None = None
+    iterations: int | None = None
+    table_seconds: dict = field(default_factory=dict)  # {"first": s, "cached": s}
+    errors: dict = field(default_factory=dict)
+
+    def speedup(self, variant: str) -> float | None:
+        ms = self.ms.get(variant)
+        return self.dense_ms / ms if ms and self.dense_ms else None
+
+    def efficiency(self, variant: str) -> float | None:
+        s, m = self.speedup(variant), self.macs.get(variant)
+        return s * m if s and m else None
+
+
+def parse_target(text: str) -> Target:
+    """``RUNTIME:THREADS:BATCH``, RUNTIME one of ``RUNTIMES`` (e.g. ``ort:1:1``, ``ov-bf16:1:32``)."""
+    name, threads, batch = text.split(":")
+    runtime, precision = RUNTIMES[name]
+    return Target(runtime, int(threads), int(batch), precision)
+
+
+def target_label(t: Target) -> str:
+    return f"{t.runtime} {t.precision} t{t.threads} b{t.batch}"
+
+
+def torch_pruning_at(model: torch.nn.Module, x: torch.Tensor, macs_goal: float = 0.5, steps: int = 6):
+    """Torch-Pruning round_to=8 with its channel ratio bisected to land at ``macs_goal`` of dense MACs."""
+    import torch_pruning as tp
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import classifier
+
+    dense = counted_macs(model, (x,))
+    lo, hi, best = 0.05, 0.8, None
+    for _ in range(steps):
+        ratio = (lo + hi) / 2
+        m = copy.deepcopy(model)
+        tp.pruner.MagnitudePruner(m, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
+                                  global_pruning=False, round_to=8, ignored_layers=[classifier(m)[1]]).step()
+        got = counted_macs(m, (x,)) / dense
+        if best is None or abs(got - macs_goal) < abs(best[1] - macs_goal):
+            best = (m, got)
+        lo, hi = (ratio, hi) if got > macs_goal else (lo, ratio)
+    return best
+
+
+def run_model(name: str, targets: list[Target]) -> list[Row]:
+    """Every target's row for one model (pruning once per model, the latency budget once per target)."""
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    dense_macs = counted_macs(model, (x,))
+    variants, macs, errors = {}, {}, {}
+    try:
+        variants["gp default"] = graphprune.prune(model, 0.5, x)
+    except Exception as exc:
+        errors["gp default"] = error_text(exc)
+    try:
+        variants["TP r8"], _ = torch_pruning_at(model, x)
+    except Exception as exc:
+        errors["TP r8"] = error_text(exc)
+    for v, m in variants.items():
+        macs[v] = counted_macs(m, (x,)) / dense_macs
+    rows = []
+    for target in targets:
+        row = Row(name, target_label(target), macs=dict(macs), errors=dict(errors))
+        measured = measure_ms([model, *variants.values()], x, target)
+        row.dense_ms, row.ms = measured[0], dict(zip(variants, measured[1:]))
+        if "TP r8" in variants:
+            row.budget = row.ms["TP r8"] / row.dense_ms
+            _latency_budget(row, model, x, target)
+        rows.append(row)
+        print(render_row(row), flush=True)
+    return rows
+
+
+def _latency_budget(row: Row, model: torch.nn.Module, x: torch.Tensor, target: Target) -> None:
+    """gp latency at TP's measured ratio; then all three pruned models timed again, interleaved with dense."""
+    try:
+        t = time.perf_counter()
+        res = graphprune.prune(model, Budget.latency(row.budget), x, target=target, return_result=True)
+        row.table_seconds["prune"] = time.perf_counter() - t
+        row.table_seconds.update({k: v for k, v in res.report.seconds.items() if "latency" in k})
+        t = time.perf_counter()
+        graphprune.prune(model, Budget.latency(row.budget), x, target=target)  # cached tables now
+        row.table_seconds["prune_cached"] = time.perf_counter() - t
+    except Exception as exc:
+        row.errors["gp latency"] = error_text(exc)
+        return
+    row.iterations = res.report.latency_iterations
+    row.macs["gp latency"] = counted_macs(res.model, (x,)) / counted_macs(model, (x,))
+    # NOTE: one fresh interleaved batch for the comparison, so the three pruned models share the same load
+    measured = measure_ms([model, res.model], x, target)
+    row.gp_latency_ratio = measured[1] / measured[0]
+    row.ms["gp latency"] = row.dense_ms * row.gp_latency_ratio
+    row.met_within_5pct = row.gp_latency_ratio <= row.budget * 1.05
+
+
+HEADERS = ["model", "target", "dense ms", "gp default x (eff)", "TP r8 x (eff)", "gp latency x (eff)",
+           "budget", "gp lat ratio", "met ±5%", "plans", "prune s (cached)"]
+
+
+def _cell(row: Row, v: str) -> str:
+    s = row.speedup(v)
+    return "—" if s is None else f"{s:.2f} ({fmt(row.efficiency(v), '.2f')})"
+
+
+def render_row(row: Row) -> str:
+    return " | ".join([row.model, row.target, fmt(row.dense_ms, ".2f"), *(_cell(row, v) for v in
+                       ("gp default", "TP r8", "gp latency")), fmt(row.budget), fmt(row.gp_latency_ratio),
+                       fmt(row.met_within_5pct), fmt(row.iterations),
+                       f"{fmt(row.table_seconds.get('prune'), '.1f')} ({fmt(row.table_seconds.get('prune_cached'), '.1f')})"])
+
+
+def _cpu() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "?"
+
+
+def render(rows: list[Row], env: dict) -> str:
+    table = markdown_table(HEADERS, [render_row(r).split(" | ") for r in rows])
+    errors = [f"- {r.model} {r.target} {k}: {e}" for r in rows for k, e in r.errors.items()]
+    return "\n".join(["# Latency-true pruning (`bench/latency.py`)", "",
+                      f"Machine: {_cpu()}; torch {env.get('torch', '?')}, onnxruntime {env.get('onnxruntime', '?')}, "
+                      f"Torch-Pruning {env.get('torch_pruning', '?')}, {env.get('date', '')}. Speed-up x = dense ms / model "
+                      "ms in one interleaved batch; eff = speed-up x MACs ratio (1.0 = ideal). `gp latency` has the "
+                      "budget `budget` = TP r8's measured ratio; `met ±5%` = its measured ratio <= budget x 1.05.", "",
+                      table, "", *(["Errors:", *errors] if errors else [])])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=MODELS)
+    p.add_argument("--targets", nargs="+", default=["ort:1:1", "ort:2:1", "ort:1:32", "ort:2:32"],
+                   help="RUNTIME:THREADS:BATCH with RUNTIME in " + ", ".join(RUNTIMES))
+    p.add_argument("--out", default=str(RESULTS / "latency.json"))
+    p.add_argument("--report", action="store_true", help="only re-render the markdown from the JSON")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    saved = json.loads(out.read_text()) if out.exists() else {"env": environment(), "rows": []}
+    rows = [Row(**r) for r in saved["rows"]]
+    if not args.report:
+        targets = [parse_target(t) for t in args.targets]
+        for name in args.models:
+            new = run_model(name, targets)
+            done = {(r.model, r.target) for r in new}
+            rows = [r for r in rows if (r.model, r.target) not in done] + new
+            write_text_atomic(out, json.dumps({"env": environment(), "rows": [asdict(r) for r in rows]}, indent=1))
+            write_text_atomic(out.with_suffix(".md"), render(rows, saved["env"]))
+    print(render(rows, saved["env"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
