@@ -14,18 +14,9 @@ from graphprune.search import latency_budget
 from graphprune.search.menus import HEURISTIC_POLICY, heuristic_menu
 
 sys.path.insert(0, str(Path(__file__).parent / "search"))
-from latency_fake import FakeLatency  # noqa: E402
+from latency_fake import X, FakeLatency, convnet  # noqa: E402
 
 
-def convnet() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                         nn.Conv2d(64, 56, 3, padding=1), nn.BatchNorm2d(56), nn.ReLU(),
-                         nn.Conv2d(56, 40, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(40, 10)).eval()
-
-
-X = torch.randn(1, 3, 12, 12)
 
 
 def widths(model):

@@ -9,6 +9,8 @@ except that modules after the first are scaled by ``measure_scale`` (the dense m
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn as nn
 
 import graphprune
 from graphprune.latency import Target
@@ -43,3 +45,15 @@ class FakeLatency:
             times.append(ms * (self.measure_scale if i else 1.0))
         self.measured.append(times)
         return times
+
+
+def convnet() -> nn.Module:
+    """Three convs of 64 / 56 / 40 channels (not all multiples of 16: the menus matter) and a classifier."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.Conv2d(64, 56, 3, padding=1), nn.BatchNorm2d(56), nn.ReLU(),
+                         nn.Conv2d(56, 40, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(40, 10)).eval()
+
+
+X = torch.randn(1, 3, 12, 12)  # the example input of convnet()

@@ -11,18 +11,9 @@ from graphprune.search import AllocationConfig, SearchContext, allocate, run_sea
 from graphprune.search.cost import CombinedCost, FastCost, LatencyCost, budget_cost
 from graphprune.search.menus import HEURISTIC_POLICY, heuristic_menu, width_menus
 
-from latency_fake import FakeLatency
+from latency_fake import X, FakeLatency, convnet
 
 
-def convnet() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                         nn.Conv2d(64, 56, 3, padding=1), nn.BatchNorm2d(56), nn.ReLU(),
-                         nn.Conv2d(56, 40, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(40, 10)).eval()
-
-
-X = torch.randn(1, 3, 12, 12)
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,9 @@ from graphprune import Budget
 from graphprune.importance import normalize_per_group, score_units
 from graphprune.search.latency_importance import freed_ms_per_unit, latency_normalised_scores
 
-from latency_fake import FakeLatency
+from latency_fake import X, FakeLatency, convnet
 
 
-def convnet() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                         nn.Conv2d(64, 56, 3, padding=1), nn.BatchNorm2d(56), nn.ReLU(),
-                         nn.Conv2d(56, 40, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(40, 10)).eval()
-
-
-X = torch.randn(1, 3, 12, 12)
 
 
 def test_freed_time_is_one_menu_step_per_unit():
