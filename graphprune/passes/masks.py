@@ -67,7 +67,7 @@ def _layer_norm_spec(node: fx.Node, modules: dict) -> tuple | None:
     if node.op == "call_module" and isinstance(modules.get(node.target), torch.nn.LayerNorm):
         m = modules[node.target]
         return len(m.normalized_shape), m.weight, m.bias, m.eps
-    if node.op == "call_function" and node.target is torch.nn.functional.layer_norm:
+    if node.op == "call_function" and node.target in (torch.nn.functional.layer_norm, torch.ops.aten.layer_norm.default):
         arg = lambda i, name, default=None: node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
         return len(arg(1, "normalized_shape")), arg(2, "weight"), arg(3, "bias"), arg(4, "eps", 1e-5)
     return None
