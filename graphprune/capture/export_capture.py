@@ -59,8 +59,7 @@ def _export_hint(exc: Exception) -> str:
 
 def _export(model: torch.nn.Module, inputs: tuple, strict: bool) -> torch.export.ExportedProgram:
     try:
-        with torch.no_grad():
-            return torch.export.export(model, inputs, strict=strict)
+        return torch.export.export(model, inputs, strict=strict)
     except Exception as exc:  # export raises many types; all mean "cannot capture"
         raise TraceError(
             f"torch.export could not capture {type(model).__name__} (strict={strict}): {type(exc).__name__}: "

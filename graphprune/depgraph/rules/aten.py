@@ -27,7 +27,7 @@ import torch
 
 from ..context import Dim
 from . import NO_FACTS, ZERO_PRESERVING, OpFacts, register
-from .attention import _rewrite_sdpa, matmul, sdpa
+from .attention import _rewrite_sdpa, einsum, matmul, sdpa
 from .elementwise import _ADDITIVE, _RESIDUAL_ADD, elementwise
 from .layers import (_linear, _per_channel_statistics, _rewrite_conv_function, _rewrite_group_norm_function,
                      _rewrite_layer_norm_function, conv_function, group_norm_function, layer_norm_function)
@@ -111,6 +111,45 @@ def batch_norm(ctx) -> None:
     if x is not None:
         params = [ctx.value_of(ctx.arg(i)) for i in range(1, 5)]
         _per_channel_statistics(ctx, x, 1 if ctx.ndim(x) > 1 else 0, params)
+
+
+@register(aten.instance_norm.default)
+def instance_norm(ctx) -> None:
+    """``instance_norm(input, weight, bias, running_mean, running_var, …)``: statistics per sample."""
+    batch_norm(ctx)
+
+
+@register(aten.conv_transpose1d.default, aten.conv_transpose2d.input, aten.conv_transpose3d.input,
+          facts=ZERO_PRESERVING)
+def conv_transpose(ctx) -> None:
+    """``conv_transpose(input, weight, bias, stride, padding, output_padding, groups, …)``, weight (in, out, …).
+
+    Only ``groups == 1``: the functional form has no attribute for the rewrite to fix, and grouped
+    transposed convolutions are rare enough to stay frozen."""
+    x, w, b = (ctx.value_of(ctx.arg(i, n)) for i, n in enumerate(("input", "weight", "bias")))
+    out = ctx.out
+    if None in (x, w, out) or ctx.arg(6, "groups", 1) != 1 or ctx.ndim(x) != ctx.ndim(w):
+        return
+    ctx.same(Dim(x, 0), Dim(out, 0))
+    ctx.same(Dim(x, 1), Dim(w, 0))
+    ctx.same(Dim(out, 1), Dim(w, 1))
+    ctx.source(Dim(w, 1))
+    if b is not None:
+        ctx.same(Dim(b, 0), Dim(out, 1))
+    ctx.macs([Dim(x, a) for a in range(ctx.ndim(x))] + [Dim(w, a) for a in range(1, ctx.ndim(w))])
+
+
+@register(aten.prelu.default, facts=ZERO_PRESERVING)
+def prelu(ctx) -> None:
+    """``prelu(x, weight)``: one slope per channel (axis 1), or one shared slope."""
+    x, w = ctx.value_of(ctx.arg(0, "self")), ctx.value_of(ctx.arg(1, "weight"))
+    if x is None or w is None or ctx.out is None:
+        return
+    ctx.same_all(x, ctx.out)
+    if ctx.shape(w)[0] > 1:
+        ctx.same(Dim(w, 0), Dim(x, 1 if ctx.ndim(x) > 1 else 0))
+    else:
+        ctx.touch(Dim(w, 0))
 
 
 @register(aten._native_batch_norm_legit_no_training.default)
@@ -302,6 +341,7 @@ register(aten.mean.dim, aten.sum.dim_IntList, aten.amax.default, facts=ZERO_PRES
 register(aten.mean.default, aten.sum.default)(reduction)
 register(aten.softmax.int, aten._softmax.default, aten.log_softmax.int)(softmax)
 register(aten.matmul.default, aten.bmm.default, aten.mm.default)(matmul)
+register(aten.einsum.default)(einsum)
 register(aten.scaled_dot_product_attention.default, rewrite=_rewrite_sdpa)(sdpa)
 
 _POOLS = {aten.max_pool1d.default: 1, aten.max_pool2d.default: 2, aten.max_pool3d.default: 3,
@@ -313,6 +353,13 @@ _POOLS = {aten.max_pool1d.default: 1, aten.max_pool2d.default: 2, aten.max_pool3
 @register(*_POOLS, facts=ZERO_PRESERVING)
 def pool(ctx) -> None:
     _keep_leading(ctx, ctx.value_of(ctx.arg(0, "self")), _POOLS[ctx.node.target])
+
+
+@register(aten.upsample_nearest2d.vec, aten.upsample_bilinear2d.vec, aten.upsample_nearest1d.vec,
+          aten.upsample_linear1d.vec, aten.upsample_nearest3d.vec, aten.upsample_trilinear3d.vec,
+          aten.upsample_bicubic2d.vec, facts=ZERO_PRESERVING)
+def upsample(ctx) -> None:
+    _keep_leading(ctx, ctx.value_of(ctx.arg(0, "input")), None)
 
 
 @register(aten.constant_pad_nd.default)
