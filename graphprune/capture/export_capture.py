@@ -30,9 +30,14 @@ What is done to the exported program, and why:
 6. *Constants.*  Tensors created inside ``forward`` from nothing but Python values (``arange`` position
    ids, attention masks) are ordinary nodes without tensor inputs; non-parameter tensors captured from
    the module (``_tensor_constant*`` attributes) are ``get_attr`` nodes the builder freezes as constants.
+7. *Static shapes.*  Export specialises every size to the example inputs, the batch size included
+   (``view(x, [1, 17, -1, 16])``): the pruned graph runs on inputs of those shapes.  Capture with the
+   batch size you will fine-tune or serve with.  (Graphs exported with dynamic sizes read them with
+   ``aten.sym_size.int``; ``rules/aten.py`` couples or freezes those reads.)
 """
 from __future__ import annotations
 
+import operator
 import re
 from typing import Any
 
@@ -98,7 +103,7 @@ def _check_graph(gm: fx.GraphModule) -> None:
             raise TraceError(f"torch.export produced a {node.op} node '{node.name}' ({node.target}); "
                              "graphprune's export front end handles ATen-op graphs only")
         if node.op == "call_function" and not isinstance(node.target, torch._ops.OpOverload) \
-                and getattr(node.target, "__name__", "") != "getitem":
+                and node.target is not operator.getitem:
             raise TraceError(f"torch.export produced a call to {node.target} at node '{node.name}', which "
                              "graphprune cannot prune through; try the fx front end (graphprune.trace)")
 

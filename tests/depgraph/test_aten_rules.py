@@ -1,5 +1,4 @@
 """ATen rule rows (``depgraph/rules/aten.py``) on small graphs: size reads, slices, splits, addmm."""
-import operator
 
 import numpy as np
 import torch
