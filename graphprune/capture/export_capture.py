@@ -30,7 +30,10 @@ What is done to the exported program, and why:
 6. *Constants.*  Tensors created inside ``forward`` from nothing but Python values (``arange`` position
    ids, attention masks) are ordinary nodes without tensor inputs; non-parameter tensors captured from
    the module (``_tensor_constant*`` attributes) are ``get_attr`` nodes the builder freezes as constants.
-7. *Static shapes.*  Export specialises every size to the example inputs, the batch size included
+7. *Autocast-off regions inlined.*  ``with torch.autocast(..., enabled=False)`` becomes a higher-order
+   ``wrap_with_autocast`` call of a submodule; its body is inlined (exact outside any autocast).  Every
+   other higher-order op (``cond``, ``wrap_with_set_grad_enabled`` …) is refused with the node named.
+8. *Static shapes.*  Export specialises every size to the example inputs, the batch size included
    (``view(x, [1, 17, -1, 16])``): the pruned graph runs on inputs of those shapes.  Capture with the
    batch size you will fine-tune or serve with.  (Graphs exported with dynamic sizes read them with
    ``aten.sym_size.int``; ``rules/aten.py`` couples or freezes those reads.)
@@ -95,6 +98,42 @@ def _plain_graph_module(unlifted: fx.GraphModule, class_name: str) -> fx.GraphMo
     return gm
 
 
+def _is_autocast_off(node: fx.Node) -> bool:
+    """A ``wrap_with_autocast(device, dtype, enabled=False, cache, submodule, *inputs)`` call."""
+    return node.op == "call_function" and type(node.target).__name__ == "WrapWithAutocast" \
+        and len(node.args) > 4 and node.args[2] is False and node.args[4].op == "get_attr"
+
+
+def _inline_autocast_off(gm: fx.GraphModule) -> None:
+    """Inline the body of every ``with torch.autocast(..., enabled=False)`` region (EfficientViT, RoPE code).
+
+    NOTE: outside any autocast region, switching autocast off changes nothing, so the inlined ops compute
+    exactly what the region did.  (Run under an outer ``torch.autocast``, the inlined ops would follow it.)
+    """
+    for node in [n for n in gm.graph.nodes if _is_autocast_off(n)]:
+        body: fx.GraphModule = gm.get_submodule(node.args[4].target)
+        env = dict(zip([n for n in body.graph.nodes if n.op == "placeholder"], node.args[5:]))
+        with gm.graph.inserting_before(node):
+            for inner in body.graph.nodes:
+                if inner.op == "get_attr":
+                    raise TraceError(f"autocast region '{node.name}' reads '{inner.target}' itself; "
+                                     "graphprune cannot inline it")
+                if inner.op == "output":
+                    results = [env[r] for r in inner.args[0]]
+                elif inner.op != "placeholder":
+                    env[inner] = gm.graph.node_copy(inner, lambda n: env[n])
+        for user in list(node.users):  # getitem(region, i) -> i-th result
+            user.replace_all_uses_with(results[user.args[1]])
+            gm.graph.erase_node(user)
+        submodule = node.args[4]
+        gm.graph.erase_node(node)
+        if not submodule.users:
+            gm.graph.erase_node(submodule)
+            gm.delete_submodule(submodule.target)
+    gm.graph.lint()
+    gm.recompile()
+
+
 def _check_graph(gm: fx.GraphModule) -> None:
     """Every op must be an ATen overload, ``getitem`` or a parameter read: anything else is a capture we
     do not understand (a higher-order op such as ``cond`` or ``wrap_with_set_grad_enabled``)."""
@@ -132,6 +171,7 @@ def capture_with_export(model: torch.nn.Module, example_inputs: Any, *, strict: 
     was_training = private.training
     private.eval()
     gm = _plain_graph_module(_export(private, inputs, strict).module(), type(model).__name__)
+    _inline_autocast_off(gm)
     _check_graph(gm)
     macs: list[float] = []
     try:

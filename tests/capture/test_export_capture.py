@@ -213,3 +213,42 @@ def test_op_without_a_rule_freezes_its_channels_with_the_reason():
     graph = build_dependency_graph(capture_with_export(_Flip(), torch.randn(2, 4)))
     assert not graph.groups
     assert any("aten.flip" in r and "no channel rule" in r for r in _frozen_reasons(graph, "a.weight", 0))
+
+
+class _AutocastOff(nn.Module):
+    """A region with autocast switched off (as in EfficientViT's attention): export wraps it in a submodule."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        with torch.autocast("cpu", enabled=False):
+            h = torch.relu(h.float()) * 2.0
+        return self.b(h)
+
+
+def test_autocast_off_region_is_inlined_and_prunable():
+    model, x = _AutocastOff().eval(), torch.randn(2, 4)
+    traced = capture_with_export(model, x)
+    assert not any(type(n.target).__name__ == "WrapWithAutocast" for n in traced.gm.graph.nodes)
+    graph = build_dependency_graph(traced)
+    assert _group_with(graph, "a.weight").n_units == 6
+    check_rewrite(model, x, graph=graph)
+
+
+class _NoGrad(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+
+    def forward(self, x):
+        with torch.no_grad():
+            scale = self.a(x).abs().mean()
+        return self.a(x) * scale
+
+
+def test_grad_mode_region_is_refused_with_the_node_named():
+    with pytest.raises(TraceError, match="cannot prune through"):
+        capture_with_export(_NoGrad(), torch.randn(2, 4))
