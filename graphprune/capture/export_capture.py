@@ -92,6 +92,7 @@ def _plain_graph_module(unlifted: fx.GraphModule, class_name: str) -> fx.GraphMo
             if node.users:
                 raise TraceError(f"unexpected use of export's input guard '{node.name}' in the graph")
             graph.erase_node(node)
+    graph._tracer_cls = None  # NOTE: export's tracer cannot re-trace the code when a saved model is loaded
     gm = fx.GraphModule(unlifted, graph, class_name)
     gm.graph.lint()
     gm.eval()

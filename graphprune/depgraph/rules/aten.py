@@ -40,12 +40,13 @@ aten = torch.ops.aten
 register(aten.add.Tensor, aten.add_.Tensor, facts=_RESIDUAL_ADD)(elementwise)
 register(aten.sub.Tensor, aten.sub_.Tensor, facts=_ADDITIVE)(elementwise)
 register(aten.mul.Tensor, aten.mul_.Tensor, aten.mul.Scalar, aten.relu.default, aten.relu_.default,
-         aten.gelu.default, aten.silu.default, aten.silu_.default, aten.tanh.default, aten.hardtanh.default,
-         aten.hardtanh_.default, aten.relu6.default, aten.hardswish.default, aten.leaky_relu.default,
+         aten.gelu.default, aten.gelu_.default, aten.silu.default, aten.silu_.default, aten.tanh.default,
+         aten.relu6.default, aten.hardswish.default, aten.leaky_relu.default,
          aten.dropout.default, aten.contiguous.default, aten.alias.default, aten.neg.default,
          facts=ZERO_PRESERVING)(elementwise)
 register(aten.add.Scalar, aten.sub.Scalar, aten.rsub.Scalar, aten.div.Tensor, aten.div.Scalar,
-         aten.div_.Tensor, aten.add_.Scalar, aten.mul_.Scalar, aten.gelu_.default, aten.sigmoid.default,
+         aten.div_.Tensor, aten.add_.Scalar, aten.mul_.Scalar, aten.sigmoid.default, aten.hardtanh.default,
+         aten.hardtanh_.default,  # NOTE: hardtanh(0) != 0 when min_val > 0
          aten.hardsigmoid.default, aten.exp.default, aten.log.default, aten.sqrt.default, aten.rsqrt.default,
          aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor, aten.erf.default, aten.abs.default, aten.sin.default,
          aten.cos.default, aten.clamp.default, aten.clamp_min.default, aten.square.default,
