@@ -40,9 +40,10 @@ What is done to the exported program, and why:
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.fx as fx
@@ -65,17 +66,48 @@ def _export_hint(exc: Exception) -> str:
     return first
 
 
-def _export(model: torch.nn.Module, inputs: tuple, strict: bool) -> torch.export.ExportedProgram:
+@contextlib.contextmanager
+def _module_stack(model: torch.nn.Module) -> Iterator[list[tuple[str, str]]]:
+    """The (qualified name, class) of every module whose ``forward`` is running, innermost last.
+
+    NOTE: non-strict export runs ``forward`` as Python, so hooks fire; a module whose ``forward`` raised
+    never pops, and the innermost one left is where capture failed.  Hooks go on the private copy only
+    and are removed before the graph is unlifted.
+    """
+    stack: list[tuple[str, str]] = []
+
+    def enter(entry):
+        def hook(*_):  # returns None: the module's input and output stay as they are
+            stack.append(entry)
+        return hook
+
+    def leave(*_):
+        stack.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(enter((name or "<root>", type(module).__name__))))
+        handles.append(module.register_forward_hook(leave))
     try:
-        return torch.export.export(model, inputs, strict=strict)
-    except Exception as exc:  # export raises many types; all mean "cannot capture"
-        raise TraceError(
-            f"torch.export could not capture {type(model).__name__} (strict={strict}): {type(exc).__name__}: "
-            f"{_export_hint(exc)}\nWays through: export runs Python control flow on sizes but not on tensor "
-            "values, so make the failing code independent of the data (or express it with torch.cond); "
-            "strict=False if strict was on; or the fx front end (graphprune.trace) with "
-            "leaf_modules=[...] to keep the failing module opaque."
-        ) from exc
+        yield stack
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _export(model: torch.nn.Module, inputs: tuple, strict: bool) -> torch.export.ExportedProgram:
+    with _module_stack(model) as stack:
+        try:
+            return torch.export.export(model, inputs, strict=strict)
+        except Exception as exc:  # export raises many types; all mean "cannot capture"
+            name, cls = stack[-1] if stack else ("<root>", type(model).__name__)
+            raise TraceError(
+                f"torch.export could not capture module '{name}' ({cls}) (strict={strict}): "
+                f"{type(exc).__name__}: {_export_hint(exc)}\nWays through: export runs Python control flow on "
+                "sizes but not on tensor values, so make the failing code independent of the data (or express "
+                "it with torch.cond); strict=False if strict was on; or the fx front end (graphprune.trace) "
+                f"with leaf_modules=['{name}'] to keep that module opaque."
+            ) from exc
 
 
 def _plain_graph_module(unlifted: fx.GraphModule, class_name: str) -> fx.GraphModule:

@@ -209,9 +209,12 @@ class _DataDependent(nn.Module):
         return y if bool(y.sum() > 0) else -y
 
 
-def test_export_failure_is_a_trace_error_with_a_way_through():
-    with pytest.raises(TraceError, match=r"torch.export could not capture _DataDependent[\s\S]*Ways through"):
-        capture_with_export(_DataDependent(), torch.randn(2, 4))
+def test_export_failure_names_the_innermost_module_and_a_way_through():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), _DataDependent()))
+    with pytest.raises(TraceError, match=r"could not capture module '1.1' \(_DataDependent\)[\s\S]*"
+                                         r"test_export_capture.py:\d+ in forward[\s\S]*leaf_modules=\['1.1'\]"):
+        capture_with_export(model, torch.randn(2, 4))
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 class _Flip(nn.Module):
