@@ -23,13 +23,17 @@ What is done to the exported program, and why:
    ``trace``; every rewrite replaces them.
 4. *No guard call.*  ``ep.module()`` calls a ``_guards_fn`` submodule that checks the input shapes the
    program was specialised to.  It is removed: graphprune's graphs are specialised to their example
-   inputs anyway, and an opaque call on the model input would only add a node without a rule.
+   inputs anyway, and an opaque call on the model input would only add a node without a rule.  The
+   graph moves into a plain ``GraphModule`` (``ep.module()``'s ``train()``/``eval()`` raise) and forgets
+   export's tracer class, which cannot re-trace the code when a saved pruned model is loaded.
 5. *Input and output structure kept.*  The graph keeps export's pytree code generation: it is called with
    the model's positional inputs, and returns what the model returned (a Hugging Face ``ModelOutput``
-   keeps its ``.logits``).  The graph's output node holds the flat tensors.
-6. *Constants.*  Tensors created inside ``forward`` from nothing but Python values (``arange`` position
-   ids, attention masks) are ordinary nodes without tensor inputs; non-parameter tensors captured from
-   the module (``_tensor_constant*`` attributes) are ``get_attr`` nodes the builder freezes as constants.
+   keeps its ``.logits``).  The graph's output node holds the flat tensors.  (fx pickling does not keep
+   that structure: a pruned model saved and loaded with ``trusted=True`` returns the fields as a dict.)
+6. *Constants.*  A plain tensor attribute the model reads (not a parameter or buffer) is lifted by export
+   as a constant and comes back as a *buffer* of the plain GraphModule: rules couple it like any buffer,
+   and it is sliced with the channels it scales.  Tensors created inside ``forward`` from Python values
+   (``arange`` position ids, attention masks) are nodes without tensor inputs and without a rule: frozen.
 7. *Autocast-off regions inlined.*  ``with torch.autocast(..., enabled=False)`` becomes a higher-order
    ``wrap_with_autocast`` call of a submodule; its body is inlined (exact outside any autocast).  Every
    other higher-order op (``cond``, ``wrap_with_set_grad_enabled`` …) is refused with the node named.

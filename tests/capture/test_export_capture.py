@@ -217,6 +217,32 @@ def test_export_failure_names_the_innermost_module_and_a_way_through():
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
+class _TensorAttribute(nn.Module):
+    def __init__(self, with_arange: bool):
+        super().__init__()
+        self.a, self.b, self.with_arange = nn.Linear(4, 6), nn.Linear(6, 2), with_arange
+        self.scale = torch.rand(6) + 0.5  # a plain attribute: neither parameter nor buffer
+
+    def forward(self, x):
+        h = self.a(x) * self.scale
+        return self.b(h + torch.arange(6.0) if self.with_arange else h)
+
+
+def test_tensor_attribute_becomes_a_buffer_sliced_with_its_channels():
+    model, x = _TensorAttribute(with_arange=False).eval(), torch.randn(2, 4)
+    graph = build_dependency_graph(capture_with_export(model, x))
+    assert Dim("@scale", 0) in _group_with(graph, "a.weight").members
+    result = check_rewrite(model, x, graph=graph)
+    assert result.pruned.scale.shape == result.pruned.a.bias.shape != model.scale.shape
+
+
+def test_tensor_made_in_forward_freezes_the_channels_it_meets():
+    model, x = _TensorAttribute(with_arange=True).eval(), torch.randn(2, 4)
+    graph = build_dependency_graph(capture_with_export(model, x))
+    assert not graph.groups
+    assert any("aten.arange" in r for r in _frozen_reasons(graph, "a.weight", 0))
+
+
 class _Flip(nn.Module):
     def __init__(self):
         super().__init__()
