@@ -5,6 +5,7 @@ and ONNX Runtime where asked) on graphs built by ``build_dependency_graph(captur
 """
 import numpy as np
 import pytest
+import timm  # in the test extra, as is transformers
 import torch
 import torch.nn as nn
 import transformers
@@ -295,3 +296,14 @@ class _NoGrad(nn.Module):
 def test_grad_mode_region_is_refused_with_the_node_named():
     with pytest.raises(TraceError, match="cannot prune through"):
         capture_with_export(_NoGrad(), torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("name", ["mobilevitv2_050", "efficientvit_b0"])
+def test_timm_models_fx_cannot_trace_pass_the_oracle(name):
+    torch.manual_seed(0)
+    model, x = randomize_(timm.create_model(name, pretrained=False).eval()), torch.randn(1, 3, 64, 64)
+    with pytest.raises(TraceError):
+        trace(model, x)
+    graph = build_dependency_graph(capture_with_export(model, x))
+    result = check_rewrite(model, x, graph=graph, p_keep=0.6, rtol=1e-4)
+    assert result.planned_macs < 0.9 * graph.cost().macs
