@@ -44,13 +44,25 @@ def test_patterns_give_the_fx_groups_and_pass_the_oracle(pattern):
     check_rewrite(model, x, graph=exported, rtol=1e-5 if pattern.exact else 1e-4)
 
 
-def test_conv_net_and_mlp_export_to_onnx(tmp_path):
-    for name in ("residual", "flatten_linear"):
-        pattern = next(p for p in PATTERNS if p.name == name)
-        model, x = randomize_(pattern.build().eval()), pattern.make_input()
-        result = check_rewrite(model, x, graph=build_dependency_graph(capture_with_export(model, x)),
-                               onnx_path=str(tmp_path / f"{name}.onnx"))
-        assert result.onnx_diff is not None and result.keep.sum() < result.graph.n_units
+def _mlp():
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 12), nn.GELU(),
+                         nn.LayerNorm(12), nn.Linear(12, 3)), torch.randn(4, 8)
+
+
+def _conv_net():
+    pattern = next(p for p in PATTERNS if p.name == "residual")
+    return pattern.build(), pattern.make_input()
+
+
+@pytest.mark.parametrize("build", [_conv_net, _mlp], ids=["conv_net", "mlp"])
+def test_conv_net_and_mlp_match_fx_and_export_to_onnx(build, tmp_path):
+    model, x = build()
+    model = randomize_(model.eval())
+    graph = build_dependency_graph(capture_with_export(model, x))
+    assert _partition(graph) == _partition(build_dependency_graph(trace(model, x)))
+    assert [g.name for g in graph.groups] == [g.name for g in build_dependency_graph(trace(model, x)).groups]
+    result = check_rewrite(model, x, graph=graph, onnx_path=str(tmp_path / "model.onnx"))
+    assert result.onnx_diff is not None and result.keep.sum() < result.graph.n_units
 
 
 def test_multihead_attention_is_decomposed_into_prunable_aten_ops():
