@@ -54,6 +54,7 @@ class _Builder:
     inexact: dict[Dim, str] = field(default_factory=dict)
     mac_terms: list[tuple[str, float, list[Dim]]] = field(default_factory=list)
     made: dict[str, _Choice] = field(default_factory=dict)
+    attr_values: dict[str, str] = field(default_factory=dict)  # get_attr node -> its "@parameter" value
 
     def __post_init__(self) -> None:
         self.gm = self.traced.gm
@@ -192,6 +193,7 @@ class _Builder:
             return
         key = f"@{node.target}"
         if key in self.shapes and self.shapes[key] == self.shapes[node.name]:
+            self.attr_values[node.name] = key
             for axis in range(len(self.shapes[key])):
                 self.union(Dim(node.name, axis), Dim(key, axis))
         else:

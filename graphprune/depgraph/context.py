@@ -136,6 +136,8 @@ class RuleContext:
     def source(self, dim: Dim) -> None:
         """Mark ``dim`` as producing channels (a layer's output features): only these are worth pruning."""
         self._b.sources.add(dim)
+        if dim.value in self._b.attr_values:  # a get_attr node: the parameter itself names the group
+            self._b.sources.add(Dim(self._b.attr_values[dim.value], dim.axis))
 
     def inexact(self, dim: Dim, why: str) -> None:
         """Pruning ``dim`` changes this op's statistics (e.g. LayerNorm): record it for reports and tests."""

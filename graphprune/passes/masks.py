@@ -62,12 +62,15 @@ def masked_layer_norm(x: torch.Tensor, mask: torch.Tensor, n_axes: int, weight, 
     return y * mask
 
 
+_LAYER_NORM_FUNCTIONS = (torch.nn.functional.layer_norm, torch.ops.aten.layer_norm.default)  # fx, export
+
+
 def _layer_norm_spec(node: fx.Node, modules: dict) -> tuple | None:
     """(n_axes, weight, bias, eps) of a LayerNorm module call or ``F.layer_norm`` call, else None."""
     if node.op == "call_module" and isinstance(modules.get(node.target), torch.nn.LayerNorm):
         m = modules[node.target]
         return len(m.normalized_shape), m.weight, m.bias, m.eps
-    if node.op == "call_function" and node.target is torch.nn.functional.layer_norm:
+    if node.op == "call_function" and node.target in _LAYER_NORM_FUNCTIONS:
         arg = lambda i, name, default=None: node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
         return len(arg(1, "normalized_shape")), arg(2, "weight"), arg(3, "bias"), arg(4, "eps", 1e-5)
     return None

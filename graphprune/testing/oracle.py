@@ -68,6 +68,8 @@ class OracleResult:
 
 
 def _first(y):
+    if isinstance(y, dict):  # e.g. a Hugging Face ModelOutput kept by the torch.export front end
+        y = list(y.values())
     return y[0] if isinstance(y, (tuple, list)) else y
 
 

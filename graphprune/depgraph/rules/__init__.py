@@ -142,4 +142,4 @@ def op_label(node: fx.Node, modules: dict[str, torch.nn.Module]) -> str:
 
 
 # Importing the rule modules fills REGISTRY.
-from . import elementwise, layers, shape, indexing, pooling, attention  # noqa: E402,F401
+from . import elementwise, layers, shape, indexing, pooling, attention, aten  # noqa: E402,F401
