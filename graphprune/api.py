@@ -20,7 +20,7 @@ from .search import AllocationConfig
 from .search.cost import resolve_ms
 from .search.latency_budget import LatencyOutcome, latency_provider, meet_latency
 from .search.registry import choose_keep
-from .trace import trace
+from .capture import capture
 
 MAX_VERIFY_RETRIES = 16
 
@@ -49,6 +49,7 @@ class PruneReport:
     measured_ms: float | None = None
     latency_iterations: int = 0
     budget_text: str = ""
+    front_end: str = "fx"  # "fx" (symbolic tracing) or "export" (torch.export, when fx could not trace)
 
     def add_latency(self, outcome: LatencyOutcome | None) -> None:
         """Copy the re-plan loop's final predicted and measured times (``search.latency_budget``)."""
@@ -101,10 +102,10 @@ class PruneResult:
 
 
 def inspect(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable = (),
-            concrete_args: dict | None = None) -> DependencyGraph:
+            concrete_args: dict | None = None, front_end: str = "auto") -> DependencyGraph:
     """The dependency graph of ``model``: groups, frozen dims with reasons, costs (see ``.summary()``)."""
-    return build_dependency_graph(trace(model, example_inputs, leaf_modules=leaf_modules,
-                                        concrete_args=concrete_args))
+    return build_dependency_graph(capture(model, example_inputs, front_end=front_end, leaf_modules=leaf_modules,
+                                          concrete_args=concrete_args))
 
 
 def count_cost(model: torch.nn.Module, example_inputs: Any, **trace_kw: Any):
@@ -187,7 +188,7 @@ def _search_and_rewrite(traced, b: Budget, strategy, importance, floors: dict, i
 def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *,
           strategy: str = "global", importance: str | Callable = "l2", round_to: int | str = "auto",
           min_channels: int = 1, max_prune_ratio: float = 0.95, ignored_layers: Iterable[str] = (),
-          leaf_modules: Iterable = (), concrete_args: dict | None = None,
+          leaf_modules: Iterable = (), concrete_args: dict | None = None, front_end: str = "auto",
           return_result: bool = False, eval_fn: Callable | None = None, calib_data: Iterable | None = None,
           search_options: dict | None = None, train_data: Any = None,
           supernet: Any = None, keep_hooks: bool = False, target: Any = None,
@@ -209,6 +210,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
         max_prune_ratio: no group loses more than this fraction.
         ignored_layers: qualified module names (or one name) whose channels are never pruned.
         leaf_modules / concrete_args: passed to the tracer (see ``graphprune.trace``).
+        front_end: ``"auto"`` (torch.fx first, torch.export when fx cannot trace; a warning says so), ``"fx"`` or
+            ``"export"`` (``graphprune.capture``).
         return_result: return ``PruneResult(model, plan, report, graph)`` instead of the module.
         eval_fn / calib_data / search_options: for the searching strategies ``"sensitivity"``,
             ``"evolutionary"``, ``"rl"`` (``graphprune.search.SEARCHES``) and data-driven importance
@@ -248,8 +251,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
         return prune_with_learner(model, b, example_inputs, strategy, train_data, return_result, search_options)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args,
-                   keep_hooks=keep_hooks)
+    traced = capture(model, example_inputs, front_end=front_end, leaf_modules=leaf_modules,
+                     concrete_args=concrete_args, keep_hooks=keep_hooks)
     seconds["trace"] = time.perf_counter() - t
     warn_hooks_not_kept(traced)
     floors = dict(round_to=opts.round_to, min_units=opts.min_channels, max_prune_ratio=opts.max_prune_ratio)
@@ -267,6 +270,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
                          width_policy=cfg.menus(graph).policy)
     report.add_latency(outcome)
     report.budget_text = b.describe()
+    report.front_end = traced.front_end
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
                           importance=importance if isinstance(importance, str) else "custom",
                           achieved=getattr(report, f"{b.metric}_ratio"))

@@ -118,6 +118,8 @@ class TracedModel:
             run): the names, values and ``training`` flags the pruned model carries over.
         hooks: the user's forward/backward hooks (see ``graphprune.trace_state``).
         keep_hooks: whether the rewrite re-registers ``hooks`` on the pruned model.
+        front_end: how the graph was captured: ``"fx"`` (symbolic tracing, this module) or ``"export"``
+            (``torch.export``, ``graphprune.capture``).
     """
 
     gm: fx.GraphModule
@@ -129,6 +131,7 @@ class TracedModel:
     source: torch.nn.Module | None = None
     hooks: list[HookRecord] = field(default_factory=list)
     keep_hooks: bool = False
+    front_end: str = "fx"
 
 
 # NOTE: fx's Tracer patches torch.nn.Module.__call__/__getattr__ for the whole process while it traces; two

@@ -1,4 +1,5 @@
-"""Front ends other than ``torch.fx`` symbolic tracing: each returns a ``trace.TracedModel``."""
+"""Front ends: each turns a model into a ``trace.TracedModel`` (fx symbolic tracing lives in ``graphprune.trace``)."""
 from .export_capture import capture_with_export
+from .front_end import FRONT_ENDS, capture
 
-__all__ = ["capture_with_export"]
+__all__ = ["capture", "capture_with_export", "FRONT_ENDS"]

@@ -9,8 +9,8 @@ graph is an ordinary ``fx.GraphModule``, only its ``call_function`` targets are 
 
 What is done to the exported program, and why:
 
-1. *Private copy, eval mode.*  ``structure_copy`` of the model is exported in eval mode, so dropout is
-   off and BatchNorm uses running statistics — both are baked into the graph as constants (``train=False``
+1. *Private copy, eval mode.*  ``trace.private_copy`` of the model (buffers cloned, hooks stripped) is
+   exported in eval mode, so dropout is off and BatchNorm uses running statistics — both are baked into the graph as constants (``train=False``
    arguments), as in the fx path, where ``self.training`` branches are traced as in inference.
 2. *Pre-dispatch ATen IR, not Core ATen.*  ``ep.module()`` is used as is, without ``run_decompositions``:
    its ops are the composite ones the model called (``linear``, ``layer_norm``,
@@ -52,7 +52,8 @@ from typing import Any, Iterator
 import torch
 import torch.fx as fx
 
-from ..trace import TraceError, TracedModel, normalize_inputs, propagate_shapes, structure_copy
+from ..trace import TraceError, TracedModel, normalize_inputs, private_copy, propagate_shapes
+from ..trace_state import collect_hooks
 
 __all__ = ["capture_with_export"]
 
@@ -204,7 +205,7 @@ def capture_with_export(model: torch.nn.Module, example_inputs: Any, *, strict: 
     inputs = normalize_inputs(example_inputs)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    private = structure_copy(model)
+    private = private_copy(model)  # NOTE: buffers cloned, hooks stripped: export runs forward as Python
     was_training = private.training
     private.eval()
     gm = _plain_graph_module(_export(private, inputs, strict).module(), type(model).__name__)
@@ -216,4 +217,5 @@ def capture_with_export(model: torch.nn.Module, example_inputs: Any, *, strict: 
     except Exception as exc:
         raise TraceError(f"the exported graph failed to run on example_inputs: {type(exc).__name__}: {exc}") from exc
     return TracedModel(gm=gm, example_inputs=inputs, was_training=was_training, shapes=shapes,
-                       counted_macs=macs[0] if macs else None)
+                       counted_macs=macs[0] if macs else None, source=private_copy(model),
+                       hooks=collect_hooks(model), front_end="export")
