@@ -1,0 +1,102 @@
+"""Latency staircases: where a layer's time jumps as its width grows, and the width curve between samples.
+
+Hardware runs channels in blocks (SIMD lanes, GEMM tiles), so a layer's time as a function of one width is
+a staircase: flat over a block, a jump into the next.  The width worth keeping is the *right end* of each
+step — the widest width before a jump: one channel more costs a jump, one fewer saves nothing.
+
+Detection (:func:`staircase`), robust to timing noise:
+
+1. Fit a monotone non-decreasing curve to the samples (isotonic regression, pool adjacent violators):
+   removing channels never makes a layer slower, so dips are noise.
+2. The noise floor is a robust spread of the residuals (1.4826 · median absolute residual).
+3. A jump between two neighbouring samples is a rise of the fit larger than both ``rel`` times the fit
+   and ``k`` times the noise floor; the sample before a jump is a right end; the widest sample always is.
+
+:func:`width_curve` turns a sweep into a monotone curve over every integer width 0..full, used by the
+latency table: exact at measured widths, the next measured width's time in the finely sampled region (a
+staircase is flat up to its right end), linear interpolation between coarse samples.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["monotone_fit", "staircase", "width_curve", "extend_menu"]
+
+REL_JUMP = 0.02
+NOISE_K = 2.0
+
+
+def monotone_fit(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Least-squares non-decreasing fit of ``values`` (pool adjacent violators)."""
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=np.float64)
+    means, sizes, counts = [], [], []
+    for v, w in zip(values, weights):
+        means.append(v)
+        sizes.append(w)
+        counts.append(1)
+        while len(means) > 1 and means[-2] > means[-1]:
+            m2, s2, c2 = means.pop(), sizes.pop(), counts.pop()
+            total = sizes[-1] + s2
+            means[-1] = (means[-1] * sizes[-1] + m2 * s2) / total
+            sizes[-1], counts[-1] = total, counts[-1] + c2
+    return np.repeat(means, counts)
+
+
+def staircase(widths, times, rel: float = REL_JUMP, k: float = NOISE_K) -> np.ndarray:
+    """Right ends of the latency steps of ``times`` sampled at ``widths`` (see module docstring).
+
+    Args:
+        widths: sampled widths (any order, distinct).
+        times: time at each width.
+        rel: smallest jump that counts, relative to the time after it.
+        k: smallest jump that counts, in units of the noise floor.
+
+    Returns:
+        Ascending widths, each the widest of its step; the widest sample is always one.
+    """
+    widths, times = np.asarray(widths), np.asarray(times, dtype=np.float64)
+    if widths.shape != times.shape or widths.ndim != 1 or len(widths) == 0:
+        raise ValueError(f"staircase needs equal-length 1-D widths and times, got {widths.shape}, {times.shape}")
+    order = np.argsort(widths)
+    widths, times = widths[order], times[order]
+    fit = monotone_fit(times)
+    noise = 1.4826 * float(np.median(np.abs(times - fit)))
+    rise = np.diff(fit)
+    jump = (rise > rel * fit[1:]) & (rise > k * noise)
+    return np.append(widths[:-1][jump], widths[-1]).astype(np.int64)
+
+
+def width_curve(widths, times, full: int, fine_step: int) -> np.ndarray:
+    """Monotone time at every width ``0..full`` from a sweep (see module docstring); time 0 at width 0."""
+    widths = np.asarray(widths, dtype=np.int64)
+    order = np.argsort(widths)
+    widths, fit = widths[order], monotone_fit(np.asarray(times, dtype=np.float64)[order])
+    xs = np.concatenate([[0], widths])
+    ys = np.concatenate([[0.0], fit])
+    grid = np.arange(full + 1)
+    curve = np.interp(grid, xs, ys)
+    nxt = np.searchsorted(xs, grid, side="left")  # first sample at or above each width
+    nxt = np.minimum(nxt, len(xs) - 1)
+    prev = np.maximum(nxt - 1, 0)
+    fine = (xs[nxt] - xs[prev]) <= fine_step
+    curve[fine] = ys[nxt][fine]
+    return np.maximum.accumulate(curve)
+
+
+def extend_menu(right_ends: np.ndarray, fine_low: int, fine_step: int) -> np.ndarray:
+    """Right ends found in the finely sampled region, continued below it with the staircase's period.
+
+    The period is the most common gap between the right ends found (the hardware's block); with fewer than
+    two gaps it is the sampling step.  Continued from the lowest right end found, only below ``fine_low``
+    (inside the fine region the samples already decided).
+    """
+    ends = np.unique(np.asarray(right_ends, dtype=np.int64))
+    gaps = np.diff(ends)
+    if len(gaps) >= 2:
+        values, counts = np.unique(gaps, return_counts=True)
+        period = int(values[np.argmax(counts)])
+    else:
+        period = int(fine_step)
+    below = np.arange(int(ends.min()) - period, 0, -period)
+    return np.unique(np.concatenate([ends, below[below < fine_low]]))

@@ -1,0 +1,211 @@
+"""The measured latency table and the latency model built on it.
+
+Model.  Each conv/linear node ``n`` with widths ``a`` (input axis, per group) and ``b`` (output axis) is
+priced as a *separable product* of its two measured sweeps::
+
+    T_n(a, b) = T_n(full) · r_in(a) · r_out(b),    r_axis(w) = curve_axis(w) / curve_axis(full)
+
+where ``curve_axis`` is the monotone width curve of the sweep along that axis with the other axis at full
+width (``staircase.width_curve``); a frozen axis has ``r ≡ 1``.  The product is exact for time ∝ MACs
+(∝ a·b) and for a staircase in one axis; it misses interactions (a GEMM tile depending on both widths),
+which ``tests/latency`` and the bench measure on random (a, b) pairs.  Cost nodes without a piece
+(matmul, attention, …) are priced by MACs at the pieces' own ms-per-MAC rate.
+
+Calibration.  The dense model is measured once, whole, on the target.  The pieces rarely sum to it: the
+whole model also runs unmodeled ops (pooling, adds, activations not fused) and per-run overhead, and its
+layers are fused and share caches.  When the pieces under-explain the model, the difference is a constant
+added to every prediction (overhead does not shrink with pruning); when they over-explain it, predictions
+are scaled by ``dense / Σ pieces`` (the lost fusion is proportional to the layers' own time).  Either way
+``predict_ms(full) == dense_ms``, predictions stay positive, and removing units never increases them (each
+curve is monotone).
+
+Width menu.  For a group, the union over the layers it touches of each layer-axis's staircase right ends
+(translated from channels to the group's units).  Why the union: with separable per-layer times, a width
+that is no layer's right end has the same time as one unit more, so it is dominated; every right end of
+some layer saves time over the next width up, so none is dominated.  The union is exactly the
+non-dominated set.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import runners
+from .cache import TimingCache
+from .model import Target
+from .pieces import NodePiece, node_pieces
+from .staircase import extend_menu, staircase, width_curve
+from .sweep import PieceTiming, time_spec
+
+__all__ = ["LatencyTable", "TableLatencyModel", "build_latency_model", "measure_table"]
+
+
+@dataclass
+class LatencyTable:
+    """Everything measured for one graph on one target.
+
+    Attributes:
+        pieces: the graph's conv/linear nodes as pieces; timings: their specs' sweeps by ``spec.key``.
+        macs_nodes: cost nodes without a piece (priced by MACs).
+        dense_ms: the whole model measured once.
+        measured, reused: piece specs timed now / read from the cache; seconds: build wall time.
+    """
+
+    target: Target
+    pieces: list[NodePiece]
+    timings: dict[str, PieceTiming]
+    macs_nodes: list[str]
+    dense_ms: float
+    measured: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _model_key(graph) -> str:
+    text = graph.traced.gm.code + repr(sorted(graph.shapes.items()))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def measure_table(graph, target: Target = Target(), *, cache_dir: str | Path | None | bool = None,
+                  progress: bool = True) -> LatencyTable:
+    """Time every distinct piece of ``graph`` and the dense model on ``target``, reusing the disk cache."""
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    cache = TimingCache.open(target, cache_dir)
+    pieces, macs_nodes = node_pieces(graph, target.batch)
+    specs = {p.spec.key: p.spec for p in pieces}
+    missing = [k for k in specs if k not in cache.pieces]
+    for key in tqdm(missing, desc=f"latency table ({target.key})", disable=not progress or not missing):
+        cache.pieces[key] = time_spec(specs[key], target).to_json()
+        cache.save()  # NOTE: after every piece, so an interrupted build keeps what it measured
+    model_key = _model_key(graph)
+    if model_key not in cache.dense:
+        cache.dense[model_key] = runners.measure_ms([graph.traced.gm], graph.traced.example_inputs, target)[0]
+        cache.save()
+    timings = {k: PieceTiming.from_json(cache.pieces[k]) for k in specs}
+    return LatencyTable(target, pieces, timings, macs_nodes, float(cache.dense[model_key]),
+                        measured=len(missing), reused=len(specs) - len(missing),
+                        seconds=time.perf_counter() - start)
+
+
+class TableLatencyModel:
+    """:class:`~graphprune.latency.LatencyModel` from a measured table (see module docstring)."""
+
+    def __init__(self, graph, target: Target, table: LatencyTable):
+        self.graph, self.target, self.table = graph, target, table
+        self._menus: dict[int, np.ndarray] = {}
+        self._compile_pieces()
+        self._compile_macs_terms()
+        raw = self._raw_ms(graph.class_sizes(graph.full_keep()))
+        self.dense_ms = float(table.dense_ms)
+        self.offset, self.scale = (self.dense_ms - raw, 1.0) if self.dense_ms >= raw else \
+            (0.0, self.dense_ms / raw if raw > 0 else 1.0)
+
+    def _compile_pieces(self) -> None:
+        """Flat arrays: each node's full ms and where its two normalised curves start in ``self._curves``."""
+        curves, starts, classes, full_ms = [], [], [], []
+        offset = 0
+        for p in self.table.pieces:
+            timing = self.table.timings[p.spec.key]
+            full_ms.append(timing.full_ms)
+            for axis, cls in (("in", p.in_class), ("out", p.out_class)):
+                full = p.spec.full(axis)
+                if axis in timing.sweeps:
+                    s = timing.sweeps[axis]
+                    curve = width_curve(s.widths, s.ms, full, s.step)
+                    curve = curve / curve[full] if curve[full] > 0 else np.ones(full + 1)
+                else:
+                    curve = np.ones(full + 1)
+                curves.append(curve)
+                starts.append(offset)
+                classes.append(cls)
+                offset += full + 1
+        self._curves = np.concatenate(curves) if curves else np.zeros(0)
+        self._starts = np.array(starts, dtype=np.int64).reshape(-1, 2)
+        self._classes = np.array(classes, dtype=np.int64).reshape(-1, 2)
+        self._full_ms = np.array(full_ms, dtype=np.float64)
+
+    def _compile_macs_terms(self) -> None:
+        """Cost terms of nodes without a piece, priced at the pieces' ms per MAC."""
+        names = set(self.table.macs_nodes)
+        piece_nodes = {p.node for p in self.table.pieces}
+        sizes = self.graph.class_size.astype(np.float64)
+        piece_macs = sum(c * np.prod(sizes[i]) for n, c, i in self.graph._mac_terms if n in piece_nodes)
+        terms = [(c, i) for n, c, i in self.graph._mac_terms if n in names]
+        width = max((len(i) for _, i in terms), default=0)
+        self._macs_index = np.full((len(terms), width), len(sizes), dtype=np.int64)
+        for row, (_, idx) in enumerate(terms):
+            self._macs_index[row, :len(idx)] = idx
+        self._macs_coef = np.array([c for c, _ in terms], dtype=np.float64)
+        if piece_macs > 0:
+            self._ms_per_mac = float(self._full_ms.sum()) / piece_macs
+        else:  # no pieces at all: the whole dense time is spread over the MACs
+            total = float((self._macs_coef * np.append(sizes, 1.0)[self._macs_index].prod(axis=1)).sum())
+            self._ms_per_mac = self.table.dense_ms / total if total > 0 else 0.0
+
+    def _raw_ms(self, sizes: np.ndarray) -> float:
+        ms = 0.0
+        if len(self._full_ms):
+            ratio = self._curves[self._starts + sizes[self._classes]].prod(axis=1)
+            ms += float(self._full_ms @ ratio)
+        if len(self._macs_coef):
+            padded = np.append(sizes.astype(np.float64), 1.0)
+            ms += self._ms_per_mac * float(self._macs_coef @ padded[self._macs_index].prod(axis=1))
+        return ms
+
+    def predict_ms(self, keep: np.ndarray) -> float:
+        """Predicted ms of the model pruned to ``keep``."""
+        return self.offset + self.scale * self._raw_ms(self.graph.class_sizes(np.asarray(keep, dtype=bool)))
+
+    def width_menu(self, group_index: int) -> np.ndarray:
+        """Kept-unit counts at the right end of a latency step of some layer of the group (module docstring)."""
+        if group_index not in self._menus:
+            self._menus[group_index] = self._menu(group_index)
+        return self._menus[group_index]
+
+    def _menu(self, group_index: int) -> np.ndarray:
+        g = self.graph.groups[group_index]
+        n = g.n_units
+        keep = self.graph.full_keep()
+        keep[g.units] = False
+        base = self.graph.class_sizes(keep)
+        counts = [np.array([n])]
+        for p in self.table.pieces:
+            timing = self.table.timings[p.spec.key]
+            for axis, cls in (("in", p.in_class), ("out", p.out_class)):
+                if axis not in timing.sweeps or cls not in g.classes:
+                    continue
+                per_unit = (self.graph.class_size[cls] - base[cls]) / n
+                if per_unit <= 0:
+                    continue
+                s = timing.sweeps[axis]
+                ends = extend_menu(staircase(*s.fine()), s.fine_low, s.step)
+                counts.append(np.floor((ends - base[cls]) / per_unit + 1e-9).astype(np.int64))
+        menu = np.unique(np.concatenate(counts))
+        menu = menu[(menu >= 1) & (menu <= n)]
+        return menu if len(counts) > 1 else np.arange(1, n + 1)
+
+    def measure_ms(self, modules: Sequence[torch.nn.Module], example_inputs: Any) -> list[float]:
+        """End-to-end median ms of each module on this model's target, interleaved."""
+        return runners.measure_ms(modules, example_inputs, self.target)
+
+
+def build_latency_model(graph, target: Target = Target(), *, cache_dir: str | Path | None | bool = None,
+                        progress: bool = True) -> TableLatencyModel:
+    """Measure (or read from the cache) the latency table of ``graph`` on ``target`` and wrap it as a model.
+
+    Args:
+        graph: the dependency graph (its traced module is measured whole for ``dense_ms``).
+        target: runtime, threads, batch and precision to measure on.
+        cache_dir: folder of the timing cache (default ``cache.default_cache_dir()``); ``False``: no cache.
+        progress: a tqdm bar over the pieces being timed.
+    """
+    return TableLatencyModel(graph, target, measure_table(graph, target, cache_dir=cache_dir, progress=progress))
