@@ -6,11 +6,14 @@ step — the widest width before a jump: one channel more costs a jump, one fewe
 
 Detection (:func:`staircase`), robust to timing noise:
 
-1. Fit a monotone non-decreasing curve to the samples (isotonic regression, pool adjacent violators):
-   removing channels never makes a layer slower, so dips are noise.
-2. The noise floor is a robust spread of the residuals (1.4826 · median absolute residual).
-3. A jump between two neighbouring samples is a rise of the fit larger than both ``rel`` times the fit
-   and ``k`` times the noise floor; the sample before a jump is a right end; the widest sample always is.
+1. The noise floor is the larger of the timings' own standard error (from their repeats, when given) and
+   the robust spread (1.4826 · median absolute residual) of the samples around their monotone fit
+   (isotonic regression: removing channels never makes a layer slower, so dips are noise).
+2. Walking up the widths, the current step's level is the median of its samples so far; a sample starts
+   a new step when it, and the sample after it (so one outlier is not a step), exceed that level by more
+   than both ``rel`` times the level and ``k`` times the noise of that difference.  Point by point, this
+   needs jumps of about ``2k`` noise floors to be found reliably; interleaved medians keep the noise low.
+3. The sample before each new step is a right end; the widest sample always is.
 
 :func:`width_curve` turns a sweep into a monotone curve over every integer width 0..full, used by the
 latency table: exact at measured widths, the next measured width's time in the finely sampled region (a
@@ -23,7 +26,7 @@ import numpy as np
 __all__ = ["monotone_fit", "staircase", "width_curve", "extend_menu"]
 
 REL_JUMP = 0.02
-NOISE_K = 2.0
+NOISE_K = 3.0
 
 
 def monotone_fit(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -43,13 +46,15 @@ def monotone_fit(values: np.ndarray, weights: np.ndarray | None = None) -> np.nd
     return np.repeat(means, counts)
 
 
-def staircase(widths, times, rel: float = REL_JUMP, k: float = NOISE_K) -> np.ndarray:
+def staircase(widths, times, noise=None, rel: float = REL_JUMP, k: float = NOISE_K) -> np.ndarray:
     """Right ends of the latency steps of ``times`` sampled at ``widths`` (see module docstring).
 
     Args:
         widths: sampled widths (any order, distinct).
         times: time at each width.
-        rel: smallest jump that counts, relative to the time after it.
+        noise: standard error of each time (scalar or per sample), e.g. from the timing repeats; at least
+            the spread estimated from the samples themselves is used.
+        rel: smallest jump that counts, relative to the step's level.
         k: smallest jump that counts, in units of the noise floor.
 
     Returns:
@@ -60,11 +65,27 @@ def staircase(widths, times, rel: float = REL_JUMP, k: float = NOISE_K) -> np.nd
         raise ValueError(f"staircase needs equal-length 1-D widths and times, got {widths.shape}, {times.shape}")
     order = np.argsort(widths)
     widths, times = widths[order], times[order]
-    fit = monotone_fit(times)
-    noise = 1.4826 * float(np.median(np.abs(times - fit)))
-    rise = np.diff(fit)
-    jump = (rise > rel * fit[1:]) & (rise > k * noise)
-    return np.append(widths[:-1][jump], widths[-1]).astype(np.int64)
+    floor = np.broadcast_to(np.asarray(0.0 if noise is None else noise, dtype=np.float64), times.shape)
+    noise = np.maximum(floor[order], _noise(times))
+    ends, start = [], 0
+    for i in range(1, len(times)):
+        level = float(np.median(times[start:i]))
+        # NOTE: the level is a median of i - start samples, so the rise's spread is √(1 + 1/m) samples'
+        threshold = max(rel * level, k * float(noise[i]) * np.sqrt(1.0 + 1.0 / (i - start)))
+        confirmed = i == len(times) - 1 or times[i + 1] - level > threshold
+        if times[i] - level > threshold and confirmed:
+            ends.append(widths[i - 1])
+            start = i
+    return np.array(ends + [widths[-1]], dtype=np.int64)
+
+
+def _noise(times: np.ndarray) -> float:
+    """Noise floor seen in the samples: robust spread of the residuals of the monotone fit.
+
+    NOTE: the fit absorbs part of the noise, so this underestimates it; that errs toward more right
+    ends (a finer menu), never toward merging real steps.  Timings pass their measured spread as well.
+    """
+    return 1.4826 * float(np.median(np.abs(times - monotone_fit(times))))
 
 
 def width_curve(widths, times, full: int, fine_step: int) -> np.ndarray:

@@ -8,7 +8,7 @@ Grid, per prunable axis (the other axis stays at full width):
    enough to price deep pruning by interpolation.
 
 Every candidate of a spec (both sweeps; the full-width point is shared) is prepared first, then timed in
-one interleaved batch (``runners.time_interleaved``), so the points of a sweep are compared under the same
+one interleaved batch (``runners.time_interleaved_stats``), so the points of a sweep are compared under the same
 machine conditions.  Candidates with large weights are split into batches of at most ``BATCH_BYTES``.
 """
 from __future__ import annotations
@@ -53,13 +53,15 @@ class AxisSweep:
 
     widths: list[int]
     ms: list[float]
+    se: list[float]  # standard error of each median, from its repeats
     step: int
     fine_low: int
 
-    def fine(self) -> tuple[np.ndarray, np.ndarray]:
-        """The finely sampled part (widths >= ``fine_low``)."""
-        w, t = np.asarray(self.widths), np.asarray(self.ms)
-        return w[w >= self.fine_low], t[w >= self.fine_low]
+    def fine(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The finely sampled part (widths >= ``fine_low``): widths, ms, standard errors."""
+        w = np.asarray(self.widths)
+        at = w >= self.fine_low
+        return w[at], np.asarray(self.ms)[at], np.asarray(self.se)[at]
 
 
 @dataclass
@@ -90,9 +92,12 @@ def _prepare(spec: PieceSpec, w_in: int, w_out: int, target: Target, workdir: st
     return runners.prepare_torch(torch_piece(spec, w_in, w_out), [torch.from_numpy(x)], target)
 
 
-def time_widths(spec: PieceSpec, pairs: list[tuple[int, int]], target: Target) -> list[float]:
-    """Median ms of the piece at each ``(w_in, w_out)``, interleaved in batches of bounded memory."""
-    out: list[float] = []
+def time_widths(spec: PieceSpec, pairs: list[tuple[int, int]], target: Target
+                ) -> tuple[list[float], list[float]]:
+    """Median ms (and standard errors) of the piece at each ``(w_in, w_out)``, interleaved in batches of
+    bounded memory."""
+    medians: list[float] = []
+    errors: list[float] = []
     with tempfile.TemporaryDirectory(prefix="graphprune-pieces-") as tmp:
         start = 0
         while start < len(pairs):
@@ -101,10 +106,11 @@ def time_widths(spec: PieceSpec, pairs: list[tuple[int, int]], target: Target) -
                 size += _bytes(spec, *pairs[end])
                 end += 1
             calls = [_prepare(spec, a, b, target, tmp) for a, b in pairs[start:end]]
-            out += runners.time_interleaved(calls, target)
+            got = runners.time_interleaved_stats(calls, target)
+            medians, errors = medians + got[0], errors + got[1]
             del calls
             start = end
-    return out
+    return medians, errors
 
 
 def time_spec(spec: PieceSpec, target: Target) -> PieceTiming:
@@ -117,9 +123,11 @@ def time_spec(spec: PieceSpec, target: Target) -> PieceTiming:
         grids[axis] = (widths, step, low)
         pairs += [(int(w), spec.full_out) if axis == "in" else (spec.full_in, int(w))
                   for w in widths if w != spec.full(axis)]
-    times = dict(zip(pairs, time_widths(spec, pairs, target)))
+    medians, errors = time_widths(spec, pairs, target)
+    times, se = dict(zip(pairs, medians)), dict(zip(pairs, errors))
     sweeps = {}
     for axis, (widths, step, low) in grids.items():
         keys = [(int(w), spec.full_out) if axis == "in" else (spec.full_in, int(w)) for w in widths]
-        sweeps[axis] = AxisSweep([int(w) for w in widths], [times[k] for k in keys], step, low)
+        sweeps[axis] = AxisSweep([int(w) for w in widths], [times[k] for k in keys], [se[k] for k in keys],
+                                 step, low)
     return PieceTiming(times[full], sweeps)

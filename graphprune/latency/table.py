@@ -187,7 +187,8 @@ class TableLatencyModel:
                 if per_unit <= 0:
                     continue
                 s = timing.sweeps[axis]
-                ends = extend_menu(staircase(*s.fine()), s.fine_low, s.step)
+                w, ms, se = s.fine()
+                ends = extend_menu(staircase(w, ms, noise=se), s.fine_low, s.step)
                 counts.append(np.floor((ends - base[cls]) / per_unit + 1e-9).astype(np.int64))
         menu = np.unique(np.concatenate(counts))
         menu = menu[(menu >= 1) & (menu <= n)]
