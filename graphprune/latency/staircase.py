@@ -108,15 +108,19 @@ def width_curve(widths, times, full: int, fine_step: int) -> np.ndarray:
 def extend_menu(right_ends: np.ndarray, fine_low: int, fine_step: int) -> np.ndarray:
     """Right ends found in the finely sampled region, continued below it with the staircase's period.
 
-    The period is the most common gap between the right ends found (the hardware's block); with fewer than
-    two gaps it is the sampling step.  Continued from the lowest right end found, only below ``fine_low``
-    (inside the fine region the samples already decided).
+    The widest width is a right end by definition, so the period is read from the others (the detected
+    ones): their most common gap with two or more, the largest power of two dividing the only one (blocks
+    are powers of two and end on multiples of themselves), else the sampling step (no jump seen).  The
+    menu continues from the lowest right end, only below ``fine_low`` (inside the fine region the samples
+    already decided).
     """
     ends = np.unique(np.asarray(right_ends, dtype=np.int64))
-    gaps = np.diff(ends)
-    if len(gaps) >= 2:
-        values, counts = np.unique(gaps, return_counts=True)
+    detected = ends[:-1]
+    if len(detected) >= 2:
+        values, counts = np.unique(np.diff(detected), return_counts=True)
         period = int(values[np.argmax(counts)])
+    elif len(detected) == 1:
+        period = int(detected[0] & -detected[0])
     else:
         period = int(fine_step)
     below = np.arange(int(ends.min()) - period, 0, -period)

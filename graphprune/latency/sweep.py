@@ -9,7 +9,8 @@ Grid, per prunable axis (the other axis stays at full width):
 
 Every candidate of a spec (both sweeps; the full-width point is shared) is prepared first, then timed in
 one interleaved batch (``runners.time_interleaved_stats``), so the points of a sweep are compared under the same
-machine conditions.  Candidates with large weights are split into batches of at most ``BATCH_BYTES``.
+machine conditions; each candidate runs in ``runners.SESSIONS`` sessions and keeps its fastest median.
+Candidates with large weights are split into batches of at most ``BATCH_BYTES``.
 """
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ from .pieces import PieceSpec, onnx_piece, piece_inputs, torch_piece
 
 __all__ = ["AxisSweep", "PieceTiming", "fine_step", "sweep_widths", "time_spec", "time_widths"]
 
-FINE_POINTS = 12
-COARSE_POINTS = 5
-BATCH_BYTES = 256 << 20
+FINE_POINTS = 10
+COARSE_POINTS = 4
+BATCH_BYTES = 128 << 20  # per session
 
 
 def fine_step(full: int) -> int:
@@ -105,8 +106,9 @@ def time_widths(spec: PieceSpec, pairs: list[tuple[int, int]], target: Target
             while end < len(pairs) and (end == start or size + _bytes(spec, *pairs[end]) <= BATCH_BYTES):
                 size += _bytes(spec, *pairs[end])
                 end += 1
-            calls = [_prepare(spec, a, b, target, tmp) for a, b in pairs[start:end]]
-            got = runners.time_interleaved_stats(calls, target)
+            chunk = pairs[start:end]
+            calls = [_prepare(spec, a, b, target, tmp) for _ in range(runners.SESSIONS) for a, b in chunk]
+            got = runners.fastest_session(*runners.time_interleaved_stats(calls, target), runners.SESSIONS)
             medians, errors = medians + got[0], errors + got[1]
             del calls
             start = end

@@ -64,4 +64,5 @@ def test_width_curve_is_monotone_exact_at_samples_and_flat_up_to_the_next_fine_s
 def test_extend_menu_continues_with_the_most_common_gap_below_the_fine_region():
     ends = np.array([96, 104, 112, 120, 128])
     assert extend_menu(ends, fine_low=90, fine_step=4).tolist() == list(range(8, 129, 8))
-    assert extend_menu(np.array([64]), fine_low=50, fine_step=2).tolist()[-3:] == [46, 48, 64]
+    assert extend_menu(np.array([64]), fine_low=50, fine_step=2).tolist()[-3:] == [46, 48, 64]  # flat
+    assert extend_menu(np.array([48, 60]), fine_low=40, fine_step=2).tolist() == [16, 32, 48, 60]
