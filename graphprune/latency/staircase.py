@@ -7,23 +7,23 @@ step — the widest width before a jump: one channel more costs a jump, one fewe
 Detection (:func:`staircase`), robust to timing noise:
 
 1. The noise floor is the larger of the timings' own standard error (from their repeats, when given) and
-   the robust spread (1.4826 · median absolute residual) of the samples around their monotone fit
-   (isotonic regression: removing channels never makes a layer slower, so dips are noise).
-2. Walking up the widths, the current step's level is the median of its samples so far; a sample starts
+   the robust spread of the samples above their lower envelope.
+2. Samples are replaced by their lower envelope (:func:`lower_envelope`: noise only adds time).
+3. Walking up the widths, the current step's level is the median of its samples so far; a sample starts
    a new step when it, and the sample after it (so one outlier is not a step), exceed that level by more
    than both ``rel`` times the level and ``k`` times the noise of that difference.  Point by point, this
    needs jumps of about ``2k`` noise floors to be found reliably; interleaved medians keep the noise low.
-3. The sample before each new step is a right end; the widest sample always is.
+4. The sample before each new step is a right end; the widest sample always is.
 
 :func:`width_curve` turns a sweep into a monotone curve over every integer width 0..full, used by the
-latency table: exact at measured widths, the next measured width's time in the finely sampled region (a
-staircase is flat up to its right end), linear interpolation between coarse samples.
+latency table: the lower envelope at measured widths, the next measured width's time in the finely
+sampled region (a staircase is flat up to its right end), linear interpolation between coarse samples.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["monotone_fit", "staircase", "width_curve", "extend_menu"]
+__all__ = ["monotone_fit", "lower_envelope", "staircase", "width_curve", "extend_menu"]
 
 REL_JUMP = 0.02
 NOISE_K = 3.0
@@ -46,6 +46,17 @@ def monotone_fit(values: np.ndarray, weights: np.ndarray | None = None) -> np.nd
     return np.repeat(means, counts)
 
 
+def lower_envelope(times) -> np.ndarray:
+    """Each time replaced by the fastest time at its width or any wider one (non-decreasing).
+
+    NOTE: timing noise is one-sided — preemption, a slow session, a cold cache only ever add time — and
+    a narrower layer is not slower than a wider one, so a sample above a wider one is noise.  Unlike a
+    least-squares monotone fit, the envelope does not let one slow sample raise its neighbours.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    return np.minimum.accumulate(times[::-1])[::-1]
+
+
 def staircase(widths, times, noise=None, rel: float = REL_JUMP, k: float = NOISE_K) -> np.ndarray:
     """Right ends of the latency steps of ``times`` sampled at ``widths`` (see module docstring).
 
@@ -64,9 +75,9 @@ def staircase(widths, times, noise=None, rel: float = REL_JUMP, k: float = NOISE
     if widths.shape != times.shape or widths.ndim != 1 or len(widths) == 0:
         raise ValueError(f"staircase needs equal-length 1-D widths and times, got {widths.shape}, {times.shape}")
     order = np.argsort(widths)
-    widths, times = widths[order], times[order]
     floor = np.broadcast_to(np.asarray(0.0 if noise is None else noise, dtype=np.float64), times.shape)
-    noise = np.maximum(floor[order], _noise(times))
+    noise = np.maximum(floor[order], _noise(times[order]))
+    widths, times = widths[order], lower_envelope(times[order])
     ends, start = [], 0
     for i in range(1, len(times)):
         level = float(np.median(times[start:i]))
@@ -80,19 +91,19 @@ def staircase(widths, times, noise=None, rel: float = REL_JUMP, k: float = NOISE
 
 
 def _noise(times: np.ndarray) -> float:
-    """Noise floor seen in the samples: robust spread of the residuals of the monotone fit.
+    """Noise floor seen in the samples: robust spread (1.4826 · median) of their excess over the envelope.
 
-    NOTE: the fit absorbs part of the noise, so this underestimates it; that errs toward more right
-    ends (a finer menu), never toward merging real steps.  Timings pass their measured spread as well.
+    NOTE: the median ignores the few slow samples; it underestimates symmetric noise, which errs toward
+    more right ends (a finer menu), never toward merging real steps.  Timings pass their spread as well.
     """
-    return 1.4826 * float(np.median(np.abs(times - monotone_fit(times))))
+    return 1.4826 * float(np.median(times - lower_envelope(times)))
 
 
 def width_curve(widths, times, full: int, fine_step: int) -> np.ndarray:
     """Monotone time at every width ``0..full`` from a sweep (see module docstring); time 0 at width 0."""
     widths = np.asarray(widths, dtype=np.int64)
     order = np.argsort(widths)
-    widths, fit = widths[order], monotone_fit(np.asarray(times, dtype=np.float64)[order])
+    widths, fit = widths[order], lower_envelope(np.asarray(times, dtype=np.float64)[order])
     xs = np.concatenate([[0], widths])
     ys = np.concatenate([[0.0], fit])
     grid = np.arange(full + 1)

@@ -3,7 +3,9 @@
 Run: ``python tests/latency/bench_table.py [resnet18 resnet50 ...]`` (ORT CPU, 1 thread, batch 1, 224x224).
 Prints one JSON line per model: build seconds (first, cached), pieces (distinct specs / nodes), dense ms
 (measured), predicted vs measured ms on pruned models, and the separable model's error on random
-(c_in, c_out) pairs of a few pieces.
+(c_in, c_out) pairs of a few pieces.  ``ratio_error`` compares predicted / dense with measured pruned /
+measured dense timed in one interleaved batch: on a shared machine whose load changes between the build
+and the check, that is the number that measures the model rather than the load.
 """
 from __future__ import annotations
 
@@ -41,7 +43,9 @@ def _menu_keep(graph, model, ratio):
 
 
 def _separable_error(model, n_specs=3, n_pairs=4, seed=0):
-    """Relative error of T(a, b) = T_full · r_in(a) · r_out(b) on random (a, b) of the costliest specs."""
+    """Relative error of r_in(a) · r_out(b) against T(a, b) / T(full), on random (a, b) of the costliest
+    specs, the full width timed in the same interleaved batch (so a machine slower now than at build time
+    does not count as model error)."""
     rng = np.random.default_rng(seed)
     table = model.table
     two_axis = [p for p in table.pieces if len(p.spec.prunable) == 2]
@@ -51,13 +55,10 @@ def _separable_error(model, n_specs=3, n_pairs=4, seed=0):
         s = p.spec
         pairs = [(int(rng.integers(s.full_in // 4, s.full_in + 1)), int(rng.integers(s.full_out // 4, s.full_out + 1)))
                  for _ in range(n_pairs)]
-        measured = time_widths(s, pairs, table.target)[0]
-        i = table.pieces.index(p)
-        curves = model._curves
-        for (a, b), ms in zip(pairs, measured):
-            start_in, start_out = model._starts[i]
-            pred = table.timings[s.key].full_ms * curves[start_in + a] * curves[start_out + b]
-            errors.append(pred / ms - 1)
+        measured = time_widths(s, [(s.full_in, s.full_out)] + pairs, table.target, sessions=2)[0]
+        start_in, start_out = model._starts[table.pieces.index(p)]
+        for (a, b), ms in zip(pairs, measured[1:]):
+            errors.append(model._curves[start_in + a] * model._curves[start_out + b] / (ms / measured[0]) - 1)
     return errors
 
 
@@ -85,7 +86,8 @@ def bench(name: str) -> dict:
             "pieces": len({p.spec.key for p in model.table.pieces}), "nodes": len(model.table.pieces),
             "dense_ms_table": round(model.dense_ms, 3), "dense_ms_remeasured": round(measured[0], 3),
             "calibration": {"offset_ms": round(model.offset, 3), "scale": round(model.scale, 3)},
-            "pruned": {k: {"predicted_ms": round(model.predict_ms(keep), 3), "measured_ms": round(m, 3)}
+            "pruned": {k: {"predicted_ms": round(model.predict_ms(keep), 3), "measured_ms": round(m, 3),
+                           "ratio_error": round(model.predict_ms(keep) / model.dense_ms / (m / measured[0]) - 1, 3)}
                        for (k, keep), m in zip(keeps.items(), measured[1:])},
             "predict_us": round(predict_us, 1),
             "separable_rel_errors": [round(e, 3) for e in _separable_error(model)]}

@@ -66,3 +66,13 @@ def test_extend_menu_continues_with_the_most_common_gap_below_the_fine_region():
     assert extend_menu(ends, fine_low=90, fine_step=4).tolist() == list(range(8, 129, 8))
     assert extend_menu(np.array([64]), fine_low=50, fine_step=2).tolist()[-3:] == [46, 48, 64]  # flat
     assert extend_menu(np.array([48, 60]), fine_low=40, fine_step=2).tolist() == [16, 32, 48, 60]
+
+
+def test_a_slow_sample_does_not_raise_the_curve_or_hide_a_step():
+    widths = np.arange(4, 65, 4)
+    clean = 1.0 + np.ceil(widths / 16)
+    times = clean.copy()
+    times[[5, 14]] *= 4  # two slow sessions (width 24 and 60)
+    curve = width_curve(widths, times, full=64, fine_step=4)
+    assert curve[64] == clean[-1] and curve[24] == clean[5] and curve[60] == clean[14]
+    assert staircase(widths, times, noise=0.01).tolist() == [16, 32, 48, 64]
