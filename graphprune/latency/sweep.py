@@ -9,7 +9,9 @@ Grid, per prunable axis (the other axis stays at full width):
 
 Every candidate of a spec (both sweeps; the full-width point is shared) is prepared first, then timed in
 one interleaved batch (``runners.time_interleaved_stats``), so the points of a sweep are compared under the same
-machine conditions; candidates slower than a wider one of their sweep (a slow session) are timed again.
+machine conditions.  Each candidate runs in ``runners.SESSIONS`` sessions and keeps its fastest median
+(a session is now and then ~3x slow for its whole life); a candidate still over ``OUTLIER`` times a wider
+one of its sweep is timed again.
 Candidates with large weights are split into batches of at most ``BATCH_BYTES``.
 """
 from __future__ import annotations
@@ -94,8 +96,8 @@ def _prepare(spec: PieceSpec, w_in: int, w_out: int, target: Target, workdir: st
     return runners.prepare_torch(torch_piece(spec, w_in, w_out), [torch.from_numpy(x)], target)
 
 
-def time_widths(spec: PieceSpec, pairs: list[tuple[int, int]], target: Target, sessions: int = 1
-                ) -> tuple[list[float], list[float]]:
+def time_widths(spec: PieceSpec, pairs: list[tuple[int, int]], target: Target,
+                sessions: int = runners.SESSIONS) -> tuple[list[float], list[float]]:
     """Median ms (and standard errors) of the piece at each ``(w_in, w_out)``, interleaved in batches of
     bounded memory; with ``sessions`` > 1, the fastest median of that many sessions per pair."""
     medians: list[float] = []

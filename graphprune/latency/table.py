@@ -11,6 +11,10 @@ width (``staircase.width_curve``); a frozen axis has ``r ≡ 1``.  The product i
 which ``tests/latency`` and the bench measure on random (a, b) pairs.  Cost nodes without a piece
 (matmul, attention, …) are priced by MACs at the pieces' own ms-per-MAC rate.
 
+Per-call overhead.  A standalone piece pays the runtime's per-call cost (dispatch, input binding), which
+the whole model pays once, not once per layer; it is measured on a 1x1 layer and subtracted from every
+piece time (it would otherwise dominate small layers and flatten their curves).
+
 Calibration.  The dense model is measured once, whole, on the target.  The pieces rarely sum to it: the
 whole model also runs unmodeled ops (pooling, adds, activations not fused) and per-run overhead, and its
 layers are fused and share caches.  When the pieces under-explain the model, the difference is a constant
@@ -39,11 +43,13 @@ import torch
 from . import runners
 from .cache import TimingCache
 from .model import Target
-from .pieces import NodePiece, node_pieces
+from .pieces import NodePiece, PieceSpec, node_pieces
 from .staircase import extend_menu, staircase, width_curve
 from .sweep import PieceTiming, time_spec
 
 __all__ = ["LatencyTable", "TableLatencyModel", "build_latency_model", "measure_table"]
+
+OVERHEAD_SPEC = PieceSpec("linear", (1,), full_in=1, full_out=1)  # a 1x1 layer: the per-call cost
 
 
 @dataclass
@@ -54,6 +60,9 @@ class LatencyTable:
         pieces: the graph's conv/linear nodes as pieces; timings: their specs' sweeps by ``spec.key``.
         macs_nodes: cost nodes without a piece (priced by MACs).
         dense_ms: the whole model measured once.
+        overhead_ms: time of one call of a 1x1 layer on the target (the runtime's per-call cost, which
+            every standalone piece pays once but the whole model pays once in total); subtracted from
+            every piece time.
         measured, reused: piece specs timed now / read from the cache; seconds: build wall time.
     """
 
@@ -62,6 +71,7 @@ class LatencyTable:
     timings: dict[str, PieceTiming]
     macs_nodes: list[str]
     dense_ms: float
+    overhead_ms: float = 0.0
     measured: int = 0
     reused: int = 0
     seconds: float = 0.0
@@ -82,6 +92,7 @@ def measure_table(graph, target: Target = Target(), *, cache_dir: str | Path | N
     cache = TimingCache.open(target, cache_dir)
     pieces, macs_nodes = node_pieces(graph, target.batch)
     specs = {p.spec.key: p.spec for p in pieces}
+    specs[OVERHEAD_SPEC.key] = OVERHEAD_SPEC
     missing = [k for k in specs if k not in cache.pieces]
     for key in tqdm(missing, desc=f"latency table ({target.key})", disable=not progress or not missing):
         cache.pieces[key] = time_spec(specs[key], target).to_json()
@@ -91,7 +102,8 @@ def measure_table(graph, target: Target = Target(), *, cache_dir: str | Path | N
         cache.dense[model_key] = runners.measure_ms([graph.traced.gm], graph.traced.example_inputs, target)[0]
         cache.save()
     timings = {k: PieceTiming.from_json(cache.pieces[k]) for k in specs}
-    return LatencyTable(target, pieces, timings, macs_nodes, float(cache.dense[model_key]),
+    overhead = timings[OVERHEAD_SPEC.key].full_ms
+    return LatencyTable(target, pieces, timings, macs_nodes, float(cache.dense[model_key]), overhead,
                         measured=len(missing), reused=len(specs) - len(missing),
                         seconds=time.perf_counter() - start)
 
@@ -112,15 +124,15 @@ class TableLatencyModel:
     def _compile_pieces(self) -> None:
         """Flat arrays: each node's full ms and where its two normalised curves start in ``self._curves``."""
         curves, starts, classes, full_ms = [], [], [], []
-        offset = 0
+        offset, overhead = 0, self.table.overhead_ms
         for p in self.table.pieces:
             timing = self.table.timings[p.spec.key]
-            full_ms.append(timing.full_ms)
+            full_ms.append(max(timing.full_ms - overhead, 0.0))
             for axis, cls in (("in", p.in_class), ("out", p.out_class)):
                 full = p.spec.full(axis)
                 if axis in timing.sweeps:
                     s = timing.sweeps[axis]
-                    curve = width_curve(s.widths, s.ms, full, s.step)
+                    curve = width_curve(s.widths, np.maximum(np.asarray(s.ms) - overhead, 0.0), full, s.step)
                     curve = curve / curve[full] if curve[full] > 0 else np.ones(full + 1)
                 else:
                     curve = np.ones(full + 1)
@@ -188,6 +200,7 @@ class TableLatencyModel:
                     continue
                 s = timing.sweeps[axis]
                 w, ms, se = s.fine()
+                ms = np.maximum(ms - self.table.overhead_ms, 0.0)
                 ends = extend_menu(staircase(w, ms, noise=se), s.fine_low, s.step)
                 counts.append(np.floor((ends - base[cls]) / per_unit + 1e-9).astype(np.int64))
         menu = np.unique(np.concatenate(counts))

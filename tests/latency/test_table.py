@@ -10,8 +10,8 @@ from graphprune.passes import rewrite
 from graphprune.testing import random_keep
 
 
-def _synthetic_table(graph, dense_ms, block=8):
-    """Every piece priced exactly: full_ms · Π ceil(width / block) / ceil(full / block) per axis."""
+def _synthetic_table(graph, dense_ms, block=8, overhead=0.0):
+    """Every piece priced exactly: overhead + full_ms · Π ceil(width / block) / ceil(full / block) per axis."""
     pieces, by_macs = node_pieces(graph)
     timings = {}
     for p in pieces:
@@ -21,9 +21,9 @@ def _synthetic_table(graph, dense_ms, block=8):
             full = p.spec.full(axis)
             widths, step, low = sweep_widths(full)
             ms = full_ms * np.ceil(widths / block) / np.ceil(full / block)
-            sweeps[axis] = AxisSweep(widths.tolist(), ms.tolist(), [0.0] * len(widths), step, low)
-        timings[p.spec.key] = PieceTiming(full_ms, sweeps)
-    return LatencyTable(Target(), pieces, timings, by_macs, dense_ms)
+            sweeps[axis] = AxisSweep(widths.tolist(), (ms + overhead).tolist(), [0.0] * len(widths), step, low)
+        timings[p.spec.key] = PieceTiming(full_ms + overhead, sweeps)
+    return LatencyTable(Target(), pieces, timings, by_macs, dense_ms, overhead_ms=overhead)
 
 
 def _raw_full(graph):
@@ -48,6 +48,18 @@ def test_calibration_makes_full_keep_the_dense_time_and_keeps_predictions_monoto
             before = now
 
 
+def test_per_call_overhead_is_taken_out_of_every_piece(tiny):
+    _, _, graph = tiny
+    dense = 2 * _raw_full(graph)
+    plain = TableLatencyModel(graph, Target(), _synthetic_table(graph, dense))
+    padded = TableLatencyModel(graph, Target(), _synthetic_table(graph, dense, overhead=0.01))
+    keep = random_keep(graph, np.random.default_rng(1), 0.5)
+    assert padded.offset == pytest.approx(plain.offset)
+    assert padded.predict_ms(keep) == pytest.approx(plain.predict_ms(keep))
+    assert [padded.width_menu(i).tolist() for i in range(len(graph.groups))] == \
+        [plain.width_menu(i).tolist() for i in range(len(graph.groups))]
+
+
 def test_menu_holds_the_block_right_ends_in_units(tiny):
     _, _, graph = tiny
     model = TableLatencyModel(graph, Target(), _synthetic_table(graph, 1.0, block=8))
@@ -62,7 +74,8 @@ def test_real_onnxruntime_build_measures_and_predicts(tiny, tmp_path):
     model, x, graph = tiny
     latency = build_latency_model(graph, Target("ort-cpu", threads=1), cache_dir=tmp_path, progress=False)
     table = latency.table
-    assert table.measured == len({p.spec.key for p in table.pieces}) and table.reused == 0
+    assert table.measured == len({p.spec.key for p in table.pieces}) + 1 and table.reused == 0  # + overhead
+    assert 0 < table.overhead_ms < min(t.full_ms for t in table.timings.values())
     assert all(t.full_ms > 0 and all(m > 0 for s in t.sweeps.values() for m in s.ms)
                for t in table.timings.values())
     assert latency.predict_ms(graph.full_keep()) == pytest.approx(latency.dense_ms)
