@@ -37,9 +37,9 @@ __all__ = ["PreparedCall", "prepare_onnx", "prepare_torch", "time_interleaved", 
 PreparedCall = Callable[[], Any]
 
 WARMUP = 2
-REPEATS = 4
-SESSIONS = 2  # NOTE: an ORT session is now and then ~3x slower for its whole life (seen ~1 in 10 on a shared
-# CPU, also for two sessions of one model side by side); each candidate gets this many sessions, keeps the fastest
+REPEATS = 5
+SESSIONS = 3  # NOTE: an ORT session is now and then ~3x slower for its whole life (seen ~1 in 10 on a shared
+# CPU, also for two sessions of one model side by side); whole models get this many sessions, keep the fastest
 MIN_SAMPLE_S = 2e-4  # NOTE: calls shorter than this are looped so the timer's resolution does not dominate
 
 _OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}

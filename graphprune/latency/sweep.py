@@ -9,9 +9,10 @@ Grid, per prunable axis (the other axis stays at full width):
 
 Every candidate of a spec (both sweeps; the full-width point is shared) is prepared first, then timed in
 one interleaved batch (``runners.time_interleaved_stats``), so the points of a sweep are compared under the same
-machine conditions.  Each candidate runs in ``runners.SESSIONS`` sessions and keeps its fastest median
-(a session is now and then ~3x slow for its whole life); a candidate still over ``OUTLIER`` times a wider
-one of its sweep is timed again.
+machine conditions.  A session is now and then ~3x slow for its whole life (seen with ONNX Runtime in a
+VM on a shared CPU): the full width, which normalises every curve, runs in ``FULL_SESSIONS`` sessions and
+keeps its fastest median; a narrower candidate that is slow only raises a sample the lower envelope
+ignores (``staircase.lower_envelope``), and one over ``OUTLIER`` times a wider one is timed again.
 Candidates with large weights are split into batches of at most ``BATCH_BYTES``.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = ["AxisSweep", "PieceTiming", "fine_step", "sweep_widths", "time_spec",
 
 FINE_POINTS = 10
 COARSE_POINTS = 4
+FULL_SESSIONS = 3
 BATCH_BYTES = 256 << 20
 OUTLIER = 2.0  # slow sessions run ~4x; a 1.3-1.5x penalty for unaligned widths is real (kept)
 
@@ -96,8 +98,8 @@ def _prepare(spec: PieceSpec, w_in: int, w_out: int, target: Target, workdir: st
     return runners.prepare_torch(torch_piece(spec, w_in, w_out), [torch.from_numpy(x)], target)
 
 
-def time_widths(spec: PieceSpec, pairs: list[tuple[int, int]], target: Target,
-                sessions: int = runners.SESSIONS) -> tuple[list[float], list[float]]:
+def time_widths(spec: PieceSpec, pairs: list[tuple[int, int]], target: Target, sessions: int = 1
+                ) -> tuple[list[float], list[float]]:
     """Median ms (and standard errors) of the piece at each ``(w_in, w_out)``, interleaved in batches of
     bounded memory; with ``sessions`` > 1, the fastest median of that many sessions per pair."""
     medians: list[float] = []
@@ -150,7 +152,7 @@ def _retime_outliers(spec: PieceSpec, grids: dict, times: dict, se: dict, target
 def time_spec(spec: PieceSpec, target: Target) -> PieceTiming:
     """Sweep every prunable axis of ``spec`` on ``target`` (see module docstring)."""
     full = (spec.full_in, spec.full_out)
-    pairs: list[tuple[int, int]] = [full]
+    pairs: list[tuple[int, int]] = [full] * FULL_SESSIONS
     grids = {}
     for axis in spec.prunable:
         widths, step, low = sweep_widths(spec.full(axis))
@@ -158,7 +160,10 @@ def time_spec(spec: PieceSpec, target: Target) -> PieceTiming:
         pairs += [(int(w), spec.full_out) if axis == "in" else (spec.full_in, int(w))
                   for w in widths if w != spec.full(axis)]
     medians, errors = time_widths(spec, pairs, target)
-    times, se = dict(zip(pairs, medians)), dict(zip(pairs, errors))
+    best = int(np.argmin(medians[:FULL_SESSIONS]))  # the full width normalises every curve: its fastest session
+    times, se = dict(zip(pairs[FULL_SESSIONS:], medians[FULL_SESSIONS:])), dict(zip(pairs[FULL_SESSIONS:],
+                                                                                    errors[FULL_SESSIONS:]))
+    times[full], se[full] = medians[best], errors[best]
     _retime_outliers(spec, grids, times, se, target)
     sweeps = {}
     for axis, (widths, step, low) in grids.items():

@@ -75,7 +75,8 @@ def test_real_onnxruntime_build_measures_and_predicts(tiny, tmp_path):
     latency = build_latency_model(graph, Target("ort-cpu", threads=1), cache_dir=tmp_path, progress=False)
     table = latency.table
     assert table.measured == len({p.spec.key for p in table.pieces}) + 1 and table.reused == 0  # + overhead
-    assert 0 < table.overhead_ms < min(table.timings[p.spec.key].full_ms for p in table.pieces)
+    piece_ms = [table.timings[p.spec.key].full_ms for p in table.pieces]
+    assert 0 < table.overhead_ms < 1.5 * min(piece_ms) and table.overhead_ms < max(piece_ms)  # a 1x1 layer
     assert all(t.full_ms > 0 and all(m > 0 for s in t.sweeps.values() for m in s.ms)
                for t in table.timings.values())
     assert latency.predict_ms(graph.full_keep()) == pytest.approx(latency.dense_ms)
