@@ -2,7 +2,7 @@
 
 One JSON file per (target, machine): ``<dir>/<target.key>-<fingerprint hash>.json`` holding the machine
 fingerprint it was measured under, the timings of each piece spec (by ``PieceSpec.key``) and the dense
-times of whole models (by a hash of the traced graph).  The fingerprint is the CPU model name, core count,
+and half-width times of whole models (by a hash of the traced graph).  The fingerprint is the CPU model name, core count,
 runtime name and version, torch version and the sweep protocol version: a different target or machine
 never reads another's numbers.  Files are rewritten atomically (``graphprune.files``).
 
@@ -26,7 +26,7 @@ from .runners import runtime_version
 
 __all__ = ["TimingCache", "default_cache_dir", "machine_fingerprint"]
 
-PROTOCOL = 7  # bump when the sweep grid or timing protocol changes: old entries are then not reused
+PROTOCOL = 8  # bump when the sweep grid or timing protocol changes: old entries are then not reused
 
 
 def default_cache_dir() -> Path:
@@ -58,13 +58,13 @@ class TimingCache:
     Attributes:
         path: the JSON file (None: an in-memory cache that never writes).
         pieces: ``PieceSpec.key`` -> the piece's stored sweep (``table.PieceTiming.to_json``).
-        dense: model hash -> measured dense ms.
+        dense: model hash -> ``[dense ms, half-width ms or None]`` (``table.measure_table``).
     """
 
     path: Path | None
     fingerprint: dict[str, Any]
     pieces: dict[str, Any] = field(default_factory=dict)
-    dense: dict[str, float] = field(default_factory=dict)
+    dense: dict[str, list] = field(default_factory=dict)
 
     @classmethod
     def open(cls, target: Target, cache_dir: str | Path | None | bool = None) -> "TimingCache":

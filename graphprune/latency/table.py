@@ -15,13 +15,21 @@ Per-call overhead.  A standalone piece pays the runtime's per-call cost (dispatc
 the whole model pays once, not once per layer; it is measured on a 1x1 layer and subtracted from every
 piece time (it would otherwise dominate small layers and flatten their curves).
 
-Calibration.  The dense model is measured once, whole, on the target.  The pieces rarely sum to it: the
-whole model also runs unmodeled ops (pooling, adds, activations not fused) and per-run overhead, and its
-layers are fused and share caches.  When the pieces under-explain the model, the difference is a constant
-added to every prediction (overhead does not shrink with pruning); when they over-explain it, predictions
-are scaled by ``dense / Σ pieces`` (the lost fusion is proportional to the layers' own time).  Either way
-``predict_ms(full) == dense_ms``, predictions stay positive, and removing units never increases them (each
-curve is monotone).
+Calibration.  The dense model and a half-width model (every group keeping half its units, rewritten by the
+rewrite passes) are measured whole on the target, interleaved.  Standalone pieces differ from layers in
+the model: they pay per-layer costs the fused graph does not (ONNX Runtime converts NCHW to its blocked
+layout and back around every standalone conv, a cost that shrinks more slowly than the MACs), and the model
+runs ops no piece has (pooling, adds).  So predictions are the affine map of the pieces' sum through both
+measurements::
+
+    predict(keep) = max(offset + scale · Σ_n T_n(keep), floor)
+
+with ``predict(full) == dense_ms`` and ``predict(half) == half_ms`` exactly (``scale > 0`` is required,
+``floor`` is 5% of the half model's time).  When the half model cannot be built or its measurement is not
+below the dense one, a single measurement calibrates: the difference is added when the pieces
+under-explain the dense time (overhead does not shrink with pruning), else predictions are scaled by
+``dense / Σ pieces``.  Either way predictions stay positive and removing units never increases them (each
+curve is monotone, and so is the map).
 
 Width menu.  For a group, the union over the layers it touches of each layer-axis's staircase right ends
 (translated from channels to the group's units).  Why the union: with separable per-layer times, a width
@@ -47,7 +55,7 @@ from .pieces import NodePiece, PieceSpec, node_pieces
 from .staircase import extend_menu, staircase, width_curve
 from .sweep import PieceTiming, time_spec
 
-__all__ = ["LatencyTable", "TableLatencyModel", "build_latency_model", "measure_table"]
+__all__ = ["LatencyTable", "TableLatencyModel", "build_latency_model", "measure_table", "half_keep"]
 
 OVERHEAD_SPEC = PieceSpec("linear", (1,), full_in=1, full_out=1)  # a 1x1 layer: the per-call cost
 
@@ -60,6 +68,7 @@ class LatencyTable:
         pieces: the graph's conv/linear nodes as pieces; timings: their specs' sweeps by ``spec.key``.
         macs_nodes: cost nodes without a piece (priced by MACs).
         dense_ms: the whole model measured once.
+        half_ms: the model with every group at half width, measured with it (None: not available).
         overhead_ms: time of one call of a 1x1 layer on the target (the runtime's per-call cost, which
             every standalone piece pays once but the whole model pays once in total); subtracted from
             every piece time.
@@ -72,6 +81,7 @@ class LatencyTable:
     macs_nodes: list[str]
     dense_ms: float
     overhead_ms: float = 0.0
+    half_ms: float | None = None
     measured: int = 0
     reused: int = 0
     seconds: float = 0.0
@@ -99,13 +109,36 @@ def measure_table(graph, target: Target = Target(), *, cache_dir: str | Path | N
         cache.save()  # NOTE: after every piece, so an interrupted build keeps what it measured
     model_key = _model_key(graph)
     if model_key not in cache.dense:
-        cache.dense[model_key] = runners.measure_ms([graph.traced.gm], graph.traced.example_inputs, target)[0]
+        cache.dense[model_key] = _measure_dense_and_half(graph, target)
         cache.save()
     timings = {k: PieceTiming.from_json(cache.pieces[k]) for k in specs}
     overhead = timings[OVERHEAD_SPEC.key].full_ms
-    return LatencyTable(target, pieces, timings, macs_nodes, float(cache.dense[model_key]), overhead,
+    dense, half = cache.dense[model_key]
+    return LatencyTable(target, pieces, timings, macs_nodes, float(dense), overhead, half,
                         measured=len(missing), reused=len(specs) - len(missing),
                         seconds=time.perf_counter() - start)
+
+
+def half_keep(graph) -> np.ndarray:
+    """Every group keeping its first half of units (at least one)."""
+    keep = graph.full_keep()
+    for g in graph.groups:
+        keep[g.units] = np.arange(g.n_units) < max(1, g.n_units // 2)
+    return keep
+
+
+def _measure_dense_and_half(graph, target: Target) -> list:
+    """[dense ms, half-width ms or None], measured interleaved."""
+    from ..passes import RewriteError, rewrite  # NOTE: only to build the calibration model; lazy, one way
+
+    modules = [graph.traced.gm]
+    if graph.n_units:
+        try:
+            modules.append(rewrite(graph, half_keep(graph)))
+        except RewriteError:
+            pass  # calibrated on the dense model alone
+    times = runners.measure_ms(modules, graph.traced.example_inputs, target)
+    return [times[0], times[1] if len(times) > 1 else None]
 
 
 class TableLatencyModel:
@@ -116,10 +149,21 @@ class TableLatencyModel:
         self._menus: dict[int, np.ndarray] = {}
         self._compile_pieces()
         self._compile_macs_terms()
-        raw = self._raw_ms(graph.class_sizes(graph.full_keep()))
         self.dense_ms = float(table.dense_ms)
-        self.offset, self.scale = (self.dense_ms - raw, 1.0) if self.dense_ms >= raw else \
-            (0.0, self.dense_ms / raw if raw > 0 else 1.0)
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        """``offset``, ``scale`` and ``floor`` of the map from the pieces' sum to ms (module docstring)."""
+        raw = self._raw_ms(self.graph.class_sizes(self.graph.full_keep()))
+        dense, half = self.dense_ms, self.table.half_ms
+        self.floor = 0.0
+        if half is not None and 0 < half < dense:
+            raw_half = self._raw_ms(self.graph.class_sizes(half_keep(self.graph)))
+            if raw_half < raw:
+                self.scale = (dense - half) / (raw - raw_half)
+                self.offset, self.floor = dense - self.scale * raw, 0.05 * half
+                return
+        self.offset, self.scale = (dense - raw, 1.0) if dense >= raw else (0.0, dense / raw if raw > 0 else 1.0)
 
     def _compile_pieces(self) -> None:
         """Flat arrays: each node's full ms and where its two normalised curves start in ``self._curves``."""
@@ -175,7 +219,8 @@ class TableLatencyModel:
 
     def predict_ms(self, keep: np.ndarray) -> float:
         """Predicted ms of the model pruned to ``keep``."""
-        return self.offset + self.scale * self._raw_ms(self.graph.class_sizes(np.asarray(keep, dtype=bool)))
+        raw = self._raw_ms(self.graph.class_sizes(np.asarray(keep, dtype=bool)))
+        return max(self.offset + self.scale * raw, self.floor)
 
     def width_menu(self, group_index: int) -> np.ndarray:
         """Kept-unit counts at the right end of a latency step of some layer of the group (module docstring)."""

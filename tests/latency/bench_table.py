@@ -22,6 +22,7 @@ from graphprune.depgraph import build_dependency_graph
 from graphprune.latency import Target, build_latency_model
 from graphprune.latency.sweep import time_widths
 from graphprune.passes import rewrite
+from graphprune.testing import random_keep
 from graphprune.trace import trace
 
 
@@ -74,17 +75,18 @@ def bench(name: str) -> dict:
         t = time.perf_counter()
         build_latency_model(graph, target, cache_dir=cache, progress=False)
         cached = time.perf_counter() - t
-    keeps = {"uniform50": _uniform_keep(graph, 0.5), "menu50": _menu_keep(graph, model, 0.5),
-             "uniform75": _uniform_keep(graph, 0.75)}
+    keeps = {"uniform40": _uniform_keep(graph, 0.4), "menu40": _menu_keep(graph, model, 0.4),
+             "uniform75": _uniform_keep(graph, 0.75), "random60": random_keep(graph, np.random.default_rng(0), 0.6)}
     modules = [graph.traced.gm] + [rewrite(graph, k) for k in keeps.values()]
     measured = model.measure_ms(modules, x)
     t = time.perf_counter()
     for _ in range(1000):
-        model.predict_ms(keeps["uniform50"])
+        model.predict_ms(keeps["uniform40"])
     predict_us = (time.perf_counter() - t) * 1e3
     return {"model": name, "build_s_first": round(first, 2), "build_s_cached": round(cached, 3),
             "pieces": len({p.spec.key for p in model.table.pieces}), "nodes": len(model.table.pieces),
             "dense_ms_table": round(model.dense_ms, 3), "dense_ms_remeasured": round(measured[0], 3),
+            "half_ms": round(model.table.half_ms, 3), "overhead_ms": round(model.table.overhead_ms, 4),
             "calibration": {"offset_ms": round(model.offset, 3), "scale": round(model.scale, 3)},
             "pruned": {k: {"predicted_ms": round(model.predict_ms(keep), 3), "measured_ms": round(m, 3),
                            "ratio_error": round(model.predict_ms(keep) / model.dense_ms / (m / measured[0]) - 1, 3)}

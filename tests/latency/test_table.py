@@ -5,7 +5,7 @@ import pytest
 from graphprune.latency import LatencyModel, TableLatencyModel, Target, build_latency_model
 from graphprune.latency.pieces import node_pieces
 from graphprune.latency.sweep import AxisSweep, PieceTiming, sweep_widths
-from graphprune.latency.table import LatencyTable
+from graphprune.latency.table import LatencyTable, half_keep
 from graphprune.passes import rewrite
 from graphprune.testing import random_keep
 
@@ -48,6 +48,23 @@ def test_calibration_makes_full_keep_the_dense_time_and_keeps_predictions_monoto
             before = now
 
 
+def test_two_measurements_pin_dense_and_half_and_keep_predictions_monotone(tiny):
+    _, _, graph = tiny
+    table = _synthetic_table(graph, dense_ms=1.0)
+    table.half_ms = 0.3  # the whole model shrinks faster than its standalone pieces
+    model = TableLatencyModel(graph, Target(), table)
+    assert model.predict_ms(graph.full_keep()) == pytest.approx(1.0)
+    assert model.predict_ms(half_keep(graph)) == pytest.approx(0.3)
+    assert model.scale > 0
+    keep, before = graph.full_keep(), 1.0
+    for unit in np.random.default_rng(2).permutation(graph.n_units):
+        keep[unit] = False
+        now = model.predict_ms(keep)
+        assert model.floor <= now <= before + 1e-12
+        before = now
+    assert model.predict_ms(keep) == pytest.approx(model.floor) and model.floor > 0
+
+
 def test_per_call_overhead_is_taken_out_of_every_piece(tiny):
     _, _, graph = tiny
     dense = 2 * _raw_full(graph)
@@ -80,6 +97,8 @@ def test_real_onnxruntime_build_measures_and_predicts(tiny, tmp_path):
     assert all(t.full_ms > 0 and all(m > 0 for s in t.sweeps.values() for m in s.ms)
                for t in table.timings.values())
     assert latency.predict_ms(graph.full_keep()) == pytest.approx(latency.dense_ms)
+    assert 0 < table.half_ms < table.dense_ms
+    assert latency.predict_ms(half_keep(graph)) == pytest.approx(table.half_ms)
     keep = random_keep(graph, np.random.default_rng(0), 0.5)
     pruned = rewrite(graph, keep)
     dense_now, pruned_ms = latency.measure_ms([model, pruned], x)
