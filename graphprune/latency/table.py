@@ -19,17 +19,19 @@ Calibration.  The dense model and a half-width model (every group keeping half i
 rewrite passes) are measured whole on the target, interleaved.  Standalone pieces differ from layers in
 the model: they pay per-layer costs the fused graph does not (ONNX Runtime converts NCHW to its blocked
 layout and back around every standalone conv, a cost that shrinks more slowly than the MACs), and the model
-runs ops no piece has (pooling, adds).  So predictions are the affine map of the pieces' sum through both
-measurements::
+runs ops no piece has (pooling, adds).  Measured on ResNets with ONNX Runtime, the whole model shrinks
+about like its MACs (half width: ~0.28 of dense) while the pieces' sum shrinks about linearly (~0.5).  So
+predictions are a power law through both measurements::
 
-    predict(keep) = max(offset + scale · Σ_n T_n(keep), floor)
+    predict(keep) = dense_ms · (Σ_n T_n(keep) / Σ_n T_n(full)) ** gamma
 
-with ``predict(full) == dense_ms`` and ``predict(half) == half_ms`` exactly (``scale > 0`` is required,
-``floor`` is 5% of the half model's time).  When the half model cannot be built or its measurement is not
-below the dense one, a single measurement calibrates: the difference is added when the pieces
-under-explain the dense time (overhead does not shrink with pruning), else predictions are scaled by
-``dense / Σ pieces``.  Either way predictions stay positive and removing units never increases them (each
-curve is monotone, and so is the map).
+with ``gamma`` (clamped to [0.25, 4]) chosen so that ``predict(half) == half_ms``; ``predict(full) ==
+dense_ms`` exactly.  A power law, not an affine map: it stays positive and sane below half width, where an
+affine fit through two noisy points extrapolates to negative times.  When the half model cannot be built
+or its measurement is not below the dense one, the dense measurement alone calibrates: the difference is
+added when the pieces under-explain the dense time (overhead does not shrink with pruning), else
+predictions are scaled by ``dense / Σ pieces``.  Either way removing units never increases a prediction
+(each curve is monotone, and so is the map).
 
 Width menu.  For a group, the union over the layers it touches of each layer-axis's staircase right ends
 (translated from channels to the group's units).  Why the union: with separable per-layer times, a width
@@ -57,6 +59,7 @@ from .sweep import PieceTiming, time_spec
 
 __all__ = ["LatencyTable", "TableLatencyModel", "build_latency_model", "measure_table", "half_keep"]
 
+GAMMA_RANGE = (0.25, 4.0)
 OVERHEAD_SPEC = PieceSpec("linear", (1,), full_in=1, full_out=1)  # a 1x1 layer: the per-call cost
 
 
@@ -153,17 +156,16 @@ class TableLatencyModel:
         self._calibrate()
 
     def _calibrate(self) -> None:
-        """``offset``, ``scale`` and ``floor`` of the map from the pieces' sum to ms (module docstring)."""
+        """``gamma`` (power law) or ``offset`` / ``scale`` (one measurement) of the map to ms (module docstring)."""
         raw = self._raw_ms(self.graph.class_sizes(self.graph.full_keep()))
         dense, half = self.dense_ms, self.table.half_ms
-        self.floor = 0.0
-        if half is not None and 0 < half < dense:
-            raw_half = self._raw_ms(self.graph.class_sizes(half_keep(self.graph)))
-            if raw_half < raw:
-                self.scale = (dense - half) / (raw - raw_half)
-                self.offset, self.floor = dense - self.scale * raw, 0.05 * half
-                return
+        self.raw_full, self.gamma = raw, None
         self.offset, self.scale = (dense - raw, 1.0) if dense >= raw else (0.0, dense / raw if raw > 0 else 1.0)
+        if half is not None and 0 < half < dense and raw > 0:
+            raw_half = self._raw_ms(self.graph.class_sizes(half_keep(self.graph)))
+            if 0 < raw_half < raw:
+                gamma = np.log(half / dense) / np.log(raw_half / raw)
+                self.gamma = float(np.clip(gamma, GAMMA_RANGE[0], GAMMA_RANGE[1]))
 
     def _compile_pieces(self) -> None:
         """Flat arrays: each node's full ms and where its two normalised curves start in ``self._curves``."""
@@ -220,7 +222,9 @@ class TableLatencyModel:
     def predict_ms(self, keep: np.ndarray) -> float:
         """Predicted ms of the model pruned to ``keep``."""
         raw = self._raw_ms(self.graph.class_sizes(np.asarray(keep, dtype=bool)))
-        return max(self.offset + self.scale * raw, self.floor)
+        if self.gamma is not None:
+            return self.dense_ms * (raw / self.raw_full) ** self.gamma
+        return self.offset + self.scale * raw
 
     def width_menu(self, group_index: int) -> np.ndarray:
         """Kept-unit counts at the right end of a latency step of some layer of the group (module docstring)."""

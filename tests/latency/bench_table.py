@@ -87,7 +87,7 @@ def bench(name: str) -> dict:
             "pieces": len({p.spec.key for p in model.table.pieces}), "nodes": len(model.table.pieces),
             "dense_ms_table": round(model.dense_ms, 3), "dense_ms_remeasured": round(measured[0], 3),
             "half_ms": round(model.table.half_ms, 3), "overhead_ms": round(model.table.overhead_ms, 4),
-            "calibration": {"offset_ms": round(model.offset, 3), "scale": round(model.scale, 3)},
+            "calibration": {"gamma": model.gamma, "offset_ms": round(model.offset, 3), "scale": round(model.scale, 3)},
             "pruned": {k: {"predicted_ms": round(model.predict_ms(keep), 3), "measured_ms": round(m, 3),
                            "ratio_error": round(model.predict_ms(keep) / model.dense_ms / (m / measured[0]) - 1, 3)}
                        for (k, keep), m in zip(keeps.items(), measured[1:])},

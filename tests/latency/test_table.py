@@ -55,14 +55,13 @@ def test_two_measurements_pin_dense_and_half_and_keep_predictions_monotone(tiny)
     model = TableLatencyModel(graph, Target(), table)
     assert model.predict_ms(graph.full_keep()) == pytest.approx(1.0)
     assert model.predict_ms(half_keep(graph)) == pytest.approx(0.3)
-    assert model.scale > 0
+    assert model.gamma > 1  # the whole model shrinks faster than the pieces' sum
     keep, before = graph.full_keep(), 1.0
-    for unit in np.random.default_rng(2).permutation(graph.n_units):
+    for unit in np.random.default_rng(2).permutation(graph.n_units)[:-1]:
         keep[unit] = False
         now = model.predict_ms(keep)
-        assert model.floor <= now <= before + 1e-12
+        assert 0 < now <= before + 1e-12
         before = now
-    assert model.predict_ms(keep) == pytest.approx(model.floor) and model.floor > 0
 
 
 def test_per_call_overhead_is_taken_out_of_every_piece(tiny):
