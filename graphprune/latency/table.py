@@ -27,7 +27,9 @@ predictions are a power law through both measurements::
 
 with ``gamma`` (clamped to [0.25, 4]) chosen so that ``predict(half) == half_ms``; ``predict(full) ==
 dense_ms`` exactly.  A power law, not an affine map: it stays positive and sane below half width, where an
-affine fit through two noisy points extrapolates to negative times.  When the half model cannot be built
+affine fit through two noisy points extrapolates to negative times.  Known error (``bench_table.py``,
+ResNet-18/50, ORT, 1 thread, on a shared 2-core VM): within ~±30% between half and full width; below
+half the whole model stops shrinking like its MACs (per-op costs), and predictions there run ~50% low.  When the half model cannot be built
 or its measurement is not below the dense one, the dense measurement alone calibrates: the difference is
 added when the pieces under-explain the dense time (overhead does not shrink with pruning), else
 predictions are scaled by ``dense / Σ pieces``.  Either way removing units never increases a prediction
