@@ -1,0 +1,109 @@
+"""The measured table model: calibration, monotonicity, menus, and a real ONNX Runtime build."""
+import numpy as np
+import pytest
+
+from graphprune.latency import LatencyModel, TableLatencyModel, Target, build_latency_model
+from graphprune.latency.pieces import node_pieces
+from graphprune.latency.sweep import AxisSweep, PieceTiming, sweep_widths
+from graphprune.latency.table import LatencyTable, half_keep
+from graphprune.passes import rewrite
+from graphprune.testing import random_keep
+
+
+def _synthetic_table(graph, dense_ms, block=8, overhead=0.0):
+    """Every piece priced exactly: overhead + full_ms · Π ceil(width / block) / ceil(full / block) per axis."""
+    pieces, by_macs = node_pieces(graph)
+    timings = {}
+    for p in pieces:
+        full_ms = 1e-6 * p.spec.full_in * p.spec.full_out
+        sweeps = {}
+        for axis in p.spec.prunable:
+            full = p.spec.full(axis)
+            widths, step, low = sweep_widths(full)
+            ms = full_ms * np.ceil(widths / block) / np.ceil(full / block)
+            sweeps[axis] = AxisSweep(widths.tolist(), (ms + overhead).tolist(), [0.0] * len(widths), step, low)
+        timings[p.spec.key] = PieceTiming(full_ms + overhead, sweeps)
+    return LatencyTable(Target(), pieces, timings, by_macs, dense_ms, overhead_ms=overhead)
+
+
+def _raw_full(graph):
+    return sum(1e-6 * p.spec.full_in * p.spec.full_out for p in node_pieces(graph)[0])
+
+
+@pytest.mark.parametrize("extra", [0.5, -0.3])  # pieces under- / over-explain the dense time
+def test_calibration_makes_full_keep_the_dense_time_and_keeps_predictions_monotone(tiny, extra):
+    _, _, graph = tiny
+    dense = _raw_full(graph) * (1 + extra)
+    model = TableLatencyModel(graph, Target(), _synthetic_table(graph, dense))
+    assert isinstance(model, LatencyModel)
+    assert model.predict_ms(graph.full_keep()) == pytest.approx(dense, rel=1e-12)
+    assert (model.scale == 1.0) == (extra > 0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # remove units one at a time in random order: time never rises
+        keep, before = graph.full_keep(), model.dense_ms
+        for unit in rng.permutation(graph.n_units)[: graph.n_units - 1]:
+            keep[unit] = False
+            now = model.predict_ms(keep)
+            assert 0 < now <= before + 1e-12
+            before = now
+
+
+def test_two_measurements_pin_dense_and_half_and_keep_predictions_monotone(tiny):
+    _, _, graph = tiny
+    table = _synthetic_table(graph, dense_ms=1.0)
+    table.half_ms = 0.3  # the whole model shrinks faster than its standalone pieces
+    model = TableLatencyModel(graph, Target(), table)
+    assert model.predict_ms(graph.full_keep()) == pytest.approx(1.0)
+    assert model.predict_ms(half_keep(graph)) == pytest.approx(0.3)
+    assert model.gamma > 1  # the whole model shrinks faster than the pieces' sum
+    keep, before = graph.full_keep(), 1.0
+    for unit in np.random.default_rng(2).permutation(graph.n_units)[:-1]:
+        keep[unit] = False
+        now = model.predict_ms(keep)
+        assert 0 < now <= before + 1e-12
+        before = now
+
+
+def test_per_call_overhead_is_taken_out_of_every_piece(tiny):
+    _, _, graph = tiny
+    dense = 2 * _raw_full(graph)
+    plain = TableLatencyModel(graph, Target(), _synthetic_table(graph, dense))
+    padded = TableLatencyModel(graph, Target(), _synthetic_table(graph, dense, overhead=0.01))
+    keep = random_keep(graph, np.random.default_rng(1), 0.5)
+    assert padded.offset == pytest.approx(plain.offset)
+    assert padded.predict_ms(keep) == pytest.approx(plain.predict_ms(keep))
+    assert [padded.width_menu(i).tolist() for i in range(len(graph.groups))] == \
+        [plain.width_menu(i).tolist() for i in range(len(graph.groups))]
+
+
+def test_menu_holds_the_block_right_ends_in_units(tiny):
+    _, _, graph = tiny
+    model = TableLatencyModel(graph, Target(), _synthetic_table(graph, 1.0, block=8))
+    stem = graph.groups.index(graph.group("stem.weight:0"))  # 12 units of 2 channels (see test_fake)
+    assert model.width_menu(stem).tolist() == [4, 8, 12]
+    for i, g in enumerate(graph.groups):
+        menu = model.width_menu(i)
+        assert menu[-1] == g.n_units and np.all(np.diff(menu) > 0) and menu[0] >= 1
+
+
+def test_real_onnxruntime_build_measures_and_predicts(tiny, tmp_path):
+    model, x, graph = tiny
+    latency = build_latency_model(graph, Target("ort-cpu", threads=1), cache_dir=tmp_path, progress=False)
+    table = latency.table
+    assert table.measured == len({p.spec.key for p in table.pieces}) + 1 and table.reused == 0  # + overhead
+    piece_ms = [table.timings[p.spec.key].full_ms for p in table.pieces]
+    assert 0 < table.overhead_ms < 1.5 * min(piece_ms) and table.overhead_ms < max(piece_ms)  # a 1x1 layer
+    assert all(t.full_ms > 0 and all(m > 0 for s in t.sweeps.values() for m in s.ms)
+               for t in table.timings.values())
+    assert latency.predict_ms(graph.full_keep()) == pytest.approx(latency.dense_ms)
+    assert 0 < table.half_ms < table.dense_ms
+    assert latency.predict_ms(half_keep(graph)) == pytest.approx(table.half_ms)
+    keep = random_keep(graph, np.random.default_rng(0), 0.5)
+    pruned = rewrite(graph, keep)
+    dense_now, pruned_ms = latency.measure_ms([model, pruned], x)
+    assert 0.2 < dense_now / latency.dense_ms < 5  # the same model, measured again (loose: shared CPU)
+    predicted = latency.predict_ms(keep)
+    print(f"tiny net ORT: dense {latency.dense_ms:.4f} ms, pruned predicted {predicted:.4f} ms, "
+          f"measured {pruned_ms:.4f} ms, build {table.seconds:.2f} s")
+    assert np.isfinite(predicted) and 0 < predicted <= latency.dense_ms
+    assert 0.2 < predicted / pruned_ms < 5
