@@ -188,14 +188,17 @@ def test_bad_budget_is_a_clean_error(capsys):
     assert "budget must be" in capsys.readouterr().err
 
 
-def test_timm_model_that_fx_cannot_trace_needs_auto_leaf(capsys):
+def test_timm_model_that_fx_cannot_trace_needs_auto_leaf_or_export(capsys):
     pytest.importorskip("timm")
     args = ["prune", "timm:mobilevitv2_050", "--budget", "0.6", "--input-shape", "1,3,64,64"]
-    assert main(args) == 2
+    assert main(args + ["--front-end", "fx"]) == 2
     assert "--auto-leaf" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="kept opaque"):
-        assert main(args + ["--auto-leaf"]) == 0
+        assert main(args + ["--front-end", "fx", "--auto-leaf"]) == 0
     assert "MACs" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="captured with torch.export"):
+        assert main(args) == 0  # the default front end falls back to torch.export
+    assert "torch.export" in capsys.readouterr().out
 
 
 def test_budget_options_combine_into_one_budget():

@@ -140,7 +140,8 @@ def _target(args: argparse.Namespace, budget):
 
 def _prune_kw(args: argparse.Namespace, x: torch.Tensor, budget=None) -> dict:
     return dict(strategy=args.strategy, importance=args.importance, round_to=args.round_to,
-                ignored_layers=args.ignore, leaf_modules=_leaves(args), target=_target(args, budget),
+                ignored_layers=args.ignore, leaf_modules=_leaves(args), front_end=args.front_end,
+                target=_target(args, budget),
                 **strategy_inputs(args, x))
 
 
@@ -206,7 +207,7 @@ def _graph_and_plan(args: argparse.Namespace, model: torch.nn.Module, x: torch.T
 
     budget = budget_of(args)
     if budget is None:
-        return inspect(model, x, leaf_modules=_leaves(args)), None
+        return inspect(model, x, leaf_modules=_leaves(args), front_end=args.front_end), None
     try:
         result = prune(model, budget, x, return_result=True, **_prune_kw(args, x, budget))
     except TypeError as exc:

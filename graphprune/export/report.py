@@ -33,6 +33,7 @@ class JobReport:
     pruned_latency_ms: float | None = None
     notes: list[str] = field(default_factory=list)
     width_policy: str = ""
+    front_end: str = "fx"
     target: str | None = None
     predicted_dense_ms: float | None = None
     predicted_ms: float | None = None
@@ -53,6 +54,8 @@ class JobReport:
                            f"({self.pruned_params / self.dense_params:.3f})"),
                 ("groups pruned", f"{self.groups_pruned}/{self.groups_total}"),
                 ("prune time", ", ".join(f"{k} {v:.2f}s" for k, v in self.prune_seconds.items()))]
+        if self.front_end != "fx":
+            rows.append(("captured by", "torch.export (torch.fx could not trace the model)"))
         if self.width_policy:
             rows.append(("widths", self.width_policy))
         if self.measured_ms is not None:
@@ -104,7 +107,7 @@ def run_job(name: str, model: torch.nn.Module, example_inputs: Any, budget, *, o
                        r.groups_pruned, r.groups_total, r.seconds, width_policy=r.width_policy, target=r.target,
                        predicted_dense_ms=r.predicted_dense_ms, predicted_ms=r.predicted_ms,
                        measured_dense_ms=r.measured_dense_ms, measured_ms=r.measured_ms,
-                       latency_iterations=r.latency_iterations, budget_text=r.budget_text)
+                       latency_iterations=r.latency_iterations, budget_text=r.budget_text, front_end=r.front_end)
     if onnx_path:
         steps.set_postfix_str("onnx export + check")
         path = export_onnx(result.model, example_inputs, onnx_path)
