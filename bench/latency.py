@@ -170,8 +170,17 @@ def _cell(row: Row, v: str) -> str:
 def render_row(row: Row) -> str:
     return " | ".join([row.model, row.target, fmt(row.dense_ms, ".2f"), *(_cell(row, v) for v in
                        ("gp default", "TP r8", "gp latency")), fmt(row.budget), fmt(row.gp_latency_ratio),
-                       fmt(row.met_within_5pct), fmt(row.iterations),
+                       fmt(row.met_within_5pct), str(row.iterations) if row.iterations is not None else "—",
                        f"{fmt(row.table_seconds.get('prune'), '.1f')} ({fmt(row.table_seconds.get('prune_cached'), '.1f')})"])
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
 
 
 def _cpu() -> str:
@@ -186,7 +195,7 @@ def render(rows: list[Row], env: dict) -> str:
     errors = [f"- {r.model} {r.target} {k}: {e}" for r in rows for k, e in r.errors.items()]
     return "\n".join(["# Latency-true pruning (`bench/latency.py`)", "",
                       f"Machine: {_cpu()}; torch {env.get('torch', '?')}, onnxruntime {env.get('onnxruntime', '?')}, "
-                      f"Torch-Pruning {env.get('torch_pruning', '?')}, {env.get('date', '')}. Speed-up x = dense ms / model "
+                      f"Torch-Pruning {_version('torch-pruning')}, {env.get('date', '')}. Speed-up x = dense ms / model "
                       "ms in one interleaved batch; eff = speed-up x MACs ratio (1.0 = ideal). `gp latency` has the "
                       "budget `budget` = TP r8's measured ratio; `met ±5%` = its measured ratio <= budget x 1.05.", "",
                       table, "", *(["Errors:", *errors] if errors else [])])
