@@ -148,3 +148,24 @@ def test_job_report_shows_the_width_policy_and_latency():
     assert "0.500 of latency" in text and "widths" in text and "latency steps of ort-cpu-t1-b1-fp32" in text
     assert "latency on ort-cpu-t1-b1-fp32" in text and "2 plan(s)" in text
     assert report.measured_ms / report.measured_dense_ms <= 0.5 * 1.02
+
+
+class _ShrinksSlower(FakeLatency):
+    """A whole model shrinks slower than its layers: measured ratio = predicted ratio ** 0.7 (as on real CPUs,
+    where per-call costs stay), so the model's error grows as widths shrink."""
+
+    def measure_ms(self, modules, example_inputs):
+        dense, pruned = (FakeLatency.measure_ms(self, [m], example_inputs)[0] for m in modules)
+        self.pairs = getattr(self, "pairs", []) + [(dense, dense * (pruned / dense) ** 0.7)]
+        return list(self.pairs[-1])
+
+
+def test_replans_converge_when_the_error_grows_as_widths_shrink():
+    made = []
+    res = graphprune.prune(convnet(), Budget.latency(0.5), X, return_result=True,
+                           latency_model=lambda graph: made.append(_ShrinksSlower(graph)) or made[-1])
+    r = res.report
+    assert 2 <= r.latency_iterations <= 4
+    assert r.measured_ms / r.measured_dense_ms <= 0.5 * 1.02
+    ratios = [pruned / dense for dense, pruned in made[0].pairs]
+    assert ratios[0] > 0.5 * 1.02 and ratios[-1] <= 0.5 * 1.02  # missed first, met last

@@ -4,13 +4,16 @@ The allocation meets a latency budget on the latency model's *prediction*.  The 
 times measured in isolation, so the whole pruned model can run slower (or faster) than predicted.  After
 the rewrite, :func:`meet_latency` times the dense and the pruned model end to end on the target
 (``LatencyModel.measure_ms``, interleaved medians); when the measurement misses the budget by more than
-``tolerance`` (relative), it tightens the allocation's latency cap by how far the measurement is off:
+``tolerance`` (relative), it tightens the allocation's latency cap and plans again, at most ``max_iterations``
+times in all.  The next cap aims a little inside the budget (``aim`` = goal · (1 − tolerance)):
 
-    new cap = predicted ratio · goal / measured    (goal and measured in the budget's own units:
-                                                    a fraction of the measured dense time, or ms)
+1. after one measurement: new cap = predicted ratio · aim / measured (the model's error taken as a factor);
+2. after two or more: the secant through the last two (cap, measured) points, solved for ``aim`` — the
+   model's error grows as widths shrink, so a constant factor converges slowly — clipped to
+   [cap / 2, cap), and the factor rule when the points do not slope upwards (noise).
 
-and plans again, at most ``max_iterations`` times in all.  The first plan that meets the budget is
-returned; if none does, ``BudgetError`` names the numbers.
+Goal and measurement are in the budget's own units (a fraction of the measured dense time, or ms).  The first
+plan that meets the budget is returned; if none does, ``BudgetError`` names the numbers.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from .cost import resolve_ms
 __all__ = ["LatencyCheck", "LatencyOutcome", "latency_provider", "meet_latency"]
 
 TOLERANCE = 0.02
-MAX_ITERATIONS = 4
+MAX_ITERATIONS = 6
 
 
 @dataclass
@@ -139,9 +142,22 @@ def meet_latency(plan: Callable[[Budget], tuple], budget: Budget, dense_model: A
         if measured <= wanted * (1 + tolerance):
             outcome.met = True
             return planned, outcome
-        predicted_ratio = check.predicted_ms / check.predicted_dense_ms
-        alloc = _with_cap(budget, min(cap, predicted_ratio * wanted / measured))
+        alloc = _with_cap(budget, _next_cap(outcome.checks, goal, wanted * (1 - tolerance)))
     raise BudgetError(_missed(outcome, goal, f"after {max_iterations} plans"))
+
+
+def _next_cap(checks: list[LatencyCheck], goal: Budget, aim: float) -> float:
+    """The latency cap of the next plan (module docstring, rules 1-2)."""
+    last = checks[-1]
+    measured = _in_goal_units(goal, last.measured_ms, last.measured_dense_ms)[0]
+    factor_cap = last.predicted_ms / last.predicted_dense_ms * aim / measured
+    if len(checks) >= 2:
+        prev = checks[-2]
+        prev_measured = _in_goal_units(goal, prev.measured_ms, prev.measured_dense_ms)[0]
+        if last.cap != prev.cap and (measured - prev_measured) / (last.cap - prev.cap) > 0:
+            slope = (measured - prev_measured) / (last.cap - prev.cap)
+            return float(min(max(last.cap + (aim - measured) / slope, last.cap / 2), last.cap * (1 - 1e-6)))
+    return float(min(factor_cap, last.cap * (1 - 1e-6)))
 
 
 def _in_goal_units(goal: Budget, ms: float, dense_ms: float) -> tuple[float, float]:
