@@ -83,7 +83,7 @@ def test_unreachable_ms_budget_names_the_reachable_minimum():
 def test_a_measurement_that_never_meets_the_budget_is_refused_with_the_numbers():
     """Measured = 20 × predicted: tightening runs into the floors; the error names measured and predicted ms."""
     with pytest.raises(BudgetError, match=r"not met .* measured [0-9.]+ ms \(dense [0-9.]+ ms.*predicted"):
-        graphprune.prune(convnet(), Budget.latency(0.5), X, latency_model=Factory(measure_scale=20.0))
+        graphprune.prune(convnet(), Budget.latency(0.5), X, latency_model=Factory(measure_scale=100.0))
 
 
 def test_combined_budget_meets_both():
@@ -169,3 +169,15 @@ def test_replans_converge_when_the_error_grows_as_widths_shrink():
     assert r.measured_ms / r.measured_dense_ms <= 0.5 * 1.02
     ratios = [pruned / dense for dense, pruned in made[0].pairs]
     assert ratios[0] > 0.5 * 1.02 and ratios[-1] <= 0.5 * 1.02  # missed first, met last
+
+
+def test_a_plan_far_below_the_budget_is_loosened_towards_it():
+    """Measured = 0.7 × predicted: the first plan meets 0.5 with room to spare; the loop loosens until a plan
+    lands within 5 % below the budget (or the widths run out), and returns the met plan closest to it."""
+    factory = Factory(measure_scale=0.7)
+    res = graphprune.prune(convnet(), Budget.latency(0.5), X, latency_model=factory, return_result=True)
+    r, pairs = res.report, factory.made[0].measured
+    first, final = pairs[0][1] / pairs[0][0], r.measured_ms / r.measured_dense_ms
+    assert first < 0.5 * 0.95 and r.latency_iterations > 1
+    assert first < final <= 0.5 * 1.02
+    assert final == max(m[1] / m[0] for m in pairs if m[1] / m[0] <= 0.5 * 1.02)

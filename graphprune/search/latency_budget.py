@@ -10,10 +10,12 @@ times in all.  The next cap aims a little inside the budget (``aim`` = goal · (
 1. after one measurement: new cap = predicted ratio · aim / measured (the model's error taken as a factor);
 2. after two or more: the secant through the last two (cap, measured) points, solved for ``aim`` — the
    model's error grows as widths shrink, so a constant factor converges slowly — clipped to
-   [cap / 2, cap), and the factor rule when the points do not slope upwards (noise).
+   [cap / 2, 1.5 cap], and the factor rule when the points do not slope upwards (noise).
 
 Goal and measurement are in the budget's own units (a fraction of the measured dense time, or ms).  The first
-plan that meets the budget is returned; if none does, ``BudgetError`` names the numbers.
+plan that meets the budget is returned when it is within ``CLOSE`` (5 %) below it; a plan that meets it by more
+is loosened again the same way while plans remain, and the met plan measured closest to the budget is returned.
+If none meets it, ``BudgetError`` names the numbers.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from .cost import resolve_ms
 __all__ = ["LatencyCheck", "LatencyOutcome", "latency_provider", "meet_latency"]
 
 TOLERANCE = 0.02
+CLOSE = 0.05  # a plan measured more than this far below the budget is loosened again (if plans remain)
 MAX_ITERATIONS = 6
 
 
@@ -51,6 +54,7 @@ class LatencyOutcome:
     goal: str
     checks: list[LatencyCheck] = field(default_factory=list)
     met: bool = False
+    chosen: int = -1  # index of the returned plan's check
 
     @property
     def iterations(self) -> int:
@@ -58,7 +62,8 @@ class LatencyOutcome:
 
     @property
     def final(self) -> LatencyCheck:
-        return self.checks[-1]
+        """The returned plan's check (the last one when none met the budget)."""
+        return self.checks[self.chosen]
 
 
 def latency_provider(budget: Budget, target: Any = None, latency_model: Any = None
@@ -119,7 +124,7 @@ def meet_latency(plan: Callable[[Budget], tuple], budget: Budget, dense_model: A
         ``(plan's tuple, LatencyOutcome)`` of the first plan whose measured time meets the budget.
     """
     goal = _latency_part(budget)
-    alloc, outcome = budget, None
+    alloc, outcome, best, seen = budget, None, None, set()
     for _ in range(max_iterations):
         try:
             planned = plan(alloc)
@@ -128,6 +133,9 @@ def meet_latency(plan: Callable[[Budget], tuple], budget: Budget, dense_model: A
                 raise
             raise BudgetError(_missed(outcome, goal, f"tightening further is refused: {exc}")) from exc
         graph, keep, pruned, cfg = planned
+        if keep.tobytes() in seen:
+            break  # NOTE: widths are discrete: the new cap gives a plan already measured
+        seen.add(keep.tobytes())
         latency = cfg.latency
         outcome = outcome or LatencyOutcome(latency.target.key, budget.describe())
         cap = _latency_part(resolve_ms(alloc, latency)).ratio
@@ -140,10 +148,16 @@ def meet_latency(plan: Callable[[Budget], tuple], budget: Budget, dense_model: A
         outcome.checks.append(check)
         measured, wanted = _in_goal_units(goal, check.measured_ms, check.measured_dense_ms)
         if measured <= wanted * (1 + tolerance):
-            outcome.met = True
-            return planned, outcome
-        alloc = _with_cap(budget, _next_cap(outcome.checks, goal, wanted * (1 - tolerance)))
-    raise BudgetError(_missed(outcome, goal, f"after {max_iterations} plans"))
+            if best is None or measured > best[0]:
+                best = (measured, planned, len(outcome.checks) - 1)
+            if measured >= wanted * (1 - CLOSE) or cap >= 1.0:
+                break  # NOTE: met, and close (or the whole model): a looser plan would only gamble on noise
+        alloc = _with_cap(budget, _bracketed(_next_cap(outcome.checks, goal, wanted * (1 - tolerance)),
+                                             outcome.checks, goal, wanted * (1 + tolerance)))
+    if best is None:
+        raise BudgetError(_missed(outcome, goal, f"after {max_iterations} plans"))
+    outcome.met, outcome.chosen = True, best[2]
+    return best[1], outcome
 
 
 def _next_cap(checks: list[LatencyCheck], goal: Budget, aim: float) -> float:
@@ -156,8 +170,25 @@ def _next_cap(checks: list[LatencyCheck], goal: Budget, aim: float) -> float:
         prev_measured = _in_goal_units(goal, prev.measured_ms, prev.measured_dense_ms)[0]
         if last.cap != prev.cap and (measured - prev_measured) / (last.cap - prev.cap) > 0:
             slope = (measured - prev_measured) / (last.cap - prev.cap)
-            return float(min(max(last.cap + (aim - measured) / slope, last.cap / 2), last.cap * (1 - 1e-6)))
-    return float(min(factor_cap, last.cap * (1 - 1e-6)))
+            return _clipped(last.cap + (aim - measured) / slope, last.cap)
+    return _clipped(factor_cap, last.cap)
+
+
+def _bracketed(cap: float, checks: list[LatencyCheck], goal: Budget, limit: float) -> float:
+    """``cap`` kept strictly between the loosest cap that met the budget and the tightest one that missed it
+    (the midpoint when it falls outside): measurements bracket the answer, so the search never walks back."""
+    met, missed = [], []
+    for c in checks:
+        (met if _in_goal_units(goal, c.measured_ms, c.measured_dense_ms)[0] <= limit else missed).append(c.cap)
+    lo, hi = max(met, default=0.0), min(missed, default=float("inf"))
+    if lo < cap < hi:
+        return cap
+    return (lo + hi) / 2 if hi < float("inf") else max(cap, lo)
+
+
+def _clipped(cap: float, last_cap: float) -> float:
+    """A step of at most a factor 2 down or 1.5 up from the last cap, and never above the whole model."""
+    return float(min(max(cap, last_cap / 2), last_cap * 1.5, 1.0))
 
 
 def _in_goal_units(goal: Budget, ms: float, dense_ms: float) -> tuple[float, float]:
