@@ -267,7 +267,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     n_pruned = sum(int((~keep[g.units]).any()) for g in graph.groups)
     report = PruneReport(b.ratio, b.metric, dense.macs, dense.params, cost.macs, cost.params,
                          n_pruned, len(graph.groups), seconds, dropped=list(pruned.meta[MODULE_STATE_KEY].dropped),
-                         width_policy=cfg.menus(graph).policy)
+                         width_policy=cfg.menus(graph, b).policy)
     report.add_latency(outcome)
     report.budget_text = b.describe()
     report.front_end = traced.front_end

@@ -11,7 +11,7 @@ import torch.nn as nn
 import graphprune
 from graphprune import Budget, BudgetError
 from graphprune.search import latency_budget
-from graphprune.search.menus import HEURISTIC_POLICY, heuristic_menu
+from graphprune.search.menus import COARSE_POLICY, coarse_menu
 
 sys.path.insert(0, str(Path(__file__).parent / "search"))
 from latency_fake import X, FakeLatency, convnet  # noqa: E402
@@ -119,9 +119,9 @@ def test_macs_budget_with_auto_widths_measures_nothing(monkeypatch):
     monkeypatch.setattr(latency_budget, "_measured", measured)
     res = graphprune.prune(convnet(), 0.5, X, return_result=True)
     r = res.report
-    assert r.width_policy == HEURISTIC_POLICY and r.measured_ms is None and r.latency_ratio is None
+    assert r.width_policy == COARSE_POLICY and r.measured_ms is None and r.latency_ratio is None
     for w, n in zip(widths(res.model), [64, 56, 40]):
-        assert w in heuristic_menu(n)
+        assert w in coarse_menu(n)
     assert "widths: heuristic" in str(r)
 
 

@@ -55,9 +55,19 @@ class AllocationConfig:
     ignored: frozenset[str] = field(default_factory=frozenset)
     latency: Any = field(default=None, compare=False)
 
-    def menus(self, graph: DependencyGraph) -> WidthMenus:
-        return width_menus(np.array([g.n_units for g in graph.groups], dtype=np.int64), self.round_to,
-                           self.latency)
+    def menus(self, graph: DependencyGraph, budget: Budget | None = None) -> WidthMenus:
+        """The width menus for ``graph``; with ``budget``, the finer fallback menus when the preferred (coarse)
+        ones cannot reach it even at every group's floor."""
+        menus = width_menus(np.array([g.n_units for g in graph.groups], dtype=np.int64), self.round_to,
+                            self.latency)
+        if budget is not None and menus.fallback is not None and graph.groups:
+            budget = resolve_ms(budget, self.latency)
+            _, lo = _floors(graph, self)
+            order = [np.arange(g.n_units) for g in graph.groups]
+            floor = _keep_from_counts(graph, order, _round(lo, lo, menus))
+            if budget_cost(graph, budget, self.latency).ratio(floor) > budget.ratio:
+                return menus.fallback
+        return menus
 
 
 @dataclass
@@ -182,7 +192,7 @@ def allocate_family(graph: DependencyGraph, scores: np.ndarray, budget: Budget, 
     order = [np.argsort(-scores[g.units], kind="stable") for g in graph.groups]
     counts_of = family(n, scores, graph)
     budget = resolve_ms(budget, cfg.latency)
-    cost, menus = budget_cost(graph, budget, cfg.latency), cfg.menus(graph)
+    cost, menus = budget_cost(graph, budget, cfg.latency), cfg.menus(graph, budget)
     ratio_of = cost.ratio
     keep_at = lambda t: _keep_from_counts(graph, order, _round(counts_of(t), lo, menus))
     floor_ratio = ratio_of(keep_at(0.0))

@@ -88,7 +88,7 @@ class ConditionalSearch:
                                                        alloc, metric)
         evaluator = CandidateEvaluator(eval_graph, eval_fn, calib_data, eval_config) if eval_fn is not None else None
         ctx = SearchContext(graph, scores, Budget(config.budget_range[1], metric), alloc, evaluator,
-                            config.seed, progress)
+                            config.seed, progress, lowest_budget=Budget(config.budget_range[0], metric))
         self._setup(ctx, config)
 
     @classmethod

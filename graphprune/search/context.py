@@ -60,6 +60,9 @@ class SearchContext:
     evaluator: CandidateEvaluator | None = None
     seed: int = 0
     progress: bool = True
+    # NOTE: the smallest budget the search will face (a budget-conditioned policy serves a range); the width
+    # menus must reach it, so the coarse heuristic menus give way to finer ones below what they can reach
+    lowest_budget: Budget | None = None
 
     def __post_init__(self) -> None:
         self.n, self.lo = _floors(self.graph, self.cfg)
@@ -68,7 +71,7 @@ class SearchContext:
         self.cost = budget_cost(self.graph, self.budget, self.cfg.latency)
         self.fast_cost = self.cost  # NOTE: the name searches used before latency budgets
         self.ratio_of = self.cost.ratio
-        self.menus = self.cfg.menus(self.graph)
+        self.menus = self.cfg.menus(self.graph, self.lowest_budget or self.budget)
 
     def need_evaluator(self, strategy: str) -> CandidateEvaluator:
         if self.evaluator is None:

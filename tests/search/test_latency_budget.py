@@ -9,7 +9,7 @@ from graphprune import Budget, BudgetError
 from graphprune.importance import score_units
 from graphprune.search import AllocationConfig, SearchContext, allocate, run_search
 from graphprune.search.cost import CombinedCost, FastCost, LatencyCost, budget_cost
-from graphprune.search.menus import HEURISTIC_POLICY, heuristic_menu, width_menus
+from graphprune.search.menus import COARSE_POLICY, HEURISTIC_POLICY, coarse_menu, heuristic_menu, width_menus
 
 from latency_fake import X, FakeLatency, convnet
 
@@ -104,7 +104,11 @@ def test_heuristic_menu():
 
 
 def test_menus_round_up_and_step_to_the_next_entry():
-    menus = width_menus(np.array([42, 18, 5]), "auto")
+    coarse = width_menus(np.array([42, 18, 5]), "auto")  # preferred: multiples of 16, small groups whole
+    assert coarse.policy == COARSE_POLICY
+    assert coarse.ceil(np.array([0, 9, 3]), np.array([1, 1, 4])).tolist() == [16, 16, 5]
+    assert coarse.allowed(0, 1).tolist() == [16, 32, 42] and coarse.allowed(2, 1).tolist() == [5]
+    menus = coarse.fallback  # finer, where the budget needs them
     assert menus.policy == HEURISTIC_POLICY
     assert menus.ceil(np.array([0, 9, 3]), np.array([1, 1, 4])).tolist() == [8, 12, 4]
     assert menus.ceil(np.array([41, 17, 5]), np.array([1, 1, 1])).tolist() == [42, 18, 5]
@@ -117,10 +121,19 @@ def test_menus_round_up_and_step_to_the_next_entry():
 
 
 def test_auto_without_latency_uses_the_heuristic(graph):
-    alloc = allocate(graph, score_units(graph, "l2"), Budget.macs(0.45), "global")
-    for g, k in zip(graph.groups, counts(graph, alloc.keep)):
-        assert k in heuristic_menu(g.n_units), (g.name, k)
-    assert alloc.width_policy == HEURISTIC_POLICY and alloc.ratio <= 0.45
+    for budget in (0.45, 0.9):
+        alloc = allocate(graph, score_units(graph, "l2"), Budget.macs(budget), "global")
+        menu = coarse_menu if alloc.width_policy == COARSE_POLICY else heuristic_menu
+        assert alloc.width_policy in (COARSE_POLICY, HEURISTIC_POLICY) and alloc.ratio <= budget
+        for g, k in zip(graph.groups, counts(graph, alloc.keep)):
+            assert k in menu(g.n_units), (g.name, k)
+
+
+def test_coarse_menus_give_way_only_where_the_budget_needs_finer_widths(graph):
+    cfg = AllocationConfig()
+    reachable = [b for b in np.linspace(0.05, 1.0, 40) if cfg.menus(graph, Budget.macs(b)).policy == COARSE_POLICY]
+    assert reachable and reachable[0] > 0.05  # loose budgets keep the coarse widths, tight ones fall back
+    assert cfg.menus(graph, Budget.macs(0.05)).policy == HEURISTIC_POLICY
 
 
 def test_a_latency_model_with_a_bad_menu_is_refused(graph):
