@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 import torch.fx as fx
 
@@ -19,7 +20,8 @@ from .plan import Plan
 from .search import AllocationConfig
 from .search.cost import resolve_ms
 from .search.latency_budget import LatencyOutcome, latency_provider, meet_latency
-from .search.registry import choose_keep
+from .search.registry import unit_scores
+from .strategies import Strategy, strategy_row
 from .trace import trace
 
 MAX_VERIFY_RETRIES = 16
@@ -151,7 +153,7 @@ def _fence(gm: fx.GraphModule, shapes: dict, node_name: str) -> list[str]:
     return fence
 
 
-def _search_and_rewrite(traced, b: Budget, strategy, importance, floors: dict, ignored_layers,
+def _search_and_rewrite(traced, b: Budget, strategy: Strategy, importance, floors: dict, ignored_layers,
                         seconds: dict[str, float], search_kw: dict | None = None, latency_for=None):
     """Stages 2-5, repeated with a fence around any node whose pruned form fails verification.
 
@@ -172,7 +174,7 @@ def _search_and_rewrite(traced, b: Budget, strategy, importance, floors: dict, i
         cfg = AllocationConfig(**floors, ignored=_ignored_groups(graph, ignored_layers),
                                latency=timed("latency_model", latency_for, graph) if latency_for else None)
         keep = graph.full_keep() if resolve_ms(b, cfg.latency).unbounded else timed(
-            "search", lambda: choose_keep(graph, importance, b, strategy, cfg, **(search_kw or {})))
+            "search", lambda: _choose_keep(graph, importance, b, strategy, cfg, search_kw or {}))
         try:
             return graph, keep, timed("rewrite", rewrite, graph, keep), cfg
         except RewriteError as exc:
@@ -182,6 +184,13 @@ def _search_and_rewrite(traced, b: Budget, strategy, importance, floors: dict, i
             why = f"frozen after verification failed: {str(exc).splitlines()[0][:200]}"
             forced.update({name: why for name in _fence(traced.gm, traced.shapes, exc.node)})
     raise AssertionError("unreachable")
+
+
+def _choose_keep(graph: DependencyGraph, importance, b: Budget, strategy: Strategy, cfg: AllocationConfig,
+                 search_kw: dict) -> np.ndarray:
+    """Stages 3 and 4: unit scores, then the strategy's keep mask."""
+    scores = unit_scores(graph, importance, cfg, search_kw.get("calib_data"))
+    return strategy.choose_keep(graph, scores, b, cfg, **search_kw)
 
 
 def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *,
@@ -238,14 +247,15 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
                                min_channels=min_channels, max_prune_ratio=max_prune_ratio,
                                ignored_layers=ignored_layers)
     b, ignored_layers = opts.budget, opts.ignored_layers
-    if supernet is not None and supernet is not False and train_data is None:
-        raise ValueError("supernet= trains on train_data=...: pass a Dataset or an iterable of batches")
-    if train_data is not None and (supernet is None or supernet is False):
+    row = strategy_row(strategy)
+    row.check_inputs(eval_fn=eval_fn, calib_data=calib_data, train_data=train_data, supernet=supernet)
+    if row.kind == "learner":
         if b.needs_latency:
             raise BudgetError("the training-time learners take MACs or params budgets, not latency ones")
         # NOTE: training-time learners own stages 2-5 (graphprune.learners)
         from .learners.dispatch import prune_with_learner
-        return prune_with_learner(model, b, example_inputs, strategy, train_data, return_result, search_options)
+        return prune_with_learner(model, b, example_inputs, row.learner(search_options), train_data,
+                                  return_result)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     traced = trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args,
@@ -256,7 +266,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options, supernet=supernet,
                      train_data=train_data)
     latency_for = latency_provider(b, target, latency_model)
-    run = lambda bb: _search_and_rewrite(traced, bb, strategy, importance, floors, ignored_layers, seconds,  # noqa: E731
+    run = lambda bb: _search_and_rewrite(traced, bb, row, importance, floors, ignored_layers, seconds,  # noqa: E731
                                          search_kw, latency_for)
     (graph, keep, pruned, cfg), outcome = meet_latency(run, b, model, example_inputs, seconds=seconds) \
         if b.needs_latency else (run(b), None)

@@ -28,8 +28,7 @@ import torch
 from .budget import Budget, as_budget
 from .importance import CRITERIA
 from .plan import Plan
-from .search.allocate import STRATEGIES
-from .search.registry import SEARCHES
+from .strategies import strategy_row
 
 __all__ = ["PruneOptions", "ROUND_TO_AUTO", "check_prune_options", "check_apply_plan_args", "check_model_tensors",
            "as_module_names"]
@@ -73,13 +72,8 @@ def check_apply_plan_args(model: Any, plan: Any) -> None:
 def _check_strategy_and_importance(strategy: Any, importance: Any) -> None:
     """Known names only, even where they would go unused (budget 1.0 searches nothing): a typo is a typo."""
     from .search.latency_importance import is_latency_criterion
-    from .learners.dispatch import LEARNERS  # NOTE: here, not at the top: the learners import api, which imports us
 
-    if not isinstance(strategy, str):
-        raise TypeError(f"strategy must be a strategy name (str), e.g. 'global'; got {type(strategy).__name__}")
-    if strategy not in {**STRATEGIES, **SEARCHES, **LEARNERS}:
-        raise ValueError(f"unknown strategy {strategy!r}; data-free: {sorted(STRATEGIES)}, searches: "
-                         f"{sorted(SEARCHES)}, training-time learners (with train_data=): {sorted(LEARNERS)}")
+    strategy_row(strategy)  # the table of strategies (graphprune.strategies) knows every name
     if callable(importance):
         return
     if not isinstance(importance, str):

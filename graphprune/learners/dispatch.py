@@ -27,12 +27,13 @@ def make_learner(strategy: str, options: dict | None = None) -> Learner:
     return LEARNERS[strategy](**(options or {}))
 
 
-def prune_with_learner(model, budget: Budget, example_inputs: Any, strategy: str, train_data: Dataset,
+def prune_with_learner(model, budget: Budget, example_inputs: Any, strategy: str | Learner, train_data: Dataset,
                        return_result: bool = False, options: dict | None = None):
-    """Fit the learner named ``strategy`` (config fields in ``options``) and return the pruned module."""
+    """Fit ``strategy`` (a ``Learner``, or the name of one with its config fields in ``options``) and return
+    the pruned module."""
     from ..api import PruneReport, PruneResult
 
-    learner = make_learner(strategy, options)
+    learner = strategy if isinstance(strategy, Learner) else make_learner(strategy, options)
     plan = learner.fit(model, train_data, budget, example_inputs)
     r = learner.result
     dense, cost = learner.graph.cost(), r.graph.cost(r.projection.keep)
