@@ -5,21 +5,23 @@ trace -> dependency graph -> importance -> allocation (search) -> plan -> rewrit
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 import torch.fx as fx
 
+from .apply import apply_plan
 from .budget import Budget, BudgetError
 from .depgraph import DependencyGraph, build_dependency_graph
-from .options import check_apply_plan_args, check_prune_options
+from .inspect_model import count_cost, inspect
+from .options import check_prune_options
 from .passes import MODULE_STATE_KEY, RewriteError, rewrite, warn_hooks_not_kept
 from .plan import Plan
+from .result import PruneReport, PruneResult
 from .search import AllocationConfig
 from .search.cost import resolve_ms
-from .search.latency_budget import LatencyOutcome, latency_provider, meet_latency
+from .search.latency_budget import latency_provider, meet_latency
 from .search.registry import unit_scores
 from .strategies import Strategy, strategy_row
 from .trace import trace
@@ -27,91 +29,6 @@ from .trace import trace
 MAX_VERIFY_RETRIES = 16
 
 __all__ = ["prune", "inspect", "apply_plan", "PruneResult", "PruneReport", "count_cost"]
-
-
-@dataclass
-class PruneReport:
-    """What a prune did, in numbers."""
-
-    budget: float
-    metric: str
-    dense_macs: float
-    dense_params: float
-    macs: float
-    params: float
-    groups_pruned: int
-    groups_total: int
-    seconds: dict[str, float] = field(default_factory=dict)
-    dropped: list[str] = field(default_factory=list)  # user's names/hooks not carried over: "name: reason"
-    width_policy: str = ""
-    target: str | None = None
-    predicted_dense_ms: float | None = None
-    predicted_ms: float | None = None
-    measured_dense_ms: float | None = None
-    measured_ms: float | None = None
-    latency_iterations: int = 0
-    budget_text: str = ""
-
-    def add_latency(self, outcome: LatencyOutcome | None) -> None:
-        """Copy the re-plan loop's final predicted and measured times (``search.latency_budget``)."""
-        if outcome is not None and outcome.checks:
-            c = outcome.final
-            self.target, self.latency_iterations = outcome.target, outcome.iterations
-            self.predicted_dense_ms, self.predicted_ms = c.predicted_dense_ms, c.predicted_ms
-            self.measured_dense_ms, self.measured_ms = c.measured_dense_ms, c.measured_ms
-
-    @property
-    def latency_ratio(self) -> float | None:
-        """Measured pruned / dense time on the target (predicted when not measured; None without a model)."""
-        if self.measured_ms is not None and self.measured_dense_ms:
-            return self.measured_ms / self.measured_dense_ms
-        if self.predicted_ms is not None and self.predicted_dense_ms:
-            return self.predicted_ms / self.predicted_dense_ms
-        return None
-
-    @property
-    def macs_ratio(self) -> float:
-        return self.macs / self.dense_macs if self.dense_macs else 1.0
-
-    @property
-    def params_ratio(self) -> float:
-        return self.params / self.dense_params if self.dense_params else 1.0
-
-    def __str__(self) -> str:
-        t = ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())
-        budget = self.budget_text or f"{self.budget:.3f} of {self.metric}"
-        return (f"budget {budget}: MACs {self.dense_macs / 1e6:.2f}M -> "
-                f"{self.macs / 1e6:.2f}M ({self.macs_ratio:.3f}), params {self.dense_params / 1e6:.3f}M -> "
-                f"{self.params / 1e6:.3f}M ({self.params_ratio:.3f}); {self.groups_pruned}/{self.groups_total} "
-                f"groups pruned; {t}" + self._latency_text())
-
-    def _latency_text(self) -> str:
-        text = f"; widths: {self.width_policy}" if self.width_policy else ""
-        if self.measured_ms is not None:
-            text += (f"; {self.target}: measured {self.measured_dense_ms:.3f} -> {self.measured_ms:.3f} ms "
-                     f"({self.latency_ratio:.3f}), predicted {self.predicted_dense_ms:.3f} -> "
-                     f"{self.predicted_ms:.3f} ms, {self.latency_iterations} plan(s)")
-        return text
-
-
-@dataclass
-class PruneResult:
-    model: fx.GraphModule
-    plan: Plan
-    report: PruneReport
-    graph: DependencyGraph
-
-
-def inspect(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable = (),
-            concrete_args: dict | None = None) -> DependencyGraph:
-    """The dependency graph of ``model``: groups, frozen dims with reasons, costs (see ``.summary()``)."""
-    return build_dependency_graph(trace(model, example_inputs, leaf_modules=leaf_modules,
-                                        concrete_args=concrete_args))
-
-
-def count_cost(model: torch.nn.Module, example_inputs: Any, **trace_kw: Any):
-    """MACs (conv, linear, matmul, attention) and parameter count of ``model`` on ``example_inputs``."""
-    return inspect(model, example_inputs, **trace_kw).cost()
 
 
 def _ignored_groups(graph: DependencyGraph, ignored_layers: Iterable) -> frozenset[str]:
@@ -283,11 +200,3 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     if return_result:
         return PruneResult(pruned, plan, report, graph)
     return pruned
-
-
-def apply_plan(model: torch.nn.Module, plan: Plan, example_inputs: Any, **trace_kw: Any) -> fx.GraphModule:
-    """Re-apply a saved plan to a freshly built instance of the same architecture."""
-    check_apply_plan_args(model, plan)
-    graph = inspect(model, example_inputs, **trace_kw)
-    warn_hooks_not_kept(graph.traced)
-    return rewrite(graph, plan.keep_mask(graph))

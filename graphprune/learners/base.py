@@ -35,7 +35,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..api import inspect
+from ..inspect_model import inspect
 from ..budget import Budget, BudgetError, as_budget
 from ..depgraph import DependencyGraph
 from ..evaluate import recalibrate_bn, take_batches

@@ -31,7 +31,7 @@ def prune_with_learner(model, budget: Budget, example_inputs: Any, strategy: str
                        return_result: bool = False, options: dict | None = None):
     """Fit ``strategy`` (a ``Learner``, or the name of one with its config fields in ``options``) and return
     the pruned module."""
-    from ..api import PruneReport, PruneResult
+    from ..result import PruneReport, PruneResult
 
     learner = strategy if isinstance(strategy, Learner) else make_learner(strategy, options)
     plan = learner.fit(model, train_data, budget, example_inputs)
