@@ -13,10 +13,11 @@ import torch.fx as fx
 
 from .apply import apply_plan
 from .budget import Budget, BudgetError
-from .depgraph import DependencyGraph, build_dependency_graph
+from .depgraph import DependencyGraph
+from .finish import finish, report_of, timed
 from .inspect_model import count_cost, inspect
 from .options import check_prune_options
-from .passes import MODULE_STATE_KEY, RewriteError, rewrite, warn_hooks_not_kept
+from .passes import MODULE_STATE_KEY, warn_hooks_not_kept
 from .plan import Plan
 from .result import PruneReport, PruneResult
 from .search import AllocationConfig
@@ -25,8 +26,6 @@ from .search.latency_budget import latency_provider, meet_latency
 from .search.registry import unit_scores
 from .strategies import Strategy, strategy_row
 from .trace import trace
-
-MAX_VERIFY_RETRIES = 16
 
 __all__ = ["prune", "inspect", "apply_plan", "PruneResult", "PruneReport", "count_cost"]
 
@@ -53,54 +52,25 @@ def _ignored_groups(graph: DependencyGraph, ignored_layers: Iterable) -> frozens
     return frozenset(hit)
 
 
-def _fence(gm: fx.GraphModule, shapes: dict, node_name: str) -> list[str]:
-    """The failing node plus the nodes that read the tensor sizes it was given (``x.size()`` etc.)."""
-    nodes = {n.name: n for n in gm.graph.nodes}
-    is_tensor = lambda n: n.name in shapes or f"{n.name}#0" in shapes
-    fence, stack, seen = [node_name], list(nodes[node_name].all_input_nodes), set()
-    while stack:
-        n = stack.pop()
-        if n.name in seen:
-            continue
-        seen.add(n.name)
-        if is_tensor(n):  # a tensor: stop here
-            continue
-        fence.append(n.name)  # size arithmetic or a size read: walk up to the tensors it reads
-        stack.extend(n.all_input_nodes)
-    return fence
-
-
 def _search_and_rewrite(traced, b: Budget, strategy: Strategy, importance, floors: dict, ignored_layers,
                         seconds: dict[str, float], search_kw: dict | None = None, latency_for=None):
-    """Stages 2-5, repeated with a fence around any node whose pruned form fails verification.
+    """Stages 2-5 through the one finishing step (``finish.py``: fenced and retried on a failed verify).
 
     Returns (graph, keep, pruned, cfg); ``latency_for(graph)`` gives ``cfg.latency`` (or is None)."""
-    def timed(stage, fn, *args):
-        t = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - t
+    configs: list[AllocationConfig] = []
 
-    forced: dict[str, str] = {}
-    for attempt in range(MAX_VERIFY_RETRIES + 1):
-        graph = timed("dependency_graph", build_dependency_graph, traced, forced)
+    def choose(graph: DependencyGraph) -> np.ndarray:
         if not graph.groups and b.ratio < 1.0:
             reasons = "; ".join(f.reason for f in graph.frozen[:3]) or "no layer with prunable output channels"
             raise BudgetError(f"nothing to prune in {type(traced.gm).__name__}: {reasons}")
         cfg = AllocationConfig(**floors, ignored=_ignored_groups(graph, ignored_layers),
-                               latency=timed("latency_model", latency_for, graph) if latency_for else None)
-        keep = graph.full_keep() if resolve_ms(b, cfg.latency).unbounded else timed(
-            "search", lambda: _choose_keep(graph, importance, b, strategy, cfg, search_kw or {}))
-        try:
-            return graph, keep, timed("rewrite", rewrite, graph, keep), cfg
-        except RewriteError as exc:
-            # NOTE: fail closed and retry: the node whose pruned form did not check out keeps its channels.
-            if exc.node is None or exc.node in forced or attempt == MAX_VERIFY_RETRIES:
-                raise
-            why = f"frozen after verification failed: {str(exc).splitlines()[0][:200]}"
-            forced.update({name: why for name in _fence(traced.gm, traced.shapes, exc.node)})
-    raise AssertionError("unreachable")
+                               latency=timed(seconds, "latency_model", latency_for, graph) if latency_for else None)
+        configs.append(cfg)
+        return graph.full_keep() if resolve_ms(b, cfg.latency).unbounded else timed(
+            seconds, "search", lambda: _choose_keep(graph, importance, b, strategy, cfg, search_kw or {}))
+
+    done = finish(traced, choose, seconds)
+    return done.graph, done.handover.keep, done.model, configs[-1]
 
 
 def _choose_keep(graph: DependencyGraph, importance, b: Budget, strategy: Strategy, cfg: AllocationConfig,
@@ -187,11 +157,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
                                          search_kw, latency_for)
     (graph, keep, pruned, cfg), outcome = meet_latency(run, b, model, example_inputs, seconds=seconds) \
         if b.needs_latency else (run(b), None)
-    dense, cost = graph.cost(), graph.cost(keep)
-    n_pruned = sum(int((~keep[g.units]).any()) for g in graph.groups)
-    report = PruneReport(b.ratio, b.metric, dense.macs, dense.params, cost.macs, cost.params,
-                         n_pruned, len(graph.groups), seconds, dropped=list(pruned.meta[MODULE_STATE_KEY].dropped),
-                         width_policy=cfg.menus(graph).policy)
+    report = report_of(graph, keep, b, seconds, dropped=list(pruned.meta[MODULE_STATE_KEY].dropped),
+                       width_policy=cfg.menus(graph).policy)
     report.add_latency(outcome)
     report.budget_text = b.describe()
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
