@@ -107,7 +107,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
         leaf_modules / concrete_args: passed to the tracer (see ``graphprune.trace``).
         return_result: return ``PruneResult(model, plan, report, graph)`` instead of the module.
         eval_fn / calib_data / search_options: for the searching strategies ``"sensitivity"``,
-            ``"evolutionary"``, ``"rl"`` (``graphprune.search.SEARCHES``) and data-driven importance
+            ``"evolutionary"``, ``"rl"`` (``graphprune.strategies.REGISTRY`` lists every strategy) and data-driven importance
             (``"taylor"``, ``"group_fisher"``): ``eval_fn(model) -> float`` (higher is better), calibration
             batches, and strategy options (e.g. ``{"episodes": 64}``).
         train_data: a training ``Dataset`` for the training-time learners ``"bn-ista"``, ``"slimming"``,

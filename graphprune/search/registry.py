@@ -1,4 +1,4 @@
-"""Search strategies that score candidates, by name — the table ``prune(strategy=...)`` dispatches to.
+"""Search strategies that score candidates, by name (their rows in ``graphprune.strategies`` run them).
 
 A row is ``Search(run, options)``: ``run(ctx, **options) -> SearchResult``.  Built-in:
 
