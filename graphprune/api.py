@@ -139,7 +139,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     if row.kind == "learner":
         if b.needs_latency:
             raise BudgetError("the training-time learners take MACs or params budgets, not latency ones")
-        # NOTE: training-time learners own stages 2-5 (graphprune.learners)
+        # NOTE: a learner owns stages 2-4 while training and ends in the same finish (graphprune.finish);
+        # imported here so that a data-free prune never loads the learners
         from .learners.dispatch import prune_with_learner
         return prune_with_learner(model, b, example_inputs, row.learner(search_options), train_data,
                                   return_result)
