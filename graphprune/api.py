@@ -5,112 +5,29 @@ trace -> dependency graph -> importance -> allocation (search) -> plan -> rewrit
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 import torch.fx as fx
 
+from .apply import apply_plan
 from .budget import Budget, BudgetError
-from .depgraph import DependencyGraph, build_dependency_graph
-from .options import check_apply_plan_args, check_prune_options
-from .passes import MODULE_STATE_KEY, RewriteError, rewrite, warn_hooks_not_kept
+from .depgraph import DependencyGraph
+from .finish import finish, report_of, timed
+from .inspect_model import count_cost, inspect
+from .options import check_prune_options
+from .passes import MODULE_STATE_KEY, warn_hooks_not_kept
 from .plan import Plan
+from .result import PruneReport, PruneResult
 from .search import AllocationConfig
 from .search.cost import resolve_ms
-from .search.latency_budget import LatencyOutcome, latency_provider, meet_latency
-from .search.registry import choose_keep
+from .search.latency_budget import latency_provider, meet_latency
+from .search.registry import unit_scores
+from .strategies import Strategy, strategy_row
 from .capture import capture
 
-MAX_VERIFY_RETRIES = 16
-
 __all__ = ["prune", "inspect", "apply_plan", "PruneResult", "PruneReport", "count_cost"]
-
-
-@dataclass
-class PruneReport:
-    """What a prune did, in numbers."""
-
-    budget: float
-    metric: str
-    dense_macs: float
-    dense_params: float
-    macs: float
-    params: float
-    groups_pruned: int
-    groups_total: int
-    seconds: dict[str, float] = field(default_factory=dict)
-    dropped: list[str] = field(default_factory=list)  # user's names/hooks not carried over: "name: reason"
-    width_policy: str = ""
-    target: str | None = None
-    predicted_dense_ms: float | None = None
-    predicted_ms: float | None = None
-    measured_dense_ms: float | None = None
-    measured_ms: float | None = None
-    latency_iterations: int = 0
-    budget_text: str = ""
-    front_end: str = "fx"  # "fx" (symbolic tracing) or "export" (torch.export, when fx could not trace)
-
-    def add_latency(self, outcome: LatencyOutcome | None) -> None:
-        """Copy the re-plan loop's final predicted and measured times (``search.latency_budget``)."""
-        if outcome is not None and outcome.checks:
-            c = outcome.final
-            self.target, self.latency_iterations = outcome.target, outcome.iterations
-            self.predicted_dense_ms, self.predicted_ms = c.predicted_dense_ms, c.predicted_ms
-            self.measured_dense_ms, self.measured_ms = c.measured_dense_ms, c.measured_ms
-
-    @property
-    def latency_ratio(self) -> float | None:
-        """Measured pruned / dense time on the target (predicted when not measured; None without a model)."""
-        if self.measured_ms is not None and self.measured_dense_ms:
-            return self.measured_ms / self.measured_dense_ms
-        if self.predicted_ms is not None and self.predicted_dense_ms:
-            return self.predicted_ms / self.predicted_dense_ms
-        return None
-
-    @property
-    def macs_ratio(self) -> float:
-        return self.macs / self.dense_macs if self.dense_macs else 1.0
-
-    @property
-    def params_ratio(self) -> float:
-        return self.params / self.dense_params if self.dense_params else 1.0
-
-    def __str__(self) -> str:
-        t = ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())
-        budget = self.budget_text or f"{self.budget:.3f} of {self.metric}"
-        return (f"budget {budget}: MACs {self.dense_macs / 1e6:.2f}M -> "
-                f"{self.macs / 1e6:.2f}M ({self.macs_ratio:.3f}), params {self.dense_params / 1e6:.3f}M -> "
-                f"{self.params / 1e6:.3f}M ({self.params_ratio:.3f}); {self.groups_pruned}/{self.groups_total} "
-                f"groups pruned; {t}" + self._latency_text())
-
-    def _latency_text(self) -> str:
-        text = f"; widths: {self.width_policy}" if self.width_policy else ""
-        if self.measured_ms is not None:
-            text += (f"; {self.target}: measured {self.measured_dense_ms:.3f} -> {self.measured_ms:.3f} ms "
-                     f"({self.latency_ratio:.3f}), predicted {self.predicted_dense_ms:.3f} -> "
-                     f"{self.predicted_ms:.3f} ms, {self.latency_iterations} plan(s)")
-        return text
-
-
-@dataclass
-class PruneResult:
-    model: fx.GraphModule
-    plan: Plan
-    report: PruneReport
-    graph: DependencyGraph
-
-
-def inspect(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable = (),
-            concrete_args: dict | None = None, front_end: str = "auto") -> DependencyGraph:
-    """The dependency graph of ``model``: groups, frozen dims with reasons, costs (see ``.summary()``)."""
-    return build_dependency_graph(capture(model, example_inputs, front_end=front_end, leaf_modules=leaf_modules,
-                                          concrete_args=concrete_args))
-
-
-def count_cost(model: torch.nn.Module, example_inputs: Any, **trace_kw: Any):
-    """MACs (conv, linear, matmul, attention) and parameter count of ``model`` on ``example_inputs``."""
-    return inspect(model, example_inputs, **trace_kw).cost()
 
 
 def _ignored_groups(graph: DependencyGraph, ignored_layers: Iterable) -> frozenset[str]:
@@ -135,54 +52,32 @@ def _ignored_groups(graph: DependencyGraph, ignored_layers: Iterable) -> frozens
     return frozenset(hit)
 
 
-def _fence(gm: fx.GraphModule, shapes: dict, node_name: str) -> list[str]:
-    """The failing node plus the nodes that read the tensor sizes it was given (``x.size()`` etc.)."""
-    nodes = {n.name: n for n in gm.graph.nodes}
-    is_tensor = lambda n: n.name in shapes or f"{n.name}#0" in shapes
-    fence, stack, seen = [node_name], list(nodes[node_name].all_input_nodes), set()
-    while stack:
-        n = stack.pop()
-        if n.name in seen:
-            continue
-        seen.add(n.name)
-        if is_tensor(n):  # a tensor: stop here
-            continue
-        fence.append(n.name)  # size arithmetic or a size read: walk up to the tensors it reads
-        stack.extend(n.all_input_nodes)
-    return fence
-
-
-def _search_and_rewrite(traced, b: Budget, strategy, importance, floors: dict, ignored_layers,
+def _search_and_rewrite(traced, b: Budget, strategy: Strategy, importance, floors: dict, ignored_layers,
                         seconds: dict[str, float], search_kw: dict | None = None, latency_for=None):
-    """Stages 2-5, repeated with a fence around any node whose pruned form fails verification.
+    """Stages 2-5 through the one finishing step (``finish.py``: fenced and retried on a failed verify).
 
     Returns (graph, keep, pruned, cfg); ``latency_for(graph)`` gives ``cfg.latency`` (or is None)."""
-    def timed(stage, fn, *args):
-        t = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - t
+    configs: list[AllocationConfig] = []
 
-    forced: dict[str, str] = {}
-    for attempt in range(MAX_VERIFY_RETRIES + 1):
-        graph = timed("dependency_graph", build_dependency_graph, traced, forced)
+    def choose(graph: DependencyGraph) -> np.ndarray:
         if not graph.groups and b.ratio < 1.0:
             reasons = "; ".join(f.reason for f in graph.frozen[:3]) or "no layer with prunable output channels"
             raise BudgetError(f"nothing to prune in {type(traced.gm).__name__}: {reasons}")
         cfg = AllocationConfig(**floors, ignored=_ignored_groups(graph, ignored_layers),
-                               latency=timed("latency_model", latency_for, graph) if latency_for else None)
-        keep = graph.full_keep() if resolve_ms(b, cfg.latency).unbounded else timed(
-            "search", lambda: choose_keep(graph, importance, b, strategy, cfg, **(search_kw or {})))
-        try:
-            return graph, keep, timed("rewrite", rewrite, graph, keep), cfg
-        except RewriteError as exc:
-            # NOTE: fail closed and retry: the node whose pruned form did not check out keeps its channels.
-            if exc.node is None or exc.node in forced or attempt == MAX_VERIFY_RETRIES:
-                raise
-            why = f"frozen after verification failed: {str(exc).splitlines()[0][:200]}"
-            forced.update({name: why for name in _fence(traced.gm, traced.shapes, exc.node)})
-    raise AssertionError("unreachable")
+                               latency=timed(seconds, "latency_model", latency_for, graph) if latency_for else None)
+        configs.append(cfg)
+        return graph.full_keep() if resolve_ms(b, cfg.latency).unbounded else timed(
+            seconds, "search", lambda: _choose_keep(graph, importance, b, strategy, cfg, search_kw or {}))
+
+    done = finish(traced, choose, seconds)
+    return done.graph, done.handover.keep, done.model, configs[-1]
+
+
+def _choose_keep(graph: DependencyGraph, importance, b: Budget, strategy: Strategy, cfg: AllocationConfig,
+                 search_kw: dict) -> np.ndarray:
+    """Stages 3 and 4: unit scores, then the strategy's keep mask."""
+    scores = unit_scores(graph, importance, cfg, search_kw.get("calib_data"))
+    return strategy.choose_keep(graph, scores, b, cfg, **search_kw)
 
 
 def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *,
@@ -214,7 +109,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             ``"export"`` (``graphprune.capture``).
         return_result: return ``PruneResult(model, plan, report, graph)`` instead of the module.
         eval_fn / calib_data / search_options: for the searching strategies ``"sensitivity"``,
-            ``"evolutionary"``, ``"rl"`` (``graphprune.search.SEARCHES``) and data-driven importance
+            ``"evolutionary"``, ``"rl"`` (``graphprune.strategies.REGISTRY`` lists every strategy) and data-driven importance
             (``"taylor"``, ``"group_fisher"``): ``eval_fn(model) -> float`` (higher is better), calibration
             batches, and strategy options (e.g. ``{"episodes": 64}``).
         train_data: a training ``Dataset`` for the training-time learners ``"bn-ista"``, ``"slimming"``,
@@ -241,14 +136,16 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
                                min_channels=min_channels, max_prune_ratio=max_prune_ratio,
                                ignored_layers=ignored_layers)
     b, ignored_layers = opts.budget, opts.ignored_layers
-    if supernet is not None and supernet is not False and train_data is None:
-        raise ValueError("supernet= trains on train_data=...: pass a Dataset or an iterable of batches")
-    if train_data is not None and (supernet is None or supernet is False):
+    row = strategy_row(strategy)
+    row.check_inputs(eval_fn=eval_fn, calib_data=calib_data, train_data=train_data, supernet=supernet)
+    if row.kind == "learner":
         if b.needs_latency:
             raise BudgetError("the training-time learners take MACs or params budgets, not latency ones")
-        # NOTE: training-time learners own stages 2-5 (graphprune.learners)
+        # NOTE: a learner owns stages 2-4 while training and ends in the same finish (graphprune.finish);
+        # imported here so that a data-free prune never loads the learners
         from .learners.dispatch import prune_with_learner
-        return prune_with_learner(model, b, example_inputs, strategy, train_data, return_result, search_options)
+        return prune_with_learner(model, b, example_inputs, row.learner(search_options), train_data,
+                                  return_result)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     traced = capture(model, example_inputs, front_end=front_end, leaf_modules=leaf_modules,
@@ -259,15 +156,12 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options, supernet=supernet,
                      train_data=train_data)
     latency_for = latency_provider(b, target, latency_model)
-    run = lambda bb: _search_and_rewrite(traced, bb, strategy, importance, floors, ignored_layers, seconds,  # noqa: E731
+    run = lambda bb: _search_and_rewrite(traced, bb, row, importance, floors, ignored_layers, seconds,  # noqa: E731
                                          search_kw, latency_for)
     (graph, keep, pruned, cfg), outcome = meet_latency(run, b, model, example_inputs, seconds=seconds) \
         if b.needs_latency else (run(b), None)
-    dense, cost = graph.cost(), graph.cost(keep)
-    n_pruned = sum(int((~keep[g.units]).any()) for g in graph.groups)
-    report = PruneReport(b.ratio, b.metric, dense.macs, dense.params, cost.macs, cost.params,
-                         n_pruned, len(graph.groups), seconds, dropped=list(pruned.meta[MODULE_STATE_KEY].dropped),
-                         width_policy=cfg.menus(graph, b).policy)
+    report = report_of(graph, keep, b, seconds, dropped=list(pruned.meta[MODULE_STATE_KEY].dropped),
+                       width_policy=cfg.menus(graph, b).policy)
     report.add_latency(outcome)
     report.budget_text = b.describe()
     report.front_end = traced.front_end
@@ -277,11 +171,3 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     if return_result:
         return PruneResult(pruned, plan, report, graph)
     return pruned
-
-
-def apply_plan(model: torch.nn.Module, plan: Plan, example_inputs: Any, **trace_kw: Any) -> fx.GraphModule:
-    """Re-apply a saved plan to a freshly built instance of the same architecture."""
-    check_apply_plan_args(model, plan)
-    graph = inspect(model, example_inputs, **trace_kw)
-    warn_hooks_not_kept(graph.traced)
-    return rewrite(graph, plan.keep_mask(graph))

@@ -9,11 +9,10 @@ valid, instead of surfacing as an ``IndexError`` deep in a pass (or, worse, bein
    number in [0, 1] (``ValueError``).
 3. ``ignored_layers``: module names; a single string is one name (``"fc"``, not ``['f', 'c']``); ``None``
    means none (``TypeError`` for anything else).  Unknown names are refused later, once the model is traced.
-4. ``strategy`` is a name from the strategy, search or learner tables, ``importance`` a ``CRITERIA`` name
+4. ``strategy`` is a name from the table of strategies (``strategies.REGISTRY``), ``importance`` a ``CRITERIA`` name
    or a callable (``TypeError`` / ``ValueError``), checked even at budget 1.0 where neither is used.
-5. The model's parameters and buffers hold data on one device: weights on the ``meta`` device (built
-   with ``torch.device("meta")`` or ``init_empty_weights``) cannot be sliced, and a model spread over
-   several devices cannot be rewritten as one (``ValueError``).
+5. The model's parameters and buffers hold data on one device (``model_checks.check_model_tensors``,
+   shared with ``apply_plan``, re-exported here).
 """
 from __future__ import annotations
 
@@ -27,9 +26,8 @@ import torch
 
 from .budget import Budget, as_budget
 from .importance import CRITERIA
-from .plan import Plan
-from .search.allocate import STRATEGIES
-from .search.registry import SEARCHES
+from .model_checks import check_apply_plan_args, check_model_tensors
+from .strategies import strategy_row
 
 __all__ = ["PruneOptions", "ROUND_TO_AUTO", "check_prune_options", "check_apply_plan_args", "check_model_tensors",
            "as_module_names"]
@@ -61,25 +59,11 @@ def check_prune_options(model: Any, budget: Any, *, strategy: Any = "global", im
                         ignored_layers=as_module_names(ignored_layers))
 
 
-def check_apply_plan_args(model: Any, plan: Any) -> None:
-    """``apply_plan`` needs a module with real weights on one device (rule 5) and a ``Plan``."""
-    check_model_tensors(model, "apply_plan")
-    if not isinstance(plan, Plan):
-        hint = ": load it first with graphprune.Plan.load(path)" if isinstance(plan, (str, bytes)) or \
-            hasattr(plan, "__fspath__") else ""
-        raise TypeError(f"apply_plan: plan must be a graphprune.Plan, got {type(plan).__name__}{hint}")
-
-
 def _check_strategy_and_importance(strategy: Any, importance: Any) -> None:
     """Known names only, even where they would go unused (budget 1.0 searches nothing): a typo is a typo."""
     from .search.latency_importance import is_latency_criterion
-    from .learners.dispatch import LEARNERS  # NOTE: here, not at the top: the learners import api, which imports us
 
-    if not isinstance(strategy, str):
-        raise TypeError(f"strategy must be a strategy name (str), e.g. 'global'; got {type(strategy).__name__}")
-    if strategy not in {**STRATEGIES, **SEARCHES, **LEARNERS}:
-        raise ValueError(f"unknown strategy {strategy!r}; data-free: {sorted(STRATEGIES)}, searches: "
-                         f"{sorted(SEARCHES)}, training-time learners (with train_data=): {sorted(LEARNERS)}")
+    strategy_row(strategy)  # the table of strategies (graphprune.strategies) knows every name
     if callable(importance):
         return
     if not isinstance(importance, str):
@@ -128,32 +112,3 @@ def as_module_names(ignored_layers: Any) -> tuple[str, ...]:
             raise TypeError("ignored_layers takes qualified module names (strings), e.g. ['fc']; "
                             f"got {type(name).__name__}{hint}")
     return names
-
-
-def check_model_tensors(model: Any, entry: str = "prune") -> None:
-    """Refuse a non-module, weights without data (meta device) and weights spread over several devices.
-
-    Args:
-        model: what the user passed as the model.
-        entry: the public function being called, for the message.
-    """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"{entry}: model must be a torch.nn.Module, got {type(model).__name__}")
-    first_on: dict[str, str] = {}  # device -> first tensor found there
-    for name, t in _named_tensors(model):
-        if t.device.type == "meta":
-            raise ValueError(
-                f"{entry}: model tensor {name!r} is on the meta device (it has a shape but no data), so its "
-                "channels cannot be ranked or sliced; materialise the weights first, e.g. "
-                "model.to_empty(device='cpu') then model.load_state_dict(state_dict)")
-        first_on.setdefault(str(t.device), name)
-    if len(first_on) > 1:
-        where = ", ".join(f"{name!r} on {device}" for device, name in first_on.items())
-        raise ValueError(f"{entry}: model tensors are on several devices ({where}); move the model to one "
-                         "device first, e.g. model.to('cpu')")
-
-
-def _named_tensors(model: torch.nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
-    yield from model.named_parameters()
-    yield from ((name, b) for name, b in model.named_buffers() if b is not None)
-

@@ -107,19 +107,17 @@ def test_help_explains_models_and_defaults_and_version(capsys):
 def test_strategy_and_importance_choices_come_from_the_registries(monkeypatch):
     from graphprune.cli.parser import build_parser
     from graphprune.importance import CRITERIA
-    from graphprune.learners.dispatch import LEARNERS
-    from graphprune.search.allocate import STRATEGIES
-    from graphprune.search.registry import SEARCHES
+    from graphprune.strategies import REGISTRY
 
     def choices(dest):
         sub = build_parser()._subparsers._group_actions[0].choices["prune"]
         return set(next(a for a in sub._actions if a.dest == dest).choices)
 
-    assert choices("strategy") == set(STRATEGIES) | set(SEARCHES) | set(LEARNERS)
+    assert choices("strategy") == set(REGISTRY)
     assert {"uniform", "global", "sensitivity", "evolutionary", "rl", "bn-ista", "slimming", "gal", "hsn"} <= \
         choices("strategy")
     assert choices("importance") == set(CRITERIA)
-    monkeypatch.setitem(SEARCHES, "my_search", SEARCHES["sensitivity"])
+    monkeypatch.setitem(REGISTRY, "my_search", REGISTRY["sensitivity"])
     assert "my_search" in choices("strategy")
 
 

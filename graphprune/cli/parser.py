@@ -1,8 +1,7 @@
 """The argument parser: options, their defaults and help, and the checks argparse can do on one value.
 
-Strategy and importance choices are read from the library's registries (``search.allocate.STRATEGIES``,
-``search.registry.SEARCHES``, ``learners.dispatch.LEARNERS``, ``importance.CRITERIA``), so a new row there
-is a new choice here.  Parse errors become one-line :class:`CliError` (see ``errors.py``).
+Strategy and importance choices are read from the library's registries (``strategies.REGISTRY``,
+``importance.CRITERIA``), so a new row there is a new choice here.  Parse errors become one-line :class:`CliError` (see ``errors.py``).
 """
 from __future__ import annotations
 
@@ -49,11 +48,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _registries() -> dict[str, dict]:
-    from ..learners.dispatch import LEARNERS
-    from ..search.allocate import STRATEGIES
-    from ..search.registry import SEARCHES
+    """The table of strategies (``graphprune.strategies.REGISTRY``) by kind: kind -> {name: row}."""
+    from ..strategies import KINDS, REGISTRY
 
-    return {"allocation": STRATEGIES, "search": SEARCHES, "learner": LEARNERS}
+    return {kind: {name: row for name, row in REGISTRY.items() if row.kind == kind} for kind in KINDS}
 
 
 def strategy_kinds() -> dict[str, str]:

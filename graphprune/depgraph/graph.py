@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .context import Dim
+from .cost_model import CostTerms
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..trace import TracedModel
@@ -116,27 +117,18 @@ class DependencyGraph:
     def dim_size(self, dim: Dim, keep: np.ndarray) -> int:
         return int(self.class_sizes(keep)[self.dim_class[dim]])
 
-    def _terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Cost terms as arrays: (coefficients, class-index matrix padded with a size-1 slot, is-MACs)."""
-        if getattr(self, "_term_arrays", None) is None:
-            rows = [(coef, idx, True) for _, coef, idx in self._mac_terms]
-            rows += [(1.0, idx, False) for _, idx in self._param_terms]
-            pad = len(self.class_size)  # index of the appended 1.0
-            width = max((len(r[1]) for r in rows), default=0)
-            index = np.full((len(rows), width), pad, dtype=np.int64)
-            for i, (_, idx, _) in enumerate(rows):
-                index[i, :len(idx)] = idx
-            self._term_arrays = (np.array([r[0] for r in rows], dtype=np.float64), index,
-                                 np.array([r[2] for r in rows], dtype=bool))
-        return self._term_arrays
+    def cost_terms(self, metric: str) -> CostTerms:
+        """The ``metric`` ("macs" or "params") cost polynomial, read once (``cost_model.py``)."""
+        cache = self.__dict__.setdefault("_cost_terms", {})
+        if metric not in cache:
+            cache[metric] = CostTerms.of(self, metric)
+        return cache[metric]
 
     def cost(self, keep: np.ndarray | None = None) -> Cost:
         """MACs and params of the model pruned to ``keep`` (exact for ops with a rule; ops without a rule
         are a measured constant, ``unmodeled_macs``)."""
-        sizes = self.class_sizes(self.full_keep() if keep is None else keep).astype(np.float64)
-        coef, index, is_macs = self._terms()
-        values = coef * np.append(sizes, 1.0)[index].prod(axis=1)
-        return Cost(macs=float(self.unmodeled_macs + values[is_macs].sum()), params=float(values[~is_macs].sum()))
+        sizes = self.class_sizes(self.full_keep() if keep is None else keep)
+        return Cost(macs=self.cost_terms("macs").numpy(sizes), params=self.cost_terms("params").numpy(sizes))
 
     def node_macs(self, keep: np.ndarray | None = None) -> dict[str, float]:
         sizes = self.class_sizes(self.full_keep() if keep is None else keep).astype(np.float64)

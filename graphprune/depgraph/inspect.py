@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Iterable
 import torch.nn as nn
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..plan import Plan
     from .context import Dim
-    from .graph import DependencyGraph
+
+# NOTE: "DependencyGraph" (graph.py) and "Plan" (graphprune.plan) are named in annotations only, not imported,
+# even for type checking: graph.py's summary/to_dot methods call into this module, so it sits below both
+# (tests/test_imports.py refuses the cycle an import would make).
 
 __all__ = ["summary", "to_networkx", "to_dot", "LayerRef", "layer_refs", "module_order", "kept_counts",
            "GROUP_NAME_NOTE", "MACS_NOTE"]

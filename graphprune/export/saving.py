@@ -142,7 +142,7 @@ def load_pruned(path: str | Path, trusted: bool = False, *, model: nn.Module | N
 
 def _rebuild(path: str | Path, model: nn.Module, example_inputs: Any, trace_kw: dict) -> fx.GraphModule:
     """Re-apply the saved plan to ``model`` and load the saved weights (weights-only read)."""
-    from ..api import apply_plan  # NOTE: lazy: the api imports the whole pipeline
+    from ..apply import apply_plan  # NOTE: lazy: it imports the tracer and the rewrite passes
 
     if example_inputs is None:
         raise ValueError("load_pruned(model=...) needs example_inputs=..., the inputs the model was pruned with")

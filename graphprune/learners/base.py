@@ -13,10 +13,13 @@ Every learner runs the same pipeline; only the hooks differ:
    losses, sparsity, MACs ratio of the mask learned so far, accuracy on ``eval_data``;
 4. ``export``: the trained model with gates folded into constants, a score per unit (gate magnitude),
    the learned keep mask, and structures (blocks, branches) whose mask reached zero;
-5. :func:`finalize`: remove those structures (passes ``remove_block`` / ``remove_branch``), rebuild
-   the graph, carry scores over (:func:`.projection.transfer`), project onto the budget when the learned
-   mask misses it (:func:`.projection.project`), fold the constant channels being removed into their
-   readers' biases (pass ``fold_constants``), rewrite, and write the plan;
+5. :func:`finalize`: remove those structures (passes ``remove_blocks`` / ``remove_branches`` of the
+   rewrite pipeline, each an intermediate model), then the finishing step every strategy ends in
+   (:func:`graphprune.finish.finish`): rebuild the graph, carry scores over (:func:`.projection.transfer`),
+   project onto the budget when the learned mask misses it (:func:`.projection.project`), and hand the
+   mask with the probe batches to the rewrite pipeline, whose pass ``fold_constants`` folds the constant
+   channels being removed into their readers' biases; a node whose pruned form fails verification is
+   fenced off and the projection repeated; then write the plan;
 6. :func:`recalibrate_from_loader` on the pruned network (inside ``finalize``, before the check of :mod:`.revive`
    for a network the learner disconnected): learning moves the scales (ISTA shrinks γ fast, gates
    switch channels off) faster than BatchNorm's running averages follow, so they are re-estimated from
@@ -35,17 +38,18 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..api import inspect
 from ..budget import Budget, BudgetError, as_budget
 from ..depgraph import DependencyGraph
 from ..evaluate import recalibrate_bn, take_batches
-from ..passes import rewrite
-from ..passes.fold_constants import FoldReport, fold_constant_inputs
-from ..passes.remove_block import Block, remove_blocks
-from ..passes.remove_branch import Branch, check_branch, find_branches, remove_branches
+from ..finish import finish
+from ..inspect_model import inspect
+from ..passes import Handover, remove_branches, rewrite
+from ..passes.fold_constants import FoldReport
+from ..passes.remove_block import Block
+from ..passes.remove_branch import Branch, check_branch, find_branches
 from ..plan import Plan
 from ..search import AllocationConfig
-from ..trace import normalize_inputs
+from ..trace import normalize_inputs, trace
 from ..train import evaluate, make_loader, seed_everything
 from .log import LearnLog
 from .projection import Projection, project, transfer
@@ -132,9 +136,13 @@ def recalibrate_from_loader(model: nn.Module, loader: DataLoader, batches: int) 
 
 
 def _remove_structures(exp: Export, example: tuple) -> tuple[fx.GraphModule, dict[str, list]]:
-    """Apply block then branch removal; branches the check refuses stay (their reason is recorded)."""
-    gm = remove_blocks(exp.gm, exp.blocks) if exp.blocks else exp.gm
+    """Block then branch removal, each a rewrite of an intermediate model (traced again after it);
+    branches the check refuses stay (their reason is recorded)."""
+    gm = exp.gm
     removed = {"blocks": [b.add for b in exp.blocks], "branches": [], "refused": []}
+    if exp.blocks:
+        graph = inspect(gm, example)
+        gm = rewrite(graph, Handover(graph.full_keep(), blocks=list(exp.blocks), carry_state=False))
     if exp.branches:
         graph = inspect(gm, example)
         # NOTE: re-found on the exported graph, whose branches also hold the folded gate constants.
@@ -153,6 +161,14 @@ def _remove_structures(exp: Export, example: tuple) -> tuple[fx.GraphModule, dic
     return gm, removed
 
 
+@dataclass
+class _Projected:
+    """What ``finalize``'s choice made of the graph ``finish`` built: scores carried over and the projection."""
+
+    scores: np.ndarray
+    projection: Projection
+
+
 def finalize(exp: Export, budget: Budget, example: tuple, config: LearnerConfig, info: dict,
              calibrate: Callable[[nn.Module], Any] | None = None, probe: list | None = None) -> LearnResult:
     """Steps 5–6 of the module docstring; the result's ratios are of the *original* dense cost.
@@ -165,19 +181,26 @@ def finalize(exp: Export, budget: Budget, example: tuple, config: LearnerConfig,
     """
     reference = getattr(exp.source.cost(), budget.metric)
     gm, removed = _remove_structures(exp, example)
-    graph = inspect(gm, example)
-    if not graph.groups:
-        raise BudgetError("nothing prunable is left after structure removal")
-    scores = transfer(exp.source, exp.scores, graph, default=0.0)
-    learned = transfer(exp.source, exp.learned.astype(np.float64), graph, default=1.0) > 0.5
-    tiebreak = None if exp.tiebreak is None else transfer(exp.source, exp.tiebreak, graph, default=0.0)
-    proj = project(graph, with_tiebreak(scores, tiebreak), learned, budget, config.tolerance, reference,
-                   config.allocation())
+    chosen: list[_Projected] = []
+
+    def choose(graph: DependencyGraph) -> Handover:
+        if not graph.groups:
+            raise BudgetError("nothing prunable is left after structure removal")
+        scores = transfer(exp.source, exp.scores, graph, default=0.0)
+        learned = transfer(exp.source, exp.learned.astype(np.float64), graph, default=1.0) > 0.5
+        tiebreak = None if exp.tiebreak is None else transfer(exp.source, exp.tiebreak, graph, default=0.0)
+        proj = project(graph, with_tiebreak(scores, tiebreak), learned, budget, config.tolerance, reference,
+                       config.allocation())
+        chosen.append(_Projected(scores, proj))
+        return Handover(proj.keep, fold_batches=probe if probe else None)
+
+    done = finish(trace(gm, example), choose)
+    graph, handover, pruned = done.graph, done.handover, done.model
+    scores, proj = chosen[-1].scores, chosen[-1].projection  # the choice on done.graph (the last one made)
     calibrate = calibrate or (lambda model: None)
-    folded = fold_constant_inputs(graph.traced.gm, graph, proj.keep, probe) if probe else FoldReport()
-    pruned = rewrite(graph, proj.keep)
     calibrate(pruned)
-    pruned, removed["revived"] = _revive_if_disconnected(exp, graph, scores, proj.keep, pruned, example, calibrate)
+    pruned, removed["revived"] = _revive_if_disconnected(exp, graph, scores, handover, pruned, example, calibrate)
+    folded = handover.folds or FoldReport()
     plan = Plan.from_keep(graph, proj.keep, budget=budget.ratio, metric=budget.metric, achieved=proj.ratio,
                           removed_blocks=removed["blocks"], removed_branches=removed["branches"],
                           revived_groups=removed["revived"], folded_constants=folded.to_dict(),
@@ -185,11 +208,16 @@ def finalize(exp: Export, budget: Budget, example: tuple, config: LearnerConfig,
     return LearnResult(plan, pruned, graph, proj, None, proj.ratio, removed)
 
 
-def _revive_if_disconnected(exp: Export, graph: DependencyGraph, scores: np.ndarray, keep: np.ndarray,
+def _revive_if_disconnected(exp: Export, graph: DependencyGraph, scores: np.ndarray, keep: np.ndarray | Handover,
                             pruned: fx.GraphModule, example: tuple,
                             calibrate: Callable[[nn.Module], Any] = lambda model: None,
                             ) -> tuple[fx.GraphModule, list[str]]:
-    """Steps 2–4 of :mod:`.revive`: names of the groups revived ([] when none had to be)."""
+    """Steps 2–4 of :mod:`.revive`: names of the groups revived ([] when none had to be).
+
+    ``keep`` may be the :class:`Handover` ``pruned`` was rewritten from: the network is then rewritten from
+    it again, with the same constants folded."""
+    handover = keep if isinstance(keep, Handover) else Handover(keep)
+    keep = handover.keep
     emptied = emptied_groups(graph, scores, keep)
     if not emptied or not is_constant(output_spread(pruned, example)):
         return pruned, []
@@ -198,7 +226,7 @@ def _revive_if_disconnected(exp: Export, graph: DependencyGraph, scores: np.ndar
         return pruned, []
     units = np.concatenate([np.arange(graph.n_units)[graph.groups[k].units] for k in emptied])
     exp.revive(graph.traced.gm, graph, units[keep[units]])
-    pruned = rewrite(graph, keep)
+    pruned = rewrite(graph, handover)
     calibrate(pruned)
     spread = output_spread(pruned, example)
     if is_constant(spread):

@@ -1,7 +1,9 @@
 """``graphprune.prune(..., strategy=<learner>, train_data=...)``: the learners behind the public entry point.
 
-``prune`` hands over to :func:`prune_with_learner` when ``train_data`` is given; the learner then owns
-stages 2–5 (graph, learning, projection, rewrite) and the result carries its trained weights.
+``prune`` hands over to :func:`prune_with_learner` when the strategy's row (``graphprune.strategies``) is a
+learner; the learner owns stages 2–4 (graph, learning, projection) and ends in the finishing step every
+strategy ends in (``graphprune.finish``: rewrite pipeline, verify, fence-and-retry, report); the result
+carries its trained weights.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ..budget import Budget
+from ..finish import report_of
+from ..result import PruneResult
 from .base import Learner
 from .gal import GAL
 from .hsn import HSN
@@ -27,17 +31,14 @@ def make_learner(strategy: str, options: dict | None = None) -> Learner:
     return LEARNERS[strategy](**(options or {}))
 
 
-def prune_with_learner(model, budget: Budget, example_inputs: Any, strategy: str, train_data: Dataset,
+def prune_with_learner(model, budget: Budget, example_inputs: Any, strategy: str | Learner, train_data: Dataset,
                        return_result: bool = False, options: dict | None = None):
-    """Fit the learner named ``strategy`` (config fields in ``options``) and return the pruned module."""
-    from ..api import PruneReport, PruneResult
-
-    learner = make_learner(strategy, options)
+    """Fit ``strategy`` (a ``Learner``, or the name of one with its config fields in ``options``) and return
+    the pruned module."""
+    learner = strategy if isinstance(strategy, Learner) else make_learner(strategy, options)
     plan = learner.fit(model, train_data, budget, example_inputs)
     r = learner.result
-    dense, cost = learner.graph.cost(), r.graph.cost(r.projection.keep)
-    n_pruned = sum(int((~r.projection.keep[g.units]).any()) for g in r.graph.groups)
-    report = PruneReport(budget.ratio, budget.metric, dense.macs, dense.params, cost.macs, cost.params, n_pruned,
-                         len(r.graph.groups), {"learn": sum(e["seconds"] for e in r.log.epochs)})
+    report = report_of(r.graph, r.projection.keep, budget, {"learn": sum(e["seconds"] for e in r.log.epochs)},
+                       dense_graph=learner.graph)
     r.model.train(model.training)
     return PruneResult(r.model, plan, report, r.graph) if return_result else r.model

@@ -27,20 +27,11 @@ __all__ = ["Projection", "project", "transfer", "learned_counts"]
 
 
 def learned_counts(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph):
-    """Strategy row for ``allocate``: keep units whose raw score is in the global top fraction ``t``."""
-    ranked = np.sort(scores)[::-1]
+    """The ``"learned"`` allocation family: keep units whose raw score is in the global top fraction ``t``.
 
-    def counts(t: float) -> np.ndarray:
-        k = int(round(t * len(ranked)))
-        if k <= 0:
-            return np.zeros(len(n), dtype=int)
-        threshold = ranked[min(k, len(ranked)) - 1]
-        return np.array([int((scores[g.units] >= threshold).sum()) for g in graph.groups])
-    return counts
-
-
-# NOTE: strategies are a table (one row per strategy); this package adds its row on import.
-STRATEGIES.setdefault("learned", learned_counts)
+    It is ``global_raw``'s family (``search.allocate.STRATEGIES["learned"]``; the row is in
+    ``graphprune.strategies``)."""
+    return STRATEGIES["learned"](n, scores, graph)
 
 
 @dataclass

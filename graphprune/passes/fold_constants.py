@@ -33,15 +33,18 @@ from ..depgraph import DependencyGraph, Dim
 from ..depgraph.rules import op_facts
 from ..module_modes import eval_mode
 
-__all__ = ["FoldReport", "fold_constant_inputs", "dropped_columns"]
+__all__ = ["FoldReport", "fold_constant_inputs", "dropped_columns", "fold_constants"]
+
 
 @dataclass
 class FoldReport:
     """``folded``: input columns whose constant went into a bias, per reader; ``skipped``: reader → why
-    its constant columns were dropped without folding."""
+    its constant columns were dropped without folding; ``biases``: reader → its new bias (to put the same
+    fold into another copy of the network)."""
 
     folded: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    biases: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def columns(self) -> int:
@@ -140,4 +143,27 @@ def fold_constant_inputs(gm: fx.GraphModule, graph: DependencyGraph, keep: np.nd
         # NOTE: replaced, not added in place: the traced model shares its tensors with the model it traced
         m.bias = nn.Parameter(m.bias.detach() + w @ value[constant].to(w.dtype), m.bias.requires_grad)
         report.folded[name] = int(constant.sum())
+        report.biases[name] = m.bias.detach().clone()
     return report
+
+
+FOLD_REPORT_KEY = "graphprune.folded_constants"
+
+
+@torch.no_grad()
+def fold_constants(gm: fx.GraphModule, graph: DependencyGraph, handover) -> None:
+    """Pipeline pass (first, before any slicing): ``fold_constant_inputs`` on ``handover.fold_batches``.
+
+    Reads ``handover.keep`` / ``fold_batches`` / ``folds``; rewrites the biases of readers in ``gm`` (new
+    tensors).  When ``handover.folds`` is already set (this handover was rewritten before), the same biases
+    are put in without measuring again.  The report lands in ``handover.folds`` and ``gm.meta``.
+    """
+    if handover.folds is None:
+        if handover.fold_batches is None:
+            return
+        handover.folds = fold_constant_inputs(gm, graph, handover.keep, handover.fold_batches)
+    else:
+        for name, bias in handover.folds.biases.items():
+            m = gm.get_submodule(name)
+            m.bias = nn.Parameter(bias.clone(), m.bias.requires_grad)
+    gm.meta[FOLD_REPORT_KEY] = handover.folds

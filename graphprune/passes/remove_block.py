@@ -10,7 +10,9 @@ Rules (``find_blocks`` is the analysis, ``remove_blocks`` the rewrite):
    (an identity, a parameter-free subsample/pad).  Both or neither parameterised: not a block.  The
    mapping's nodes must feed only the mapping and the add (else they would outlive its removal).
 3. Rewrite: every use of the add reads the identity operand instead; nodes left without users (the
-   mapping) are deleted, then submodules no node calls.
+   mapping) are deleted, then submodules no node calls.  ``remove_blocks`` does it on a copy of a
+   GraphModule; ``bypass_blocks`` is the same rewrite as a pass of the rewrite pipeline, for the blocks a
+   strategy hands over (``Handover.blocks``).
 
 Before / after::
 
@@ -29,8 +31,7 @@ import torch.fx as fx
 
 from ..depgraph.rules import op_facts
 
-__all__ = ["Block", "find_blocks", "remove_blocks", "ancestors", "is_parameterised"]
-
+__all__ = ["Block", "find_blocks", "remove_blocks", "bypass_blocks", "ancestors", "is_parameterised"]
 
 
 @dataclass(frozen=True)
@@ -107,14 +108,33 @@ def remove_blocks(gm: fx.GraphModule, blocks: Iterable[Block | str]) -> fx.Graph
     if missing:
         raise ValueError(f"not residual blocks with a removable mapping: {missing}")
     out = copy.deepcopy(gm)
-    nodes = {n.name: n for n in out.graph.nodes}
-    for block in wanted:
-        add = nodes[block.add]
-        identity = add.args[1 - block.mapping]
-        add.replace_all_uses_with(identity)
-        out.graph.erase_node(add)
-    out.graph.eliminate_dead_code()
-    out.delete_all_unused_submodules()
+    _bypass(out, wanted)
     out.graph.lint()
     out.recompile()
     return out
+
+
+def _bypass(gm: fx.GraphModule, blocks: Iterable[Block]) -> None:
+    """Rule 3 in place: each add reads its identity operand; dead nodes and unused submodules go."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for block in blocks:
+        add = nodes[block.add]
+        identity = add.args[1 - block.mapping]
+        add.replace_all_uses_with(identity)
+        gm.graph.erase_node(add)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+
+
+def bypass_blocks(gm: fx.GraphModule, graph, handover) -> None:
+    """Pipeline pass: remove the mappings of ``handover.blocks`` from ``gm`` (rule 3).
+
+    Reads ``handover.blocks`` (named on the graph being rewritten); rewrites ``gm``'s graph.  A block that
+    is not a residual add with a removable mapping in ``gm`` is refused with ``ValueError``."""
+    if not handover.blocks:
+        return
+    known = {b.add for b in find_blocks(gm)}
+    missing = [b.add for b in handover.blocks if b.add not in known]
+    if missing:
+        raise ValueError(f"not residual blocks with a removable mapping: {missing}")
+    _bypass(gm, handover.blocks)

@@ -9,10 +9,11 @@ Rules (``find_branches`` is the analysis, ``check_branch`` the check, ``remove_b
    is part of a prunable unit of the dependency graph, and those units touch only the branch's private
    nodes and the concat's descendants (otherwise removing the channels would change something that is
    not the branch's output); at least one operand of each concat remains.
-3. Rewrite: with ``keep`` = every unit except the branch's, slice parameters and apply the op rules'
-   size fixes (the consumers' input columns for those channels go); drop operand ``i`` from the concat
-   (one remaining operand replaces the concat); delete dead nodes (the branch), then unused submodules;
-   verify every remaining value has its planned shape.
+3. Rewrite: with ``keep`` = every unit except the branch's (``branch_keep``), the rewrite pipeline slices
+   parameters and applies the op rules' size fixes (the consumers' input columns for those channels go);
+   this module's pass ``drop_branches`` then drops operand ``i`` from the concat (one remaining operand
+   replaces the concat) and deletes dead nodes (the branch), then unused submodules; the pipeline verifies
+   every remaining value has its planned shape.  ``graphprune.passes.remove_branches`` runs all of it.
 
 Before / after (c1 + c2 + c3 = conv.in_channels)::
 
@@ -23,7 +24,6 @@ computes; ``tests/passes/test_remove_branch.py`` holds it to that.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -33,12 +33,9 @@ import torch.fx as fx
 from ..depgraph import DependencyGraph, Dim
 from ..depgraph.rules import op_facts
 from .remove_block import private_parts
-from .rule_rewrites import apply_rule_rewrites
-from .slice_parameters import slice_parameters
-from .verify import RewriteError, verify_shapes
+from .verify import RewriteError
 
-__all__ = ["Branch", "find_branches", "check_branch", "branch_units", "remove_branches"]
-
+__all__ = ["Branch", "find_branches", "check_branch", "branch_units", "branch_keep", "drop_branches"]
 
 
 @dataclass(frozen=True)
@@ -154,28 +151,44 @@ def _drop_operands(gm: fx.GraphModule, concat: str, indices: set[int]) -> None:
         node.kwargs = {**node.kwargs, "tensors": type(node.kwargs["tensors"])(remaining)}
 
 
-def remove_branches(graph: DependencyGraph, branches: Iterable[Branch]) -> fx.GraphModule:
-    """A new GraphModule without ``branches`` (rule 3); raises ``RewriteError`` with the check's reason."""
-    branches = list(branches)
+def _by_concat(graph: DependencyGraph, branches: list[Branch]) -> dict[str, set[int]]:
+    """Concat name -> operand indices to drop; ``RewriteError`` with the check's reason (rule 2)."""
     by_concat: dict[str, set[int]] = {}
-    keep = graph.full_keep()
     for b in branches:
         reason = check_branch(graph, b)
         if reason:
             raise RewriteError(f"cannot remove {b.concat}[{b.index}]: {reason}", node=b.concat)
-        keep[branch_units(graph, b)] = False
         by_concat.setdefault(b.concat, set()).add(b.index)
     for concat, indices in by_concat.items():
         n_ops = len(_cat_operands(next(n for n in graph.traced.gm.graph.nodes if n.name == concat)))
         if len(indices) >= n_ops:
             raise RewriteError(f"cannot remove every operand of {concat}", node=concat)
-    gm = copy.deepcopy(graph.traced.gm)
-    slice_parameters(gm, graph, keep)
-    apply_rule_rewrites(gm, graph, keep)
+    return by_concat
+
+
+def branch_keep(graph: DependencyGraph, branches: Iterable[Branch]) -> np.ndarray:
+    """Every unit except the branches' (rule 3); ``RewriteError`` with the check's reason (rule 2)."""
+    branches = list(branches)
+    _by_concat(graph, branches)
+    keep = graph.full_keep()
+    for b in branches:
+        keep[branch_units(graph, b)] = False
+    return keep
+
+
+def drop_branches(gm: fx.GraphModule, graph: DependencyGraph, handover) -> None:
+    """Pipeline pass (after slicing and the rules' size fixes): drop ``handover.branches`` from their concats.
+
+    Reads ``handover.branches`` and ``handover.keep`` (which must drop the branches' units); rewrites
+    ``gm``'s graph: the operands leave their concats, dead nodes and unused submodules go (rule 3)."""
+    if not handover.branches:
+        return
+    by_concat = _by_concat(graph, handover.branches)
+    kept = [b for b in handover.branches if handover.keep[branch_units(graph, b)].any()]
+    if kept:
+        raise RewriteError(f"the keep mask holds channels of branch {kept[0].index} of {kept[0].concat}, which "
+                           "is being removed: drop its units (branch_keep)", node=kept[0].concat)
     for concat, indices in by_concat.items():
         _drop_operands(gm, concat, indices)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
-    verify_shapes(gm, graph, keep)
-    gm.train(graph.traced.was_training)
-    return gm

@@ -12,7 +12,7 @@ import torch.fx as fx
 
 from ..depgraph import DependencyGraph
 from ..depgraph.rules import lookup_rule
-from .context import RewriteContext
+from .rewrite_context import RewriteContext
 
 __all__ = ["apply_rule_rewrites"]
 

@@ -158,8 +158,11 @@ def ratio_family(ratios: np.ndarray) -> Callable[[np.ndarray, np.ndarray, Depend
     return make
 
 
+# NOTE: the families by name, for ``allocate(strategy=name)``; ``graphprune.strategies.REGISTRY`` is the
+# table of strategies (kind, inputs, description) and has one row per name here.  ``learned`` is
+# ``global_raw`` under the name the learners' projection uses (``learners/projection.py``).
 STRATEGIES: dict[str, Callable] = {"uniform": _uniform_counts, "global": _global_counts,
-                                   "global_raw": _global_raw_counts}
+                                   "global_raw": _global_raw_counts, "learned": _global_raw_counts}
 
 
 def _fill(graph, order, counts, n, menus, ratio_of, budget, scores) -> np.ndarray:

@@ -75,7 +75,7 @@ class ConditionalSearch:
                  config: RLConfig = RLConfig(), alloc: AllocationConfig = AllocationConfig(),
                  eval_config: EvalConfig = EvalConfig(), progress: bool = True, supernet: Any = None,
                  train_data: Any = None):
-        from ..api import inspect
+        from ..inspect_model import inspect
         from ..importance import CRITERIA, score_units
         from .supernet import as_supernet_config, supernet_graph
 

@@ -36,31 +36,22 @@ class BudgetCost(Protocol):
 
 
 class FastCost:
-    """``graph.cost(keep)`` vectorised: the same polynomial in class sizes, terms grouped by arity.
+    """``graph.cost(keep)`` for one metric: the graph's cost polynomial (``depgraph.cost_model.CostTerms``,
+    read once per graph) evaluated on the class sizes of ``keep``.
 
-    NOTE: searches evaluate the cost thousands of times (the CACP bounds bisect at every step); this
-    reads the dependency graph's cost terms once and computes ``Σ_t coef_t · Π_{c ∈ t} size_c`` with
-    numpy.  Tests hold it equal to ``graph.cost``.
+    NOTE: searches evaluate the cost thousands of times (the CACP bounds bisect at every step); the terms
+    are grouped by arity, so one evaluation is a few vectorised numpy products.
     """
 
     def __init__(self, graph: DependencyGraph, metric: str):
-        terms = [(coef, idx) for _, coef, idx in graph._mac_terms] if metric == "macs" \
-            else [(1.0, idx) for _, idx in graph._param_terms]
         self.metric = metric
-        self.constant = graph.unmodeled_macs if metric == "macs" else 0.0
-        by_arity: dict[int, tuple[list, list]] = {}
-        for coef, idx in terms:
-            coefs, idxs = by_arity.setdefault(len(idx), ([], []))
-            coefs.append(coef)
-            idxs.append(idx)
-        self.terms = [(np.array(c, dtype=np.float64), np.array(i, dtype=np.int64).reshape(len(c), -1))
-                      for c, i in by_arity.values()]
         self.graph = graph
+        self.terms = graph.cost_terms(metric)
+        self.constant = self.terms.constant
         self.dense = self.of(graph.full_keep())
 
     def of(self, keep: np.ndarray) -> float:
-        sizes = self.graph.class_sizes(keep).astype(np.float64)
-        return self.constant + float(sum((c * np.prod(sizes[i], axis=1)).sum() for c, i in self.terms))
+        return self.terms.numpy(self.graph.class_sizes(keep))
 
     def ratio(self, keep: np.ndarray) -> float:
         return self.of(keep) / self.dense if self.dense else 1.0

@@ -1,4 +1,4 @@
-"""Search strategies that score candidates, by name — the table ``prune(strategy=...)`` dispatches to.
+"""Search strategies that score candidates, by name (their rows in ``graphprune.strategies`` run them).
 
 A row is ``Search(run, options)``: ``run(ctx, **options) -> SearchResult``.  Built-in:
 
@@ -9,8 +9,9 @@ A row is ``Search(run, options)``: ``run(ctx, **options) -> SearchResult``.  Bui
                     greedy plan projected onto the budget (``conditional.py``)
 =================  =======================================================================  ==========
 
-The data-free strategies (``uniform``, ``global``, ``global_raw``) stay in ``allocate.STRATEGIES``.
-Add a strategy by adding a row.
+The data-free families (``uniform``, ``global``, ``global_raw``, ``learned``) are in ``allocate.STRATEGIES``;
+``graphprune.strategies.REGISTRY`` is the table of every strategy (kind, inputs, description), with one
+row per name here.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from .latency_importance import is_latency_criterion, latency_normalised_scores
 from .sensitivity import SensitivityConfig, sensitivity_search
 from .supernet import as_supernet_config, supernet_graph
 
-__all__ = ["Search", "SEARCHES", "run_search", "choose_keep"]
+__all__ = ["Search", "SEARCHES", "run_search", "unit_scores"]
 
 
 def _rl(ctx: SearchContext, episodes: int = 32, **config: Any) -> SearchResult:
@@ -91,31 +92,15 @@ def run_search(name: str, graph: DependencyGraph, scores: np.ndarray, budget: Bu
     return result
 
 
-def choose_keep(graph: DependencyGraph, importance: str | Callable, budget: Budget, strategy: str,
-                cfg: AllocationConfig = AllocationConfig(), *, eval_fn: Callable | None = None,
-                calib_data: Iterable | None = None, options: dict[str, Any] | None = None,
-                supernet: Any = None, train_data: Any = None) -> np.ndarray:
-    """``prune``'s stage 3+4: unit scores, then a data-free allocation or a search from ``SEARCHES``.
+def unit_scores(graph: DependencyGraph, importance: str | Callable, cfg: AllocationConfig = AllocationConfig(),
+                calib_data: Iterable | None = None) -> np.ndarray:
+    """``prune``'s stage 3: a score per unit (``calib_data`` feeds the data-driven criteria).
 
     ``importance="<criterion>_latency"`` divides by the time a unit frees on ``cfg.latency``
     (``latency_importance.py``)."""
     from ..importance import CRITERIA, score_units
-    from .allocate import STRATEGIES, allocate
 
     needs_data = isinstance(importance, str) and importance in CRITERIA and CRITERIA[importance].needs_data
     if is_latency_criterion(importance):  # "<criterion>_latency": per ms freed on the target
-        scores = latency_normalised_scores(graph, importance, cfg.latency, calib_data)
-    else:
-        scores = score_units(graph, importance, calib=calib_data if needs_data else None)
-    if strategy in STRATEGIES:
-        if as_supernet_config(supernet) is not None:
-            raise ValueError(f"supernet= changes how candidates are scored; strategy {strategy!r} scores none: "
-                             f"use one of {sorted(SEARCHES)}")
-        return allocate(graph, scores, budget, strategy, cfg).keep
-    if strategy not in SEARCHES:
-        raise ValueError(f"unknown strategy {strategy!r}; data-free: {sorted(STRATEGIES)}, "
-                         f"searches: {sorted(SEARCHES)}")
-    if eval_fn is None and calib_data is None:
-        raise ValueError(f"strategy {strategy!r} scores candidates: pass eval_fn=... and calib_data=...")
-    return run_search(strategy, graph, scores, budget, cfg, eval_fn=eval_fn, calib_data=calib_data,
-                      options=options, supernet=supernet, train_data=train_data).keep
+        return latency_normalised_scores(graph, importance, cfg.latency, calib_data)
+    return score_units(graph, importance, calib=calib_data if needs_data else None)

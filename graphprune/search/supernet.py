@@ -305,7 +305,7 @@ def train_supernet(model: nn.Module, example_inputs: Any, train_data: Dataset | 
     """
     _require_data(train_data)
     config = as_supernet_config(config) or SupernetConfig()
-    from ..api import inspect
+    from ..inspect_model import inspect
     from ..importance import score_units
 
     graph = graph if graph is not None else inspect(model, example_inputs)

@@ -8,8 +8,8 @@ import torch.fx as fx
 
 import graphprune
 import models
-from graphprune.passes import RewriteError
-from graphprune.passes.remove_branch import branch_units, check_branch, find_branches, remove_branches
+from graphprune.passes import RewriteError, remove_branches
+from graphprune.passes.remove_branch import branch_units, check_branch, find_branches
 from graphprune.testing import PATTERNS, randomize_
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..context import Dim
-from . import NO_FACTS, ZERO_PRESERVING, OpFacts, register
+from .table import NO_FACTS, ZERO_PRESERVING, OpFacts, register
 from .attention import _rewrite_sdpa, einsum, matmul, sdpa
 from .elementwise import _ADDITIVE, _RESIDUAL_ADD, elementwise
 from .layers import (_linear, _per_channel_statistics, _rewrite_conv_function, _rewrite_group_norm_function,

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..context import Dim
-from . import register, register_method, register_module
+from .table import register, register_method, register_module
 
 
 def _batch_broadcast(ctx, out: str, operands: list[str], trailing: int) -> None:

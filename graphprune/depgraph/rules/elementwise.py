@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import ZERO_PRESERVING, OpFacts, register, register_method, register_module
+from .table import ZERO_PRESERVING, OpFacts, register, register_method, register_module
 
 # NOTE: split by the facts passes read (``OpFacts``): zero-preserving ops let the masked reference skip a mask;
 # a residual add is where a block can be removed.

@@ -11,7 +11,7 @@ import operator
 import numpy as np
 
 from ..context import Dim
-from . import ZERO_PRESERVING, register
+from .table import ZERO_PRESERVING, register
 
 
 def index_plan(index, shape: tuple[int, ...]) -> list[tuple] | None:

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..context import Dim
-from . import ZERO_PRESERVING, OpFacts, register, register_module
+from .table import ZERO_PRESERVING, OpFacts, register, register_module
 
 _LAYER = OpFacts(zero_preserving=True, foldable_reader=True)  # input constants fold into the bias
 

@@ -25,7 +25,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..context import Dim
-from . import ZERO_PRESERVING, OpFacts, register, register_method, register_module
+from .table import ZERO_PRESERVING, OpFacts, register, register_method, register_module
 
 
 def reshape_blocks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:

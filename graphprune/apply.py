@@ -1,0 +1,26 @@
+"""``apply_plan``: replay a saved plan on a fresh instance of the same architecture (trace, graph, rewrite).
+
+Below the strategies and the learners (``export.saving`` rebuilds pruned files with it); ``graphprune.api``
+re-exports it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from .inspect_model import inspect
+from .model_checks import check_apply_plan_args
+from .passes import rewrite, warn_hooks_not_kept
+from .plan import Plan
+
+__all__ = ["apply_plan"]
+
+
+def apply_plan(model: torch.nn.Module, plan: Plan, example_inputs: Any, **trace_kw: Any) -> fx.GraphModule:
+    """Re-apply a saved plan to a freshly built instance of the same architecture."""
+    check_apply_plan_args(model, plan)
+    graph = inspect(model, example_inputs, **trace_kw)
+    warn_hooks_not_kept(graph.traced)
+    return rewrite(graph, plan.keep_mask(graph))

@@ -1,0 +1,54 @@
+"""Checks on the model and plan handed to ``prune`` and ``apply_plan``, run before any tracing.
+
+A model whose weights have no data (the ``meta`` device: built with ``torch.device("meta")`` or
+``init_empty_weights``) cannot be sliced, and a model spread over several devices cannot be rewritten as one
+(``ValueError``); ``apply_plan`` takes a ``Plan`` (``TypeError`` with a hint for a path).  Kept apart from
+``options.py`` (which reads the table of strategies) so that ``apply_plan`` sits below every stage.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+
+from .plan import Plan
+
+__all__ = ["check_model_tensors", "check_apply_plan_args"]
+
+
+def check_apply_plan_args(model: Any, plan: Any) -> None:
+    """``apply_plan`` needs a module with real weights on one device (rule 5) and a ``Plan``."""
+    check_model_tensors(model, "apply_plan")
+    if not isinstance(plan, Plan):
+        hint = ": load it first with graphprune.Plan.load(path)" if isinstance(plan, (str, bytes)) or \
+            hasattr(plan, "__fspath__") else ""
+        raise TypeError(f"apply_plan: plan must be a graphprune.Plan, got {type(plan).__name__}{hint}")
+
+
+def check_model_tensors(model: Any, entry: str = "prune") -> None:
+    """Refuse a non-module, weights without data (meta device) and weights spread over several devices.
+
+    Args:
+        model: what the user passed as the model.
+        entry: the public function being called, for the message.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{entry}: model must be a torch.nn.Module, got {type(model).__name__}")
+    first_on: dict[str, str] = {}  # device -> first tensor found there
+    for name, t in _named_tensors(model):
+        if t.device.type == "meta":
+            raise ValueError(
+                f"{entry}: model tensor {name!r} is on the meta device (it has a shape but no data), so its "
+                "channels cannot be ranked or sliced; materialise the weights first, e.g. "
+                "model.to_empty(device='cpu') then model.load_state_dict(state_dict)")
+        first_on.setdefault(str(t.device), name)
+    if len(first_on) > 1:
+        where = ", ".join(f"{name!r} on {device}" for device, name in first_on.items())
+        raise ValueError(f"{entry}: model tensors are on several devices ({where}); move the model to one "
+                         "device first, e.g. model.to('cpu')")
+
+
+def _named_tensors(model: torch.nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
+    yield from model.named_parameters()
+    yield from ((name, b) for name, b in model.named_buffers() if b is not None)
+
