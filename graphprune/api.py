@@ -92,8 +92,9 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
 
     Args:
         model: any traceable ``nn.Module``; it is never modified.
-        budget: fraction in (0, 1] of MACs to keep (float, numpy scalar or 0-d tensor), ``Budget.params(r)``, ``Budget.latency(r)`` (fraction of
-            the dense model's time on ``target``), ``Budget.ms(t)``, or several at once (``a & b``).
+        budget: fraction in (0, 1] of MACs to keep (float, numpy scalar or 0-d tensor), ``Budget.params(r)``,
+            ``Budget.latency(r)`` (fraction of the dense model's time on ``target``), ``Budget.ms(t)``, or several
+            at once (``a & b``).
         example_inputs: tensor(s) with the shapes the model will see (costs are counted on these).
         strategy: ``"global"`` (normalised importance ranked across groups) or ``"uniform"``.
         importance: ``"l1"``, ``"l2"``, ``"bn"``, ``"random"`` or ``fn(graph) -> scores``; ``"l2_latency"`` (any
@@ -109,8 +110,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             ``"export"`` (``graphprune.capture``).
         return_result: return ``PruneResult(model, plan, report, graph)`` instead of the module.
         eval_fn / calib_data / search_options: for the searching strategies ``"sensitivity"``,
-            ``"evolutionary"``, ``"rl"`` (``graphprune.strategies.REGISTRY`` lists every strategy) and data-driven importance
-            (``"taylor"``, ``"group_fisher"``): ``eval_fn(model) -> float`` (higher is better), calibration
+            ``"evolutionary"``, ``"rl"`` (``graphprune.strategies.REGISTRY`` lists every strategy) and data-driven
+            importance (``"taylor"``, ``"group_fisher"``): ``eval_fn(model) -> float`` (higher is better), calibration
             batches, and strategy options (e.g. ``{"episodes": 64}``).
         train_data: a training ``Dataset`` for the training-time learners ``"bn-ista"``, ``"slimming"``,
             ``"gal"``, ``"hsn"`` (``graphprune.learners``; their config fields go in ``search_options``),

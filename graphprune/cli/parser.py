@@ -171,7 +171,8 @@ def _strategy_options(p: argparse.ArgumentParser, budget_default: float | None) 
                    help=f"channel importance: {', '.join(CRITERIA)} ({', '.join(needs)} need --data)")
     p.add_argument("--round-to", type=_round_to, default="auto", metavar="auto|N",
                    help="kept channel counts: 'auto' picks widths the target runtime likes (its measured latency "
-                   "steps under a latency budget, else multiples of 8/4 by layer size); N: multiples of N; 1: exact")
+                   "steps under a latency budget, else multiples of 16, finer only where the budget needs them); "
+                   "N: multiples of N; 1: exact")
     p.add_argument("--latency", type=_budget, metavar="R", help="latency budget: keep at most this fraction of the "
                    "dense model's time measured on --target (with an explicit --budget: both must hold)")
     p.add_argument("--ms", type=_milliseconds, metavar="T", help="latency budget in milliseconds on --target")
