@@ -189,5 +189,6 @@ def assemble_graph(b: Any) -> DependencyGraph:
         # NOTE: rules model conv/linear/matmul/attention exactly; whatever torch counted beyond them belongs
         # to ops without a rule, whose tensors are frozen: a constant that every budget must include.
         g.unmodeled_macs = max(0.0, b.traced.counted_macs - g.cost().macs)
+        g.__dict__.pop("_cost_terms", None)  # NOTE: the cached polynomial was read before its constant was known
     _frozen_report(b, g, comp)
     return g

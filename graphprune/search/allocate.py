@@ -35,6 +35,9 @@ from .menus import WidthMenus, width_menus
 __all__ = ["AllocationConfig", "Allocation", "allocate", "allocate_family", "ratio_family", "STRATEGIES"]
 
 
+PRECISION = 0.02  # a budget is met from below to within this (points of the ratio) when finer menus allow it
+
+
 @dataclass(frozen=True)
 class AllocationConfig:
     """Knobs shared by every strategy.
@@ -211,6 +214,10 @@ def allocate_family(graph: DependencyGraph, scores: np.ndarray, budget: Budget, 
     counts = _round(counts_of(lo_t), lo, menus)
     if fill:
         counts = _fill(graph, order, counts, n, menus, ratio_of, budget, scores)
+        if menus.fallback is not None and \
+                ratio_of(_keep_from_counts(graph, order, counts)) < budget.ratio - PRECISION:
+            # NOTE: coarse steps left more than PRECISION of the budget unused: finer steps take it up
+            counts = _fill(graph, order, counts, n, menus.fallback, ratio_of, budget, scores)
     keep = _keep_from_counts(graph, order, counts)
     return Allocation(keep=keep, ratio=ratio_of(keep), iterations=it, width_policy=menus.policy)
 

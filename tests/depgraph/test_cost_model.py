@@ -8,7 +8,7 @@ import graphprune
 from graphprune.depgraph.cost_model import CostTerms
 from graphprune.learners.cost import CostModel
 from graphprune.search.cost import FastCost, LatencyCost
-from graphprune.testing import PATTERNS
+from graphprune.testing import PATTERNS, counted_macs
 
 
 @pytest.mark.parametrize("pattern", PATTERNS[:8], ids=lambda p: p.name)
@@ -67,3 +67,23 @@ def test_latency_cost_has_the_cost_interface():
         assert cost.ratio(graph.full_keep()) == 1.0
         assert cost.ratio(keep) == pytest.approx(cost.of(keep) / cost.dense)
         assert 0 < cost.ratio(keep) < 1
+
+
+def test_unmodeled_macs_are_part_of_every_cost():
+    """Ops without a rule are a measured constant that every cost includes (it was lost once when the cost
+    polynomial was cached before its constant was known)."""
+    class Unruled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            y = self.a(x).flatten(2)
+            z = torch.baddbmm(y, y, y.transpose(1, 2) @ y)  # baddbmm: no rule, counted MACs
+            return self.b(z.reshape(1, 8, 6, 6))
+
+    model, x = Unruled().eval(), torch.randn(1, 3, 6, 6)
+    graph = graphprune.inspect(model, x)
+    assert graph.unmodeled_macs > 0
+    assert graph.cost().macs == pytest.approx(counted_macs(model, (x,)))
+    assert FastCost(graph, "macs").of(graph.full_keep()) == pytest.approx(graph.cost().macs)
