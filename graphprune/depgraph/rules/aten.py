@@ -30,9 +30,10 @@ from .table import NO_FACTS, ZERO_PRESERVING, OpFacts, register
 from .attention import _rewrite_sdpa, einsum, matmul, sdpa
 from .elementwise import _ADDITIVE, _RESIDUAL_ADD, elementwise
 from .layers import (_linear, _per_channel_statistics, _rewrite_conv_function, _rewrite_group_norm_function,
-                     _rewrite_layer_norm_function, conv_function, group_norm_function, layer_norm_function)
+                     _rewrite_layer_norm_function, conv_function, conv_transpose_couple, group_norm_function,
+                     layer_norm_function)
 from .pooling import _keep_leading, reduction, softmax
-from .shape import _rewrite_unflatten, cat, reshape_like, stack, unbind, unflatten
+from .shape import _rewrite_unflatten, cat, reshape_like, split_into, stack, unbind, unflatten
 
 aten = torch.ops.aten
 
@@ -131,13 +132,7 @@ def conv_transpose(ctx) -> None:
     out = ctx.out
     if None in (x, w, out) or ctx.arg(6, "groups", 1) != 1 or ctx.ndim(x) != ctx.ndim(w):
         return
-    ctx.same(Dim(x, 0), Dim(out, 0))
-    ctx.same(Dim(x, 1), Dim(w, 0))
-    ctx.same(Dim(out, 1), Dim(w, 1))
-    ctx.source(Dim(w, 1))
-    if b is not None:
-        ctx.same(Dim(b, 0), Dim(out, 1))
-    ctx.macs([Dim(x, a) for a in range(ctx.ndim(x))] + [Dim(w, a) for a in range(1, ctx.ndim(w))])
+    conv_transpose_couple(ctx, x, w, b, out)
 
 
 @register(aten.prelu.default, facts=ZERO_PRESERVING)
@@ -298,19 +293,7 @@ def _rewrite_split(rctx) -> None:
           facts=ZERO_PRESERVING)
 def split(ctx) -> None:
     """Consecutive pieces of ``dim``: item k's element j is input element ``offset_k + j``."""
-    x, items, dim = ctx.value_of(ctx.arg(0, "self")), ctx.outs, ctx.arg(2, "dim", 0)
-    if x is None or not items or not isinstance(dim, int):
-        return
-    dim %= ctx.ndim(x)
-    offset = 0
-    for item in items:
-        for a in range(ctx.ndim(x)):
-            if a != dim:
-                ctx.same(Dim(x, a), Dim(item, a))
-        n = ctx.shape(item)[dim]
-        ctx.link(Dim(x, dim), np.arange(offset, offset + n), Dim(item, dim), np.arange(n))
-        offset += n
-    ctx.touch(Dim(x, dim))
+    split_into(ctx, ctx.value_of(ctx.arg(0, "self")), ctx.outs, ctx.arg(2, "dim", 0))
 
 
 register(aten.unbind.int)(unbind)

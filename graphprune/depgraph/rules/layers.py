@@ -100,7 +100,12 @@ def conv_transpose_module(ctx) -> None:
     m, x, out = ctx.module, ctx.value_of(ctx.arg(0, "input")), ctx.out
     if m.groups != 1 or x is None or out is None or ctx.ndim(x) != m.weight.ndim:
         return
-    w, b = ctx.param("weight"), ctx.param("bias")
+    conv_transpose_couple(ctx, x, ctx.param("weight"), ctx.param("bias"), out)
+
+
+def conv_transpose_couple(ctx, x: str, w: str, b: str | None, out: str) -> None:
+    """Ungrouped transposed convolution, weight (in, out, ...): input channels are weight rows, output
+    channels weight columns (the source)."""
     ctx.same(Dim(x, 0), Dim(out, 0))
     ctx.same(Dim(x, 1), Dim(w, 0))
     ctx.same(Dim(out, 1), Dim(w, 1))

@@ -282,8 +282,11 @@ def _rewrite_split(rctx) -> None:
 @register_method("tensor_split", rewrite=_rewrite_split)
 @register(torch.split, torch.chunk, torch.tensor_split, rewrite=_rewrite_split)
 def split(ctx) -> None:
-    x, items = ctx.value_of(ctx.node.args[0]), ctx.outs
-    dim = ctx.arg(2, "dim", 0)
+    split_into(ctx, ctx.value_of(ctx.node.args[0]), ctx.outs, ctx.arg(2, "dim", 0))
+
+
+def split_into(ctx, x: str | None, items: list[str], dim) -> None:
+    """Consecutive pieces of ``dim``: item k's element j is input element ``offset_k + j``; other axes pass."""
     if x is None or not items or not isinstance(dim, int):
         return
     nd = ctx.ndim(x)
