@@ -2,7 +2,7 @@
 
 1. **build once** (``MaskedGraph``): copy the traced graph and insert ``x * mask_k`` after values with
    a prunable channel dim (all masks 1 at first); LayerNorms over prunable dims become the masked
-   LayerNorm of ``passes.masks`` (same statistics as the pruned op).  Keep a copy of every parameter
+   LayerNorm of ``passes.masked_reference`` (same statistics as the pruned op).  Keep a copy of every parameter
    with a prunable dim.  ``sites="all"`` masks every such value, like ``passes.masked_model``;
    ``sites="needed"`` (the default) skips values produced by *zero-preserving* ops (the op rules' ``OpFacts``):
    with pruned parameter slices zeroed (conv rows and bias, BN γ, β and running mean), an op whose
@@ -28,7 +28,7 @@ import torch.fx as fx
 
 from .depgraph import DependencyGraph, Dim
 from .depgraph.rules import lookup_rule
-from .passes.masks import _layer_norm_spec, masked_layer_norm
+from .passes.masked_reference import _layer_norm_spec, masked_layer_norm
 
 __all__ = ["MaskedGraph", "preserves_zeros"]
 

@@ -218,7 +218,7 @@ def _graph_and_plan(args: argparse.Namespace, model: torch.nn.Module, x: torch.T
 def cmd_inspect(args: argparse.Namespace) -> int:
     """``graphprune inspect``: print the summary; write DOT / SVG / HTML views."""
     from ..depgraph.html_view import render_html
-    from ..depgraph.inspect import summary
+    from ..depgraph.views import summary
 
     _check_device(args)
     if budget_of(args) is not None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch.fx as fx
 
 from ..trace import TracedModel
-from .context import Dim, RuleContext
+from .rule_context import Dim, RuleContext
 from .graph import DependencyGraph
 from .grouping import assemble_graph
 from .rules import lookup_rule, op_label

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from .context import Dim
+from .rule_context import Dim
 from .cost_model import CostTerms
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,15 +174,15 @@ class DependencyGraph:
         return share
 
     def summary(self, max_groups: int = 60) -> str:
-        from .inspect import summary
+        from .views import summary
         return summary(self, max_groups)
 
     def to_networkx(self):
-        from .inspect import to_networkx
+        from .views import to_networkx
         return to_networkx(self)
 
     def to_dot(self) -> str:
-        from .inspect import to_dot
+        from .views import to_dot
         return to_dot(self)
 
     def __repr__(self) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from .context import Dim
+from .rule_context import Dim
 from .graph import DependencyGraph, FrozenInfo, Group
 
 __all__ = ["assemble_graph"]

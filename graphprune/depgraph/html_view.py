@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
 
-from .inspect import GROUP_NAME_NOTE, MACS_NOTE, LayerRef, kept_counts, layer_refs, module_order
+from .views import GROUP_NAME_NOTE, MACS_NOTE, LayerRef, kept_counts, layer_refs, module_order
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..plan import Plan

@@ -67,7 +67,10 @@ class JobReport:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "macs_ratio": self.macs_ratio}, indent=1, default=str)
+        """One flat JSON object: the prune's fields, then the job's (export, check, timing, notes)."""
+        job = {k: v for k, v in asdict(self).items() if k != "prune"}
+        return json.dumps({**asdict(self.prune), **job, "macs_ratio": self.macs_ratio,
+                           "params_ratio": self.prune.params_ratio}, indent=1, default=str)
 
 
 def _width_notes(pruned: torch.nn.Module, round_to: int | str) -> list[str]:
@@ -87,8 +90,9 @@ def _width_notes(pruned: torch.nn.Module, round_to: int | str) -> list[str]:
 
 
 def run_job(name: str, model: torch.nn.Module, example_inputs: Any, budget, *, onnx_path: str | None = None,
-            threads: int = 1, **prune_kw: Any) -> tuple[torch.nn.Module, JobReport, Any]:
-    """Prune ``model``; export, check and time it with ONNX Runtime if ``onnx_path``; return (pruned, report, plan)."""
+            latency_runs: int = 15, threads: int = 1, **prune_kw: Any) -> tuple[torch.nn.Module, JobReport, Any]:
+    """Prune ``model``; export, check and time it with ONNX Runtime if ``onnx_path`` (``latency_runs`` interleaved
+    repeats); return (pruned, report, plan)."""
     from ..api import prune
 
     steps = tqdm(total=3 if onnx_path else 1, desc=f"graphprune {name}", unit="stage")
@@ -105,7 +109,8 @@ def run_job(name: str, model: torch.nn.Module, example_inputs: Any, budget, *, o
         steps.set_postfix_str("latency")
         # NOTE: interleaved (A B A B …) in one process: a busy machine slows both alike, the ratio holds
         target = Target("ort-cpu", threads, normalize_inputs(example_inputs)[0].shape[0])
-        report.dense_latency_ms, report.pruned_latency_ms = measure_ms([model, result.model], example_inputs, target)
+        report.dense_latency_ms, report.pruned_latency_ms = measure_ms([model, result.model], example_inputs, target,
+                                                                       repeats=latency_runs)
         steps.update()
         report.notes += _width_notes(result.model, prune_kw.get("round_to", "auto"))
     steps.close()

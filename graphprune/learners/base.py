@@ -51,7 +51,7 @@ from ..plan import Plan
 from ..search import AllocationConfig
 from ..trace import normalize_inputs, trace
 from ..train import evaluate, make_loader, seed_everything
-from .log import LearnLog
+from .learn_log import LearnLog
 from .projection import Projection, project, transfer
 from .revive import emptied_groups, is_constant, output_spread, warn_disconnected, with_tiebreak
 

@@ -12,7 +12,7 @@ is a *site*; the gated graph computes ``N(..., A ⊙ G, ...)`` with ``G[i] = g[u
 
 * ``g = 1`` everywhere: every site multiplies by exactly 1.0, so the gated model *equals* the original;
 * ``g = keep`` (0/1): every reader sees zeros for dropped units, which is what physically removing the
-  channels computes (the masked reference of :mod:`graphprune.passes.masks`), for exact groups;
+  channels computes (the masked reference of :mod:`graphprune.passes.masked_reference`), for exact groups;
 * soft ``g``: each read of a channel is scaled once (no ``g²`` along conv→BN→ReLU chains).
 
 Inexact cases (as for the masked reference): an op that normalises over a unit's channels while

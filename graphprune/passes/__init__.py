@@ -17,7 +17,7 @@ from ..depgraph import DependencyGraph
 from ..trace import structure_copy
 from .fold_constants import fold_constants
 from .handover import Handover
-from .masks import masked_model
+from .masked_reference import masked_model
 from .module_state import MODULE_STATE_KEY, ModuleStateReport, carry_module_state, warn_hooks_not_kept
 from .remove_block import bypass_blocks
 from .remove_branch import Branch, branch_keep, drop_branches

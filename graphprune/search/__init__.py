@@ -6,7 +6,7 @@ budget-conditioned policy ``ConditionalSearch`` (imported lazily: it needs torch
 supernet option (``SupernetConfig``, ``train_supernet``) trains the weights candidates are scored on.
 """
 from .allocate import Allocation, AllocationConfig, STRATEGIES, allocate, allocate_family, ratio_family
-from .context import SearchContext, SearchResult
+from .search_context import SearchContext, SearchResult
 from .registry import SEARCHES, Search, run_search
 from .supernet import SupernetConfig, train_supernet
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..budget import BudgetError
-from .context import SearchContext
+from .search_context import SearchContext
 
 __all__ = ["BoundedEpisode"]
 

@@ -44,7 +44,7 @@ from ..evaluate import CandidateEvaluator, EvalConfig
 from ..plan import Plan
 from .allocate import AllocationConfig
 from .cacp import BoundedEpisode
-from .context import SearchContext, SearchResult
+from .search_context import SearchContext, SearchResult
 from .layer_graph import FEATURES, layer_graph
 from .policy import PruningNet
 

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .allocate import allocate
-from .context import SearchContext, SearchResult
+from .search_context import SearchContext, SearchResult
 
 __all__ = ["EvolutionConfig", "evolutionary_search"]
 

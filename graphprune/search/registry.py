@@ -24,7 +24,7 @@ from ..budget import Budget
 from ..depgraph import DependencyGraph
 from ..evaluate import CandidateEvaluator, EvalConfig, classification_eval_fn
 from .allocate import AllocationConfig
-from .context import SearchContext, SearchResult
+from .search_context import SearchContext, SearchResult
 from .evolution import EvolutionConfig, evolutionary_search
 from .latency_importance import is_latency_criterion, latency_normalised_scores
 from .sensitivity import SensitivityConfig, sensitivity_search

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .allocate import allocate_family
-from .context import SearchContext, SearchResult
+from .search_context import SearchContext, SearchResult
 
 __all__ = ["SensitivityConfig", "sensitivity_profile", "sensitivity_search"]
 

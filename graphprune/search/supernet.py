@@ -59,7 +59,7 @@ from ..budget import Budget, BudgetError
 from ..depgraph import DependencyGraph
 from ..evaluate import MaskedGraph, recalibrate_bn, split_batch, take_batches
 from .allocate import AllocationConfig, allocate_family, ratio_family
-from .context import SearchContext
+from .search_context import SearchContext
 
 __all__ = ["SupernetConfig", "SupernetResult", "SubnetSampler", "as_supernet_config", "fit_supernet",
            "with_weights", "supernet_graph", "train_supernet"]

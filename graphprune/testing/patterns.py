@@ -1,7 +1,7 @@
 """Small networks, one per channel-coupling pattern the dependency graph must get right.
 
 Each ``Pattern`` builds a fresh model and its example input; ``exact`` is False where pruning changes
-an op's statistics (LayerNorm), whose reference is the masked LayerNorm (``passes.masks``).
+an op's statistics (LayerNorm), whose reference is the masked LayerNorm (``passes.masked_reference``).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import torch
 
 import models
 from graphprune.learners import HSN, recalibrate_from_loader
-from graphprune.learners.log import LearnLog
+from graphprune.learners.learn_log import LearnLog
 from graphprune.train import make_loader
 
 

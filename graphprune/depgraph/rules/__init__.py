@@ -3,7 +3,7 @@
 A rule has two parts:
 
 * ``couple(ctx)`` — analysis: declares how channels of the op's inputs, outputs and parameters correspond
-  (see ``depgraph.context``).  Anything it leaves unmentioned is frozen.
+  (see ``depgraph.rule_context``).  Anything it leaves unmentioned is frozen.
 * ``rewrite(rctx)`` — optional: after parameters are sliced, fixes what still encodes the old sizes
   (module attributes such as ``out_channels``, literal sizes in ``view``/``split`` arguments).
 

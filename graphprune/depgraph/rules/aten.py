@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..context import Dim
+from ..rule_context import Dim
 from .table import NO_FACTS, ZERO_PRESERVING, OpFacts, register
 from .attention import _rewrite_sdpa, einsum, matmul, sdpa
 from .elementwise import _ADDITIVE, _RESIDUAL_ADD, elementwise

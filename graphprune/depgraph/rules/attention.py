@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..context import Dim
+from ..rule_context import Dim
 from .table import register, register_method, register_module
 
 

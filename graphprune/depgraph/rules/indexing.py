@@ -10,7 +10,7 @@ import operator
 
 import numpy as np
 
-from ..context import Dim
+from ..rule_context import Dim
 from .table import ZERO_PRESERVING, register
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..context import Dim
+from ..rule_context import Dim
 from .table import ZERO_PRESERVING, OpFacts, register, register_module
 
 _LAYER = OpFacts(zero_preserving=True, foldable_reader=True)  # input constants fold into the bias

@@ -24,7 +24,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..context import Dim
+from ..rule_context import Dim
 from .table import ZERO_PRESERVING, OpFacts, register, register_method, register_module
 
 

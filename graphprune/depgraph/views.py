@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterable
 import torch.nn as nn
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .context import Dim
+    from .rule_context import Dim
 
 # NOTE: "DependencyGraph" (graph.py) and "Plan" (graphprune.plan) are named in annotations only, not imported,
 # even for type checking: graph.py's summary/to_dot methods call into this module, so it sits below both

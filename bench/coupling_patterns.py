@@ -5,7 +5,7 @@ and Torch-Pruning 1.6 (magnitude, channel ratio 0.5, final layer ignored) — wh
 whether its pruned model still runs with the right output shape.  A forward that runs is necessary, not
 sufficient, for Torch-Pruning to be right; graphprune's column is the full mask-equivalence check.
 
-    python bench/patterns.py            # writes bench/results/patterns.{md,json}
+    python bench/coupling_patterns.py   # writes bench/results/patterns.{md,json}
 """
 from __future__ import annotations
 

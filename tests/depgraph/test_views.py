@@ -49,7 +49,7 @@ from html.parser import HTMLParser  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 from graphprune.depgraph.html_view import render_html  # noqa: E402
-from graphprune.depgraph.inspect import layer_refs, summary  # noqa: E402
+from graphprune.depgraph.views import layer_refs, summary  # noqa: E402
 
 
 class _Net(nn.Module):
