@@ -147,7 +147,7 @@ def test_job_report_shows_the_width_policy_and_latency():
     text = report.table()
     assert "0.500 of latency" in text and "widths" in text and "latency steps of ort-cpu-t1-b1-fp32" in text
     assert "latency on ort-cpu-t1-b1-fp32" in text and "2 plan(s)" in text
-    assert report.measured_ms / report.measured_dense_ms <= 0.5 * 1.02
+    assert report.prune.measured_ms / report.prune.measured_dense_ms <= 0.5 * 1.02
 
 
 class _ShrinksSlower(FakeLatency):

@@ -80,6 +80,10 @@ class PieceSpec:
         if self.mult:
             groups = max(1, w_out // self.mult)
             return groups, groups * self.mult, groups
+        if self.groups > 1:
+            # NOTE: a grouped conv loses the same offsets in every group, so its real output widths are
+            # multiples of the group count; a width between them is timed at the next one (ORT refuses others)
+            w_out = -(-max(w_out, 1) // self.groups) * self.groups
         return w_in * self.groups, w_out, self.groups
 
 

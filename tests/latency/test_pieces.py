@@ -3,7 +3,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from graphprune.latency.pieces import node_pieces, onnx_piece, piece_inputs, torch_piece
+from graphprune.latency.pieces import PieceSpec, node_pieces, onnx_piece, piece_inputs, torch_piece
 
 
 def test_every_conv_and_linear_node_gets_a_spec(tiny):
@@ -44,3 +44,18 @@ def test_onnx_and_torch_pieces_agree_in_shape_at_reduced_widths(tiny):
             want = torch_piece(s, w_in, w_out)(torch.from_numpy(x))
         assert got.shape == tuple(want.shape), p.node
         assert np.isfinite(got).all()
+
+
+def test_grouped_conv_pieces_keep_output_widths_divisible_by_the_groups():
+    """RegNet-style grouped convs: any swept width must give an ONNX Runtime-valid conv (out % groups == 0)."""
+    import onnxruntime as ort
+
+    spec = PieceSpec("conv", (1,), (8, 8), (3, 3), (1, 1), (1, 1), (1, 1), groups=4, full_in=6, full_out=24,
+                     prunable=("in", "out"))
+    for w_out in (1, 10, 23, 24):
+        c_in, c_out, groups = spec.layer(6, w_out)
+        assert c_out % groups == 0 and c_out >= w_out
+        session = ort.InferenceSession(onnx_piece(spec, 6, w_out).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        out = session.run(None, {session.get_inputs()[0].name: piece_inputs(spec, 6, w_out)})[0]
+        assert out.shape[1] == c_out
