@@ -83,25 +83,25 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def _budget(text: str) -> float:
+def _number(text: str, kind: type, ok, wrong: str, bad: str):
+    """``kind(text)`` when ``ok`` holds; else an argparse error (``wrong``: not a number; ``bad``: out of range)."""
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"budget must be a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"budget must be a fraction in (0, 1] of the dense model's cost to keep, "
-                                         f"got {text}; e.g. 0.5 keeps half the MACs")
+        raise argparse.ArgumentTypeError(f"{wrong}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(bad.format(text))
     return value
+
+
+def _budget(text: str) -> float:
+    return _number(text, float, lambda v: 0.0 < v <= 1.0, "budget must be a number in (0, 1]",
+                   "budget must be a fraction in (0, 1] of the dense model's cost to keep, got {}; "
+                   "e.g. 0.5 keeps half the MACs")
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+    return _number(text, int, lambda v: v >= 1, "expected a whole number", "expected a number >= 1, got {}")
 
 
 def _round_to(text: str) -> int | str:
@@ -109,13 +109,8 @@ def _round_to(text: str) -> int | str:
 
 
 def _milliseconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a time in milliseconds, got {text!r}") from None
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive time in milliseconds, got {text}")
-    return value
+    return _number(text, float, lambda v: 0.0 < v < float("inf"), "expected a time in milliseconds",
+                   "expected a positive time in milliseconds, got {}")
 
 
 def _option(text: str) -> tuple[str, object]:
