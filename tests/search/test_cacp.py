@@ -19,12 +19,7 @@ IMAGE_PATTERNS = [p for p in PATTERNS if p.name in ("residual", "inverted_residu
                                                     "dense_concat", "flatten_linear", "grouped_conv")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/search/conftest.py
 
 
 _CTX = {}
