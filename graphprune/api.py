@@ -9,7 +9,6 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-import torch.fx as fx
 
 from .apply import apply_plan
 from .budget import Budget, BudgetError
@@ -18,6 +17,8 @@ from .finish import finish, report_of, timed
 from .inspect_model import count_cost, inspect
 from .options import check_prune_options
 from .passes import MODULE_STATE_KEY, warn_hooks_not_kept
+from .passes.in_place import InPlaceError, choose_output
+from .trace import AUTO_LEAVES
 from .plan import Plan
 from .result import PruneReport, PruneResult
 from .search import AllocationConfig
@@ -50,6 +51,16 @@ def _ignored_groups(graph: DependencyGraph, ignored_layers: Iterable) -> frozens
             if any(owner == n or owner.startswith(n + ".") for n in names):
                 hit.add(g.name)
     return frozenset(hit)
+
+
+def _recapture(traced, example_inputs, leaf_modules, concrete_args, keep_hooks: bool) -> Callable:
+    """The front end ``traced`` came from, with the same settings: ``rewrite_in_place`` captures the user's
+    class at the pruned widths with it (modules ``leaf_modules="auto"`` made opaque are named)."""
+    leaves = [leaf_modules] if isinstance(leaf_modules, str) else list(leaf_modules or ())
+    leaves = [leaf for leaf in leaves if not (isinstance(leaf, str) and leaf == AUTO_LEAVES)] + \
+        list(traced.opaque_modules)
+    return lambda m: capture(m, example_inputs, front_end=traced.front_end, leaf_modules=leaves,
+                             concrete_args=concrete_args, keep_hooks=keep_hooks)
 
 
 def _search_and_rewrite(traced, b: Budget, strategy: Strategy, importance, floors: dict, ignored_layers,
@@ -87,7 +98,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
           return_result: bool = False, eval_fn: Callable | None = None, calib_data: Iterable | None = None,
           search_options: dict | None = None, train_data: Any = None,
           supernet: Any = None, keep_hooks: bool = False, target: Any = None,
-          latency_model: Any = None) -> fx.GraphModule | PruneResult:
+          latency_model: Any = None, output: str = "auto") -> torch.nn.Module | PruneResult:
     """Prune ``model`` so its MACs (or params) keep at most ``budget`` of the dense model's.
 
     Args:
@@ -127,15 +138,21 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             (default ORT CPU, 1 thread, batch 1: measured per-layer table) or a ``LatencyModel`` /
             ``fn(graph) -> LatencyModel``.  A latency budget is checked by timing both models end to end and
             re-planned when off by more than 2 % (``search/latency_budget.py``).
+        output: ``"auto"`` (default): the user's own class with sliced tensors and updated size attributes
+            when the model's code bakes no pruned size, else the ``GraphModule`` (``PruneReport.output_kind``
+            and ``output_reason`` say which and why); ``"module"``: the user's class or ``InPlaceError``
+            naming the node that bakes a size; ``"graph"``: always the ``GraphModule``
+            (``graphprune/passes/in_place.py``).
 
     Returns:
-        A new ``torch.fx.GraphModule``, physically smaller; every module has the ``training`` flag of the
-        user's module with the same name, and every parameter, buffer and submodule keeps its qualified name
-        (names that cannot be kept are listed in ``PruneReport.dropped``).
+        A new, physically smaller model: a deep copy of the user's class (``output="module"``) or a
+        ``torch.fx.GraphModule``.  Every module has the ``training`` flag of the user's module with the same
+        name, and every parameter, buffer and submodule keeps its qualified name (names that cannot be kept
+        are listed in ``PruneReport.dropped``).
     """
     opts = check_prune_options(model, budget, strategy=strategy, importance=importance, round_to=round_to,
                                min_channels=min_channels, max_prune_ratio=max_prune_ratio,
-                               ignored_layers=ignored_layers)
+                               ignored_layers=ignored_layers, output=output)
     b, ignored_layers = opts.budget, opts.ignored_layers
     row = strategy_row(strategy)
     row.check_inputs(eval_fn=eval_fn, calib_data=calib_data, train_data=train_data, supernet=supernet)
@@ -145,6 +162,10 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
         # NOTE: a learner owns stages 2-4 while training and ends in the same finish (graphprune.finish);
         # imported here so that a data-free prune never loads the learners
         from .learners.dispatch import prune_with_learner
+        if opts.output == "module":
+            raise InPlaceError("output='module' is not available with the training-time learners (they may "
+                               "remove blocks and branches, which the model's code cannot express): pass "
+                               "output='graph' or 'auto'")
         return prune_with_learner(model, b, example_inputs, row.learner(search_options), train_data,
                                   return_result)
     seconds: dict[str, float] = {}
@@ -166,6 +187,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     report.add_latency(outcome)
     report.budget_text = b.describe()
     report.front_end = traced.front_end
+    pruned, report.output_kind, report.output_reason, report.config_notes = choose_output(
+        opts.output, pruned, traced, _recapture(traced, example_inputs, leaf_modules, concrete_args, keep_hooks))
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
                           importance=importance if isinstance(importance, str) else "custom",
                           achieved=getattr(report, f"{b.metric}_ratio"))
