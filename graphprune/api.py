@@ -187,8 +187,9 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     report.add_latency(outcome)
     report.budget_text = b.describe()
     report.front_end = traced.front_end
-    pruned, report.output_kind, report.output_reason, report.config_notes = choose_output(
-        opts.output, pruned, traced, _recapture(traced, example_inputs, leaf_modules, concrete_args, keep_hooks))
+    pruned, report.output_kind, report.output_reason, report.config_notes = timed(
+        seconds, "output", choose_output, opts.output, pruned, traced,
+        _recapture(traced, example_inputs, leaf_modules, concrete_args, keep_hooks))
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
                           importance=importance if isinstance(importance, str) else "custom",
                           achieved=getattr(report, f"{b.metric}_ratio"))

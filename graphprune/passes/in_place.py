@@ -31,6 +31,7 @@ and the reason (``PruneReport.output_reason``).
 from __future__ import annotations
 
 import copy
+import operator
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Callable
@@ -132,11 +133,36 @@ def _where(node: fx.Node) -> str:
     return f" ({lines[i]}: {code})" if code else f" ({lines[i]})"
 
 
+def _slice_key(s: slice) -> tuple:
+    """NOTE: ``x[:, :12]`` and ``x[:, 0:12]`` are one slice; the slice rewrite writes explicit starts."""
+    step = 1 if s.step is None else s.step
+    start = 0 if s.start is None and isinstance(step, int) and step > 0 else s.start
+    return start, s.stop, step
+
+
+def _index_key(node: fx.Node, shapes: dict[str, tuple[int, ...]]) -> tuple | None:
+    """``x[i0, i1, ...]`` with slices and ints: each slice as the range it selects on the pruned shape of
+    ``x`` (``x[:, 4:]`` and ``x[:, 4:14]`` select the same channels of a 14-channel ``x``); None otherwise."""
+    if node.target is not operator.getitem or len(node.args) != 2 or not isinstance(node.args[0], fx.Node):
+        return None
+    shape, index = shapes.get(node.args[0].name), node.args[1]
+    index = index if isinstance(index, tuple) else (index,)
+    if shape is None or len(index) > len(shape) or not all(isinstance(i, (slice, int)) for i in index):
+        return None
+    try:
+        return tuple(i.indices(n) if isinstance(i, slice) else i for i, n in zip(index, shape))
+    except TypeError:  # a bound that is a node (a size read): compare as written
+        return None
+
+
 def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, slice) and isinstance(b, slice):
+        return _slice_key(a) == _slice_key(b)
     if isinstance(a, fx.Node) or isinstance(b, fx.Node):
         return isinstance(a, fx.Node) and isinstance(b, fx.Node) and a.name == b.name
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        # NOTE: a rule rewrite may write a list where the code passes a tuple (``normalized_shape``): same sizes
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
@@ -149,15 +175,23 @@ def _shown(args: Any) -> str:
     return str(args if not isinstance(args, tuple) else fx.node.map_arg(args, lambda n: n.name))[:160]
 
 
-def graph_difference(code_graph: fx.Graph, pruned_graph: fx.Graph) -> str:
-    """The first node where ``code_graph`` (the copy, captured again) differs from ``pruned_graph``; '' if none."""
+def _same_call(a: fx.Node, b: fx.Node, shapes: dict[str, tuple[int, ...]]) -> bool:
+    if _same(a.args, b.args) and _same(a.kwargs, b.kwargs):
+        return True
+    key = _index_key(a, shapes)
+    return key is not None and key == _index_key(b, shapes) and _same(a.args[0], b.args[0])
+
+
+def graph_difference(code_graph: fx.Graph, pruned_graph: fx.Graph, shapes: dict[str, tuple[int, ...]]) -> str:
+    """The first node where ``code_graph`` (the copy, captured again) differs from ``pruned_graph``, whose
+    values have ``shapes``; '' if none."""
     code_nodes, pruned_nodes = list(code_graph.nodes), list(pruned_graph.nodes)
     for a, b in zip(code_nodes, pruned_nodes):
         if a.op != b.op or a.name != b.name or not _same(a.target, b.target):
             return (f"the pruned graph has node '{b.name}' ({b.op} {b.target}) where the model's code gives "
                     f"'{a.name}' ({a.op} {a.target}){_where(a)}: the rewrite changed the graph's structure "
                     "(folded constants, removed blocks or branches)")
-        if not (_same(a.args, b.args) and _same(a.kwargs, b.kwargs)):
+        if not _same_call(a, b, shapes):
             return (f"node '{b.name}' ({b.op} {b.target}){_where(a)}: the model's code passes "
                     f"{_shown(a.args)}{_shown(a.kwargs) if a.kwargs else ''} where the pruned widths need "
                     f"{_shown(b.args)}{_shown(b.kwargs) if b.kwargs else ''}: a size is baked into the "
@@ -181,9 +215,9 @@ def rewrite_in_place(pruned: fx.GraphModule, traced: TracedModel,
     except Exception as exc:  # the model's own code refuses the new sizes: that is the answer
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         return InPlace(None, f"the model's code does not run at the pruned widths: {type(exc).__name__}: {first}")
-    reason = graph_difference(again.gm.graph, pruned.graph)
+    shapes = propagate_shapes(pruned, traced.example_inputs)
+    reason = graph_difference(again.gm.graph, pruned.graph, shapes)
     if not reason:
-        shapes = propagate_shapes(pruned, traced.example_inputs)
         wrong = [v for v, s in again.shapes.items() if shapes.get(v, s) != s]
         if wrong:
             reason = (f"value '{wrong[0]}' has shape {again.shapes[wrong[0]]} in the model's code and "
