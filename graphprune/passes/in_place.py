@@ -202,6 +202,20 @@ def graph_difference(code_graph: fx.Graph, pruned_graph: fx.Graph, shapes: dict[
     return ""
 
 
+def _rewritten_sizes(traced: TracedModel, pruned: fx.GraphModule) -> str:
+    """fx front end: the calls whose literal arguments the rewrite changed, i.e. sizes the code writes out
+    (the likely culprits when the code does not run at the pruned widths); '' for torch.export, whose
+    literals also come from module attributes."""
+    if traced.front_end != "fx":
+        return ""
+    before = {n.name: n for n in traced.gm.graph.nodes}
+    changed = [n for n in pruned.graph.nodes if n.op in ("call_function", "call_method") and n.name in before
+               and not (_same(n.args, before[n.name].args) and _same(n.kwargs, before[n.name].kwargs))]
+    shown = "; ".join(f"node '{n.name}' ({n.op} {getattr(n.target, '__name__', n.target)}) "
+                      f"{_shown(before[n.name].args)} -> {_shown(n.args)}" for n in changed[:3])
+    return f". Sizes baked into the forward that the pruned graph rewrote: {shown}" if changed else ""
+
+
 def rewrite_in_place(pruned: fx.GraphModule, traced: TracedModel,
                      recapture: Callable[[nn.Module], TracedModel]) -> InPlace:
     """The user's class at the pruned widths, proven equal to ``pruned`` (module docstring), or the reason."""
@@ -214,7 +228,8 @@ def rewrite_in_place(pruned: fx.GraphModule, traced: TracedModel,
         again = recapture(built.model)
     except Exception as exc:  # the model's own code refuses the new sizes: that is the answer
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        return InPlace(None, f"the model's code does not run at the pruned widths: {type(exc).__name__}: {first}")
+        return InPlace(None, f"the model's code does not run at the pruned widths: {type(exc).__name__}: {first}"
+                       + _rewritten_sizes(traced, pruned))
     shapes = propagate_shapes(pruned, traced.example_inputs)
     reason = graph_difference(again.gm.graph, pruned.graph, shapes)
     if not reason:
