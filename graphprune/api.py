@@ -166,8 +166,9 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             raise InPlaceError("output='module' is not available with the training-time learners (they may "
                                "remove blocks and branches, which the model's code cannot express): pass "
                                "output='graph' or 'auto'")
-        return prune_with_learner(model, b, example_inputs, row.learner(search_options), train_data,
-                                  return_result)
+        result = prune_with_learner(model, b, example_inputs, row.learner(search_options), train_data, True)
+        result.report.output_reason = "the training-time learners return the graph"
+        return result if return_result else result.model
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     traced = capture(model, example_inputs, front_end=front_end, leaf_modules=leaf_modules,
