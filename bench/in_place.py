@@ -51,7 +51,7 @@ class Row:
     rebuilt_same: bool | None = None
     prune_s: float | None = None
     output_s: float | None = None
-    config_notes: str = ""
+    notes: str = ""
     error: str = ""
 
 
@@ -116,7 +116,7 @@ def run_one(name: str, limit_s: float) -> Row:
     r = result.report
     row.front_end, row.output_kind, row.reason = r.front_end, r.output_kind, r.output_reason[:300]
     row.prune_s, row.output_s = t.seconds, r.seconds.get("output")
-    row.config_notes = "; ".join(r.config_notes)
+    row.notes = "; ".join(r.output_notes)
     masked = graphprune.masked_model(result.graph, result.plan.keep_mask(result.graph)).eval()
     with torch.no_grad():
         got, want = _first(result.model(x)), _first(masked(x))
@@ -124,7 +124,7 @@ def run_one(name: str, limit_s: float) -> Row:
     if r.output_kind == "module":
         row.keys_same = list(result.model.state_dict()) == list(model.state_dict())
         torch.manual_seed(1)
-        fresh = graphprune.rebuild_like(build().eval(), result.model.state_dict())
+        fresh = graphprune.rebuild_like(build().eval(), result.model.state_dict(), attributes=r.size_attributes)
         with torch.no_grad():
             row.rebuilt_same = bool(torch.equal(_first(fresh(x)), got))
     return row
@@ -135,10 +135,10 @@ def render(rows: list[dict], env: dict) -> str:
     ok = [r for r in rows if r["output_kind"] == "module" and r["keys_same"] and r["rebuilt_same"]
           and (r["mask_rel_diff"] or 0) <= 1e-4]
     head = ["model", "input", "front end", "output", "mask rel diff", "keys", "rebuilt", "prune s", "output s",
-            "reason (graph) / config notes"]
+            "reason (graph) / notes (config, size attributes set)"]
     body = [[r["model"], r["input"], r["front_end"], r["output_kind"] or "error", fmt(r["mask_rel_diff"], ".1e"),
              fmt(r["keys_same"]), fmt(r["rebuilt_same"]), fmt(r["prune_s"], ".2f"), fmt(r["output_s"], ".2f"),
-             r["error"] or r["reason"] or r["config_notes"]] for r in rows]
+             r["error"] or r["reason"] or r["notes"]] for r in rows]
     return (f"# prune(output='auto'): the user's own class or the GraphModule\n\n"
             f"{n_module}/{len(rows)} models came back as their own class; {len(ok)} of them mask-equivalent "
             f"(≤ 1e-4), with the original's state_dict keys, and rebuilt exactly by rebuild_like. "

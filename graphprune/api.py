@@ -18,7 +18,8 @@ from .inspect_model import count_cost, inspect
 from .options import check_prune_options
 from .passes import MODULE_STATE_KEY, warn_hooks_not_kept
 from .passes.in_place import InPlaceError, choose_output
-from .trace import AUTO_LEAVES
+from .trace import AUTO_LEAVES, _trace_graph, private_copy
+from .trace_state import collect_hooks, hooked_module_names
 from .plan import Plan
 from .result import PruneReport, PruneResult
 from .search import AllocationConfig
@@ -54,13 +55,25 @@ def _ignored_groups(graph: DependencyGraph, ignored_layers: Iterable) -> frozens
 
 
 def _recapture(traced, example_inputs, leaf_modules, concrete_args, keep_hooks: bool) -> Callable:
-    """The front end ``traced`` came from, with the same settings: ``rewrite_in_place`` captures the user's
-    class at the pruned widths with it (modules ``leaf_modules="auto"`` made opaque are named)."""
+    """The front end ``traced`` came from, with the same settings, as ``model -> graph``: the in-place check
+    (``passes/in_place.py``) compares the graph of the user's class at the pruned widths with the pruned one.
+    fx: the graph only, not run (the check runs it after comparing); modules ``leaf_modules="auto"`` made
+    opaque are named."""
+    if traced.front_end != "fx":
+        return lambda m: capture(m, example_inputs, front_end=traced.front_end).gm
     leaves = [leaf_modules] if isinstance(leaf_modules, str) else list(leaf_modules or ())
     leaves = [leaf for leaf in leaves if not (isinstance(leaf, str) and leaf == AUTO_LEAVES)] + \
         list(traced.opaque_modules)
-    return lambda m: capture(m, example_inputs, front_end=traced.front_end, leaf_modules=leaves,
-                             concrete_args=concrete_args, keep_hooks=keep_hooks)
+
+    def fx_graph(model: torch.nn.Module) -> torch.fx.GraphModule:
+        private = private_copy(model)
+        private.eval()  # NOTE: as ``trace`` does: traced in inference, training reads linked
+        if isinstance(private, torch.fx.GraphModule) and not leaves and concrete_args is None:
+            return private
+        extra = hooked_module_names(collect_hooks(model)) if keep_hooks else frozenset()
+        return _trace_graph(private, leaves, concrete_args, extra)[0]
+
+    return fx_graph
 
 
 def _search_and_rewrite(traced, b: Budget, strategy: Strategy, importance, floors: dict, ignored_layers,
@@ -188,9 +201,11 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     report.add_latency(outcome)
     report.budget_text = b.describe()
     report.front_end = traced.front_end
-    pruned, report.output_kind, report.output_reason, report.config_notes = timed(
-        seconds, "output", choose_output, opts.output, pruned, traced,
-        _recapture(traced, example_inputs, leaf_modules, concrete_args, keep_hooks))
+    pruned, report.output_kind, in_place = timed(seconds, "output", choose_output, opts.output, pruned, traced,
+                                                 _recapture(traced, example_inputs, leaf_modules, concrete_args,
+                                                            keep_hooks))
+    report.output_reason, report.output_notes, report.size_attributes = \
+        in_place.reason, in_place.notes, in_place.attributes
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
                           importance=importance if isinstance(importance, str) else "custom",
                           achieved=getattr(report, f"{b.metric}_ratio"))

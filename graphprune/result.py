@@ -44,7 +44,8 @@ class PruneReport:
     front_end: str = "fx"  # "fx" (symbolic tracing) or "export" (torch.export, when fx could not trace)
     output_kind: str = "graph"  # "module" (the user's own class, rewritten in place) or "graph" (fx GraphModule)
     output_reason: str = ""  # why the graph was returned ("" when the user's class was)
-    config_notes: list[str] = field(default_factory=list)  # Hugging Face config fields updated or left, and why
+    output_notes: list[str] = field(default_factory=list)  # HF config fields set or left, size attributes set
+    size_attributes: dict[str, int] = field(default_factory=dict)  # int attributes set in place, for rebuild_like
 
     def add_latency(self, outcome: LatencyOutcome | None) -> None:
         """Copy the re-plan loop's final predicted and measured times (``search.latency_budget``)."""

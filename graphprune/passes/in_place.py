@@ -6,8 +6,8 @@ class, same methods (``predict``, ``generate``, ``save_pretrained``), same ``sta
 tensors.  This pass builds that copy and proves it equal to the pruned graph, or says why it cannot.
 
 Reads: the pruned GraphModule, the ``TracedModel`` (its untouched ``source`` copy of the user's model and,
-on the fx front end, its traced module tree) and a ``recapture`` function (the front end with the same
-settings).  Never touches the user's model.  Steps:
+on the fx front end, its traced module tree) and ``recapture`` (the front end with the same settings, giving
+the graph of a model).  Never touches the user's model.  Steps:
 
 1. **Tensors by name.**  A deep copy of ``traced.source`` takes every parameter and buffer from the pruned
    model under the same qualified name (ties stay ties, ``requires_grad`` and persistence as pruned).  A
@@ -18,11 +18,16 @@ settings).  Never touches the user's model.  Steps:
    end the attributes the rule rewrites set on the pruned module of the same name are copied over too
    (they are authoritative, e.g. for a norm without affine tensors).  A Hugging Face config gets its uniform
    widths (``hf_config``).
-3. **Proof by recapture.**  The copy is captured again with the same front end and its graph compared with
-   the pruned graph node by node: same ops, same targets, same literal arguments, same shapes.  A size the
-   forward bakes (``x.view(-1, 512)``, an attribute no rule updates, ``torch.export``'s literals from
-   Python ints) shows up as the old literal where the pruned graph has the new one; a folded constant or a
-   removed block shows up as a different node.  Either refuses, naming the node and the source line.
+3. **Proof by recapture.**  The copy is captured again and its graph compared with the pruned graph node by
+   node (``code_graph.first_difference``: same ops, targets, literal arguments), then run on fake tensors for
+   the same shapes.  A size the forward bakes (``x.view(-1, 512)``, ``torch.export``'s literals from Python
+   ints) shows up as the old literal where the pruned graph has the new one; a replaced call, folded constant
+   or removed block as a different node.  Either refuses, naming the node and the source line.
+4. **Sizes held in attributes.**  Where only integer literals differ, the size may come from an int attribute
+   of a module whose code made the node (torchvision ViT's ``hidden_dim``, timm attention's ``head_dim``):
+   such an attribute equal to the old size is set to the new one and step 3 repeats; it is kept only if the
+   first difference moved on (else put back), and listed in the notes.  Only the proof of step 3 decides:
+   an attribute the forward never reads is never kept.
 
 ``choose_output`` applies the ``output=`` option: ``"graph"`` keeps the GraphModule, ``"module"`` returns the
 copy or raises ``InPlaceError`` with the reason, ``"auto"`` returns the copy when possible, else the graph
@@ -31,7 +36,6 @@ and the reason (``PruneReport.output_reason``).
 from __future__ import annotations
 
 import copy
-import operator
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Callable
@@ -41,12 +45,14 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..trace import TracedModel, propagate_shapes
+from .code_graph import Difference, first_difference
 from .hf_config import update_config
 from .resize_modules import resize_attributes
 
-__all__ = ["OUTPUTS", "InPlaceError", "InPlace", "rewrite_in_place", "choose_output", "graph_difference"]
+__all__ = ["OUTPUTS", "InPlaceError", "InPlace", "rewrite_in_place", "choose_output"]
 
 OUTPUTS = ("auto", "module", "graph")
+MAX_ADOPTED_SIZES = 32  # size attributes step 4 may set on one model
 
 
 class InPlaceError(ValueError):
@@ -55,11 +61,16 @@ class InPlaceError(ValueError):
 
 @dataclass
 class InPlace:
-    """The user's class at the pruned widths (``model``), or why not (``reason``); ``notes`` on its config."""
+    """The user's class at the pruned widths (``model``), or why not (``reason``).
+
+    ``notes``: config fields set or left, attributes set (step 4); ``attributes``: the int attributes step 4 set,
+    by qualified name (``"hidden_dim"``, ``"blocks.0.attn.head_dim"``), for ``rebuild_like(..., attributes=)``.
+    """
 
     model: nn.Module | None
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    attributes: dict[str, int] = field(default_factory=dict)
 
 
 def _named_tensors(module: nn.Module):
@@ -122,134 +133,126 @@ def _build_copy(pruned: fx.GraphModule, traced: TracedModel) -> InPlace:
     return InPlace(candidate, notes=notes)
 
 
-def _where(node: fx.Node) -> str:
-    """The innermost source line of a node's stack trace, when the front end recorded one."""
-    lines = [s.strip() for s in (node.meta.get("stack_trace") or "").strip().splitlines()]
-    files = [i for i, s in enumerate(lines) if s.startswith("File ")]
-    if not files:
-        return ""
-    i = files[-1]
-    code = lines[i + 1] if i + 1 < len(lines) else ""
-    return f" ({lines[i]}: {code})" if code else f" ({lines[i]})"
+@dataclass
+class _Adopted:
+    """One size attribute set on the copy: ``module.attr`` from ``old`` to its pruned value."""
+
+    module: nn.Module
+    attr: str
+    old: int
+    name: str  # qualified: module path + attribute
+    new: int
+    note: str
+
+    def revert(self) -> None:
+        setattr(self.module, self.attr, self.old)
 
 
-def _slice_key(s: slice) -> tuple:
-    """NOTE: ``x[:, :12]`` and ``x[:, 0:12]`` are one slice; the slice rewrite writes explicit starts."""
-    step = 1 if s.step is None else s.step
-    start = 0 if s.start is None and isinstance(step, int) and step > 0 else s.start
-    return start, s.stop, step
+def _owners(node: fx.Node, root: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules whose code made ``node``, innermost first, then the root (``nn_module_stack``)."""
+    paths = [v[0] if isinstance(v, tuple) else str(v) for v in (node.meta.get("nn_module_stack") or {}).values()]
+    owners = []
+    for path in reversed(paths):
+        try:
+            owners.append((path, root.get_submodule(path)))
+        except AttributeError:  # a path in the front end's own spelling: skipped
+            continue
+    return owners + [("", root)]
 
 
-def _index_key(node: fx.Node, shapes: dict[str, tuple[int, ...]]) -> tuple | None:
-    """``x[i0, i1, ...]`` with slices and ints: each slice as the range it selects on the pruned shape of
-    ``x`` (``x[:, 4:]`` and ``x[:, 4:14]`` select the same channels of a 14-channel ``x``); None otherwise."""
-    if node.target is not operator.getitem or len(node.args) != 2 or not isinstance(node.args[0], fx.Node):
-        return None
-    shape, index = shapes.get(node.args[0].name), node.args[1]
-    index = index if isinstance(index, tuple) else (index,)
-    if shape is None or len(index) > len(shape) or not all(isinstance(i, (slice, int)) for i in index):
-        return None
+def _adopt_size(candidate: nn.Module, diff: Difference, tried: set) -> _Adopted | None:
+    """Step 4: an int attribute of a module that made the node, equal to a size the code baked; set it."""
+    new_of: dict[int, int] = {}
+    for old, new in diff.sizes:
+        if new_of.setdefault(old, new) != new:
+            return None  # one old size, two new ones: no single attribute can say both
+    for path, module in _owners(diff.node, candidate):
+        for attr, value in list(vars(module).items()):
+            if attr.startswith("_") or type(value) is not int or value not in new_of or (id(module), attr) in tried:
+                continue
+            tried.add((id(module), attr))
+            setattr(module, attr, new_of[value])
+            where = f"{path}.{attr}" if path else attr
+            return _Adopted(module, attr, value, where, new_of[value],
+                            f"{where} {value} -> {new_of[value]} (read at node '{diff.node.name}')")
+    return None
+
+
+@dataclass
+class _Check:
+    """The copy against the pruned graph: ``reason`` is '' when they are the same program."""
+
+    reason: str
+    diff: Difference | None = None
+
+    def later_than(self, other: "_Check") -> bool:
+        """Progress: no difference left, or the first one moved on (or kept fewer baked sizes)."""
+        if self.diff is None:
+            return not self.reason
+        if other.diff is None:
+            return False
+        if self.diff.index != other.diff.index:
+            return self.diff.index > other.diff.index
+        return len(self.diff.sizes) < len(other.diff.sizes)
+
+
+def _check(candidate: nn.Module, pruned: fx.GraphModule, traced: TracedModel, shapes: dict,
+           recapture: Callable[[nn.Module], fx.GraphModule]) -> _Check:
+    """Step 3: capture the copy again; same graph as ``pruned``, and the same shapes when run."""
     try:
-        return tuple(i.indices(n) if isinstance(i, slice) else i for i, n in zip(index, shape))
-    except TypeError:  # a bound that is a node (a size read): compare as written
-        return None
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, slice) and isinstance(b, slice):
-        return _slice_key(a) == _slice_key(b)
-    if isinstance(a, fx.Node) or isinstance(b, fx.Node):
-        return isinstance(a, fx.Node) and isinstance(b, fx.Node) and a.name == b.name
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        # NOTE: a rule rewrite may write a list where the code passes a tuple (``normalized_shape``): same sizes
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape \
-            and bool(torch.equal(a, b))
-    return type(a) is type(b) and a == b
-
-
-def _shown(args: Any) -> str:
-    return str(args if not isinstance(args, tuple) else fx.node.map_arg(args, lambda n: n.name))[:160]
-
-
-def _same_call(a: fx.Node, b: fx.Node, shapes: dict[str, tuple[int, ...]]) -> bool:
-    if _same(a.args, b.args) and _same(a.kwargs, b.kwargs):
-        return True
-    key = _index_key(a, shapes)
-    return key is not None and key == _index_key(b, shapes) and _same(a.args[0], b.args[0])
-
-
-def graph_difference(code_graph: fx.Graph, pruned_graph: fx.Graph, shapes: dict[str, tuple[int, ...]]) -> str:
-    """The first node where ``code_graph`` (the copy, captured again) differs from ``pruned_graph``, whose
-    values have ``shapes``; '' if none."""
-    code_nodes, pruned_nodes = list(code_graph.nodes), list(pruned_graph.nodes)
-    for a, b in zip(code_nodes, pruned_nodes):
-        if a.op != b.op or a.name != b.name or not _same(a.target, b.target):
-            return (f"the pruned graph has node '{b.name}' ({b.op} {b.target}) where the model's code gives "
-                    f"'{a.name}' ({a.op} {a.target}){_where(a)}: the rewrite changed the graph's structure "
-                    "(folded constants, removed blocks or branches)")
-        if not _same_call(a, b, shapes):
-            return (f"node '{b.name}' ({b.op} {b.target}){_where(a)}: the model's code passes "
-                    f"{_shown(a.args)}{_shown(a.kwargs) if a.kwargs else ''} where the pruned widths need "
-                    f"{_shown(b.args)}{_shown(b.kwargs) if b.kwargs else ''}: a size is baked into the "
-                    "forward (a literal, or an attribute graphprune does not update)")
-    if len(code_nodes) != len(pruned_nodes):
-        return (f"the model's code gives {len(code_nodes)} nodes, the pruned graph has {len(pruned_nodes)}: the "
-                "rewrite changed the graph's structure (folded constants, removed blocks or branches)")
-    return ""
-
-
-def _rewritten_sizes(traced: TracedModel, pruned: fx.GraphModule) -> str:
-    """fx front end: the calls whose literal arguments the rewrite changed, i.e. sizes the code writes out
-    (the likely culprits when the code does not run at the pruned widths); '' for torch.export, whose
-    literals also come from module attributes."""
-    if traced.front_end != "fx":
-        return ""
-    before = {n.name: n for n in traced.gm.graph.nodes}
-    changed = [n for n in pruned.graph.nodes if n.op in ("call_function", "call_method") and n.name in before
-               and not (_same(n.args, before[n.name].args) and _same(n.kwargs, before[n.name].kwargs))]
-    shown = "; ".join(f"node '{n.name}' ({n.op} {getattr(n.target, '__name__', n.target)}) "
-                      f"{_shown(before[n.name].args)} -> {_shown(n.args)}" for n in changed[:3])
-    return f". Sizes baked into the forward that the pruned graph rewrote: {shown}" if changed else ""
+        code = recapture(candidate)
+    except Exception as exc:  # the model's own code refuses the new sizes: that is the answer
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        return _Check(f"the model's code does not run at the pruned widths: {type(exc).__name__}: {first}")
+    diff = first_difference(code.graph, pruned.graph, shapes)
+    if diff is not None:
+        return _Check(diff.text, diff)
+    try:
+        code_shapes = propagate_shapes(code, traced.example_inputs)
+    except Exception as exc:
+        return _Check(f"the model's code does not run at the pruned widths: {type(exc).__name__}: "
+                      f"{str(exc).strip()[:300]}")
+    wrong = [v for v, s in code_shapes.items() if shapes.get(v, s) != s]
+    if wrong:
+        return _Check(f"value '{wrong[0]}' has shape {code_shapes[wrong[0]]} in the model's code and "
+                      f"{shapes[wrong[0]]} in the pruned graph")
+    return _Check("")
 
 
 def rewrite_in_place(pruned: fx.GraphModule, traced: TracedModel,
-                     recapture: Callable[[nn.Module], TracedModel]) -> InPlace:
+                     recapture: Callable[[nn.Module], fx.GraphModule]) -> InPlace:
     """The user's class at the pruned widths, proven equal to ``pruned`` (module docstring), or the reason."""
     if traced.source is None:
         return InPlace(None, "the capture kept no copy of the user's model")
     built = _build_copy(pruned, traced)
     if built.model is None:
         return built
-    try:
-        again = recapture(built.model)
-    except Exception as exc:  # the model's own code refuses the new sizes: that is the answer
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        return InPlace(None, f"the model's code does not run at the pruned widths: {type(exc).__name__}: {first}"
-                       + _rewritten_sizes(traced, pruned))
     shapes = propagate_shapes(pruned, traced.example_inputs)
-    reason = graph_difference(again.gm.graph, pruned.graph, shapes)
-    if not reason:
-        wrong = [v for v, s in again.shapes.items() if shapes.get(v, s) != s]
-        if wrong:
-            reason = (f"value '{wrong[0]}' has shape {again.shapes[wrong[0]]} in the model's code and "
-                      f"{shapes[wrong[0]]} in the pruned graph")
-    return InPlace(None, reason, built.notes) if reason else built
+    state, tried = _check(built.model, pruned, traced, shapes, recapture), set()
+    for _ in range(MAX_ADOPTED_SIZES):
+        adopted = _adopt_size(built.model, state.diff, tried) if state.diff and state.diff.sizes else None
+        if adopted is None:
+            break
+        after = _check(built.model, pruned, traced, shapes, recapture)
+        if after.later_than(state):
+            built.notes.append(adopted.note)
+            built.attributes[adopted.name] = adopted.new
+            state = after
+        else:  # that attribute was not where the size came from
+            adopted.revert()
+    return InPlace(None, state.reason) if state.reason else built
 
 
 def choose_output(output: str, pruned: fx.GraphModule, traced: TracedModel,
-                  recapture: Callable[[nn.Module], TracedModel]) -> tuple[nn.Module, str, str, list[str]]:
-    """(model, kind ``"module"``/``"graph"``, reason the graph was kept, config notes) for ``output``."""
+                  recapture: Callable[[nn.Module], fx.GraphModule]) -> tuple[nn.Module, str, InPlace]:
+    """(model, kind ``"module"``/``"graph"``, what the in-place attempt found) for ``output``."""
     if output == "graph":
-        return pruned, "graph", "output='graph' was asked for", []
+        return pruned, "graph", InPlace(None, "output='graph' was asked for")
     done = rewrite_in_place(pruned, traced, recapture)
     if done.model is not None:
-        return done.model, "module", "", done.notes
+        return done.model, "module", done
     if output == "module":
         raise InPlaceError(f"output='module': the pruned model cannot be the user's own class: {done.reason}. "
                            "Compute the size from the tensor (x.shape / x.size() / x.flatten(1)) in that code, "
                            "or pass output='graph' (or 'auto') to get the pruned torch.fx GraphModule")
-    return pruned, "graph", done.reason, done.notes
+    return pruned, "graph", done

@@ -17,6 +17,7 @@ take their base's row):
    attributes (nothing says its new size).
 5. ``MultiheadAttention``: ``embed_dim = kdim = vdim``, ``head_dim = embed_dim / num_heads``, and its
    ``out_proj`` as a Linear (graphprune keeps the head count and rescales the query weights itself).
+6. Hugging Face ``Conv1D`` (GPT-2's transposed Linear, matched by class name): ``nx, nf = w.shape``.
 
 ``rebuild_like(model, state_dict)`` uses the same rows to build a fresh instance at the widths of a pruned
 ``state_dict`` (save a pruned model's ``state_dict()``, construct the class again, ``rebuild_like`` it).
@@ -74,6 +75,10 @@ def _group_norm(m: nn.Module) -> None:
         m.num_groups = m.num_channels // per_group
 
 
+def _hf_conv1d(m: nn.Module) -> None:
+    m.nx, m.nf = m.weight.shape  # NOTE: a Linear with its weight transposed (GPT-2)
+
+
 def _multihead_attention(m: nn.Module) -> None:
     if m.in_proj_weight is None:
         return  # separate q/k/v projections: graphprune freezes those (no rule), nothing changed
@@ -84,7 +89,7 @@ def _multihead_attention(m: nn.Module) -> None:
 
 _NORMALIZED = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
-SIZE_RULES: list[tuple[tuple[type, ...], Callable[[nn.Module], None]]] = [
+SIZE_RULES: list[tuple[tuple[type | str, ...], Callable[[nn.Module], None]]] = [
     ((nn.Conv1d, nn.Conv2d, nn.Conv3d), _conv),
     ((nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d), _conv_transpose),
     ((nn.Linear,), _linear),
@@ -94,13 +99,19 @@ SIZE_RULES: list[tuple[tuple[type, ...], Callable[[nn.Module], None]]] = [
     (_NORMALIZED, _normalized_shape),
     ((nn.GroupNorm,), _group_norm),
     ((nn.MultiheadAttention,), _multihead_attention),
+    (("transformers.pytorch_utils.Conv1D",), _hf_conv1d),  # by name: transformers is not imported here
 ]
+
+
+def _is_instance(module: nn.Module, types: tuple) -> bool:
+    names = {f"{c.__module__}.{c.__qualname__}" for c in type(module).__mro__}
+    return any(t in names if isinstance(t, str) else isinstance(module, t) for t in types)
 
 
 def resize_attributes(module: nn.Module) -> bool:
     """Apply ``module``'s row of ``SIZE_RULES`` (module docstring); False when no row knows its type."""
     for types, fn in SIZE_RULES:
-        if isinstance(module, types):
+        if _is_instance(module, types):
             fn(module)
             return True
     return False
@@ -111,13 +122,18 @@ def _resized_like(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return nn.Parameter(new, t.requires_grad) if isinstance(t, nn.Parameter) else new
 
 
-def rebuild_like(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, load: bool = True) -> nn.Module:
+def rebuild_like(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, load: bool = True,
+                 attributes: Mapping[str, int] | None = None) -> nn.Module:
     """A copy of ``model`` (a freshly built instance of the original architecture) at the widths of
     ``state_dict`` (a pruned model's ``state_dict()``, same keys): every tensor whose shape differs is
     replaced by one of the saved shape, size attributes follow (``SIZE_RULES``), a Hugging Face config gets
     the uniform widths (``hf_config.update_config``), and with ``load`` the saved values are loaded (strict).
 
-    ``model`` itself is not modified.  Raises ``KeyError`` naming a saved key the model does not have.
+    ``attributes``: int attributes by qualified name that the code reads as sizes and no tensor shape states
+    (``PruneReport.size_attributes`` of the prune, e.g. torchvision ViT's ``{"hidden_dim": 384}``).
+
+    ``model`` itself is not modified.  Raises ``KeyError`` naming a saved key or attribute the model does not
+    have.
     """
     from .hf_config import update_config
 
@@ -141,6 +157,12 @@ def rebuild_like(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, lo
         touched.add(owner_name)
     for name in sorted(touched):
         resize_attributes(fresh.get_submodule(name))
+    for name, value in (attributes or {}).items():
+        owner_name, _, attr = name.rpartition(".")
+        owner = fresh.get_submodule(owner_name)
+        if type(getattr(owner, attr, None)) is not int:
+            raise KeyError(f"rebuild_like: attribute {name!r} is not an int attribute of the model")
+        setattr(owner, attr, int(value))
     update_config(fresh)
     if load:
         fresh.load_state_dict(state_dict, strict=True)

@@ -82,7 +82,7 @@ def test_model_comes_back_as_its_own_class(build, onnx, tmp_path):
         check = check_onnx(pruned, x, export_onnx(pruned, x, tmp_path / "m.onnx"))
         assert check.max_abs_diff <= 1e-4
     torch.manual_seed(1)  # a freshly built instance with other weights: every value comes from the state_dict
-    fresh = rebuild_like(build()[0].eval(), pruned.state_dict())
+    fresh = rebuild_like(build()[0].eval(), pruned.state_dict(), attributes=result.report.size_attributes)
     with torch.no_grad():
         torch.testing.assert_close(_first(fresh(x)), _first(pruned(x)), rtol=0, atol=0)
 
@@ -98,7 +98,7 @@ def test_bert_config_states_the_uniform_widths():
     if len(widths) == 1:
         assert pruned.config.intermediate_size == widths.pop()
     else:  # one number cannot state several widths: left, and the note says how to rebuild
-        assert any("rebuild_like" in note for note in result.report.config_notes)
+        assert any("rebuild_like" in note for note in result.report.output_notes)
 
 
 def test_bert_with_pruned_head_dims_falls_back_with_the_module_named():
@@ -130,10 +130,11 @@ def test_baked_size_falls_back_to_the_graph_with_the_reason():
     model, x = randomize_(_Baked()).eval(), torch.randn(2, 3, 8, 8)
     result = graphprune.prune(model, 0.5, x, round_to=1, return_result=True)
     assert isinstance(result.model, torch.fx.GraphModule) and result.report.output_kind == "graph"
-    assert "node 'view' (call_method view) ('adaptive_avg_pool2d', -1, 16) -> ('adaptive_avg_pool2d', -1, 8)" in result.report.output_reason
-    assert "baked" in result.report.output_reason
+    assert ("node 'view' (call_method view): the model's code passes ('adaptive_avg_pool2d', -1, 16) where the "
+            "pruned widths need ('adaptive_avg_pool2d', -1, 8)") in result.report.output_reason
+    assert "baked" in result.report.output_reason and not result.report.size_attributes
     _assert_mask_equivalent(result, x)
-    with pytest.raises(InPlaceError, match=r"(?s)baked.*node 'view'.*output='graph'"):
+    with pytest.raises(InPlaceError, match=r"(?s)node 'view'.*baked.*output='graph'"):
         graphprune.prune(model, 0.5, x, round_to=1, output="module")
 
 
@@ -144,6 +145,36 @@ def test_size_read_from_the_tensor_stays_in_place():
     assert type(result.model) is _Baked and result.model.fc.in_features == result.model.conv.out_channels < 16
     assert result.model.bn.num_features == result.model.conv.out_channels
     _assert_mask_equivalent(result, x)
+
+
+class _SizeInAttribute(_Baked):
+    """Flattens with a size held in an int attribute (as torchvision ViT's ``hidden_dim``); ``unrelated`` has
+    the same value and is never read by ``forward``."""
+
+    def __init__(self):
+        super().__init__()
+        self.unrelated = 16
+        self.width = 16
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(F.relu(self.bn(self.conv(x))), 1)
+        return self.fc(x.view(-1, self.width))
+
+
+def test_size_held_in_an_int_attribute_is_set_and_proven():
+    torch.manual_seed(0)
+    model, x = randomize_(_SizeInAttribute()).eval(), torch.randn(2, 3, 8, 8)
+    result = graphprune.prune(model, 0.5, x, round_to=1, return_result=True)
+    width = result.model.conv.out_channels
+    assert result.report.output_kind == "module" and result.report.size_attributes == {"width": width}
+    assert result.model.width == width < 16 and model.width == 16
+    assert result.model.unrelated == 16  # tried first (same value), put back: the graph did not change
+    assert any(note.startswith(f"width 16 -> {width}") for note in result.report.output_notes)
+    _assert_mask_equivalent(result, x)
+    fresh = rebuild_like(_SizeInAttribute().eval(), result.model.state_dict(),
+                         attributes=result.report.size_attributes)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), result.model(x), rtol=0, atol=0)
 
 
 def test_training_flags_and_hooks_follow_the_graph_policy():
