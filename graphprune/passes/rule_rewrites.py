@@ -89,7 +89,7 @@ def _planned_entries(gm: fx.GraphModule, node: fx.Node, slots: SizeEntries, size
         old, new = sizes.old.value(whole), sizes.new.value(whole)
         if slots.first_axis + len(old) > n_axes:
             return None
-        want = tuple(sizes.planned(axis(j)) for j in range(len(old)))
+        want = tuple(-1 if o == -1 else sizes.planned(axis(j)) for j, o in enumerate(old))
         if new == want:
             return None
         with gm.graph.inserting_before(node):

@@ -80,7 +80,8 @@ class SizeEvaluator:
             items = [self.value(x) for x in node]
             return UNKNOWN if any(i is UNKNOWN for i in items) else type(node)(items)
         if isinstance(node, slice):
-            return UNKNOWN
+            parts = [self.value(v) for v in (node.start, node.stop, node.step)]
+            return UNKNOWN if any(p is UNKNOWN for p in parts) else slice(*parts)
         if not isinstance(node, fx.Node):
             return node
         if node not in self.memo:
@@ -297,12 +298,20 @@ def _factory_couple(ctx) -> None:
     if x is not None:  # ``x.new_zeros(...)``: only x's dtype and device are read
         ctx.touch(*ctx.dims(x))
     slots = size_slots(ctx.node, ctx._b.shapes)
-    if slots is None or slots.form == "whole" or len(slots.entries) != ctx.ndim(out):
+    if slots is None:
         return
-    for j, entry in enumerate(slots.entries):
+    entries = slots.entries
+    if slots.form == "whole":  # ``x.new_zeros(y.shape)``: entry j is y's axis j
+        read = read_axes(entries[0], ctx._b.shapes)
+        if read is None or len(read[1]) != ctx.ndim(out) or entries[0].target in ("numel", "nelement"):
+            return
+        entries = [Dim(read[0], a) for a in read[1]]
+    if len(entries) != ctx.ndim(out):
+        return
+    for j, entry in enumerate(entries):
         d = Dim(out, j)
         read = read_axes(entry, ctx._b.shapes) if isinstance(entry, fx.Node) else None
-        src = direct_read(entry, ctx._b.shapes)
+        src = entry if isinstance(entry, Dim) else direct_read(entry, ctx._b.shapes)
         if src is not None and ctx.shape(src.value)[src.axis] == ctx.shape(out)[j] and src.value != out:
             ctx.same(d, src)
         elif read is None:
