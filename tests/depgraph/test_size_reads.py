@@ -282,3 +282,23 @@ def test_unchanged_widths_stay_symbolic():
     graph = _graph(model, x, "fx")
     r = check_rewrite(model, x, keep=graph.full_keep(), graph=graph)
     assert "shape" in r.pruned.code and np.isclose(r.max_diff, 0.0)
+
+
+class SplitBySize(nn.Module):
+    """``h.split(h.shape[-1] // 2, -1)``: a size read into an op that returns a tuple (the split rewrite sizes it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 16), nn.Linear(8, 4)
+
+    def forward(self, x):
+        lo, hi = self.a(x).split(self.a(x).shape[-1] // 2, dim=-1)
+        return self.b(lo * hi)
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_size_read_into_a_tuple_returning_op_is_not_frozen(front_end):
+    model, x = SplitBySize().eval(), torch.randn(2, 8)
+    graph = _graph(model, x, front_end)
+    assert _group_of(graph, "@a.weight") is not None, [f.reason for f in graph.frozen]
+    _check_plans(model, x, graph)

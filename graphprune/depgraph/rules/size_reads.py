@@ -252,10 +252,11 @@ def write_size_entries(node: fx.Node, slots: SizeEntries, entries: list) -> None
 def _unevaluable_user(node: fx.Node, shapes: dict) -> fx.Node | None:
     """The first node downstream of a size read, through non-tensor nodes, whose value cannot be evaluated."""
     evaluator = SizeEvaluator(shapes, lambda v: shapes[v])
+    tuple_ops = {k.split("#")[0] for k in shapes if "#" in k}  # ops returning tensors as tuple items
     stack, seen = list(node.users), set()
     while stack:
         user = stack.pop()
-        if user in seen or user.name in shapes or user.op == "output":
+        if user in seen or user.name in shapes or user.name in tuple_ops or user.op == "output":
             continue  # tensor ops and the output take the number as an argument: the rewrite handles them
         seen.add(user)
         if user.op in ("call_function", "call_method") and evaluator.value(user) is UNKNOWN:
