@@ -302,3 +302,23 @@ def test_size_read_into_a_tuple_returning_op_is_not_frozen(front_end):
     graph = _graph(model, x, front_end)
     assert _group_of(graph, "@a.weight") is not None, [f.reason for f in graph.frozen]
     _check_plans(model, x, graph)
+
+
+class AssertsWidth(nn.Module):
+    """``torch._assert(h.shape[1] == 16)``: the check holds in the reference, so it must hold pruned."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.a(x)
+        torch._assert(h.shape[1] == 16, "width")
+        return self.b(h)
+
+
+def test_size_read_into_an_assert_keeps_the_original_value():
+    model, x = AssertsWidth().eval(), torch.randn(2, 8)
+    graph = _graph(model, x, "fx")
+    assert _group_of(graph, "@a.weight").n_units == 16
+    _check_plans(model, x, graph)

@@ -259,10 +259,10 @@ def _unevaluable_user(node: fx.Node, shapes: dict) -> fx.Node | None:
         if user in seen or user.name in shapes or user.name in tuple_ops or user.op == "output":
             continue  # tensor ops and the output take the number as an argument: the rewrite handles them
         seen.add(user)
-        if user.op in ("call_function", "call_method") and evaluator.value(user) is UNKNOWN:
-            return user
-        if user.op == "call_module":
-            return user
+        if evaluator.value(user) is UNKNOWN:
+            if user.users:  # an unknown value computed from sizes flows on
+                return user
+            continue  # it only consumes the number (``torch._assert(C == 16)``): the rewrite gives it the original
         stack.extend(user.users)
     return None
 
