@@ -28,11 +28,11 @@ from graphprune.files import write_text_atomic  # noqa: E402
 from graphprune.testing import check_rewrite, randomize_  # noqa: E402
 
 MODELS = {  # name: (image size, create_model overrides)
-    "cait_xxs24_224": (32, dict(depth=2)),
+    "cait_xxs24_224": (32, dict(img_size=32, depth=2)),
     "pvt_v2_b0": (64, {}),
-    "xcit_nano_12_p16_224": (32, dict(depth=2)),
-    "beit_base_patch16_224": (32, dict(depth=1, embed_dim=64, num_heads=4)),
-    "eva02_tiny_patch14_224": (28, dict(depth=2)),
+    "xcit_nano_12_p16_224": (32, dict(img_size=32, depth=2)),
+    "beit_base_patch16_224": (32, dict(img_size=32, depth=1, embed_dim=64, num_heads=4)),
+    "eva02_tiny_patch14_224": (28, dict(img_size=28, depth=2)),
 }
 OUT = RESULTS / "size_reads_timm"
 
@@ -41,7 +41,7 @@ def measure(name: str, size: int, overrides: dict) -> dict:
     import timm
 
     torch.manual_seed(0)
-    model = randomize_(timm.create_model(name, pretrained=False, img_size=size, **overrides).eval())
+    model = randomize_(timm.create_model(name, pretrained=False, **overrides).eval())
     x = torch.randn(1, 3, size, size)
     row: dict = {"model": name}
     try:

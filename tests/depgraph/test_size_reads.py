@@ -322,3 +322,23 @@ def test_size_read_into_an_assert_keeps_the_original_value():
     graph = _graph(model, x, "fx")
     assert _group_of(graph, "@a.weight").n_units == 16
     _check_plans(model, x, graph)
+
+
+class ClampBySize(nn.Module):
+    """Bounds computed from a width (``clamp(max=C / 64)``): the pruned model must clamp at the original bounds."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(h.clamp(min=-h.shape[1] / 64, max=h.shape[1] / 64))
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_size_read_as_clamp_bounds_keeps_the_original_value(front_end):
+    model, x = ClampBySize().eval(), torch.randn(4, 8)
+    graph = _graph(model, x, front_end)
+    assert _group_of(graph, "@a.weight").n_units == 16
+    _check_plans(model, x, graph)
