@@ -88,7 +88,7 @@ def test_size_read_used_as_an_attention_scale_keeps_the_original_value(front_end
         assert "0.25" in pruned.code and "size" not in pruned.code  # 16 ** -0.5, not the pruned width's
 
 
-# ---- timm-style attention: B, N, C = x.shape … reshape(B, N, C) -----------------------------------------------
+# ---- timm-style attention: C = x.shape[-1] … reshape(B, N, C) -------------------------------------------------
 class Attention(nn.Module):
     """timm's Attention before ``attn_dim``: the inner width is given by the residual width's number ``C``."""
 
@@ -98,7 +98,7 @@ class Attention(nn.Module):
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
 
     def forward(self, x):
-        B, N, C = x.shape
+        B, N, C = x.size(0), x.size(1), x.shape[-1]  # timm: ``B, N, C = x.shape``
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         if self.fused:
