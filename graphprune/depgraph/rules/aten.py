@@ -12,9 +12,10 @@ rewrite functions are reused unchanged; otherwise a small adapter reads the ATen
    ``select``; ``split``/``split_with_sizes``/``chunk`` (rewritten to ``split_with_sizes`` with the new
    sizes); ``unbind``, ``cat``, ``stack``, ``(un)squeeze``, ``(un)flatten``;
 3. element-wise ops, reductions, softmax, products and ``scaled_dot_product_attention`` as in the fx rows;
-4. size reads ``sym_size.int`` (dynamic shapes only): a size fed to a ``view``/``reshape``/``expand`` is
-   coupled there and follows the pruned width; a size used as a *number* (arithmetic, a scale) would
-   silently change meaning, so that dim is frozen, naming the user;
+4. size reads ``sym_size.int`` (dynamic shapes only): a size fed to a ``view``/``reshape``/``expand`` gives
+   that output axis its planned size (``size_reads.py``: the rewrite makes it a literal where they differ);
+   a size used as a *number* (arithmetic, a scale) would silently change meaning, so that dim is frozen,
+   naming the user (static exports bake sizes as literals, which keep their original value);
 5. ``_assert_tensor_metadata`` checks dtype/device/layout: it constrains no channel unless it pins sizes.
 
 Items of tuple outputs are read by ``operator.getitem`` nodes, which use the fx row (``indexing.py``).
@@ -174,10 +175,11 @@ def _size_read(ctx, entry) -> Dim | None:
 
 
 def _couple_sizes(ctx, out: str, entries) -> None:
-    """A size read used as output axis j: both shrink together (see ``shape.couple_size_args``)."""
+    """A size read giving an output axis the rule left alone: both shrink together (``shape.couple_size_args``)."""
     for j, e in enumerate(entries if isinstance(entries, (list, tuple)) else ()):
         src = _size_read(ctx, e)
-        if src is not None and j < ctx.ndim(out) and ctx.shape(src.value)[src.axis] == ctx.shape(out)[j]:
+        if src is not None and j < ctx.ndim(out) and Dim(out, j) not in ctx.touched \
+                and ctx.shape(src.value)[src.axis] == ctx.shape(out)[j]:
             ctx.same(Dim(out, j), src)
 
 
@@ -196,8 +198,6 @@ def _rewrite_view(rctx) -> None:
           facts=ZERO_PRESERVING)
 def view(ctx) -> None:
     reshape_like(ctx, ctx.value_of(ctx.arg(0, "self")), ctx.out)
-    if ctx.out is not None:
-        _couple_sizes(ctx, ctx.out, ctx.arg(1, "size"))
 
 
 @register(aten.expand.default, rewrite=_rewrite_view, facts=ZERO_PRESERVING)

@@ -13,11 +13,9 @@ the input and output are cut into blocks of equal products (row-major order make
 
 Where a choice exists, the first option is tried and the builder retries the next if it ends frozen.
 Literal sizes in ``view``/``reshape``/``expand``/``unflatten``/``split`` arguments are rewritten;
-sizes computed from ``x.size()`` are left to recompute themselves (and checked by shape verification).
+sizes computed from ``x.size()`` couple nothing here: ``size_reads.py`` says what they become.
 """
 from __future__ import annotations
-
-import operator
 
 import numpy as np
 import torch
@@ -25,6 +23,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..rule_context import Dim
+from .size_reads import direct_read
 from .table import ZERO_PRESERVING, OpFacts, register, register_method, register_module
 
 
@@ -83,34 +82,18 @@ def reshape_like(ctx, x: str | None, out: str | None) -> None:
             _carry(ctx, out, outs, x, ins[0], merge=False)
 
 
-def size_source(ctx, entry) -> Dim | None:
-    """The tensor dim a size argument was read from: ``x.size(i)``, ``x.shape[i]``, ``x.size()[i]``."""
-    if not isinstance(entry, fx.Node):
-        return None
-    if entry.op == "call_method" and entry.target == "size" and len(entry.args) == 2 \
-            and isinstance(entry.args[1], int) and ctx.value_of(entry.args[0]):
-        x = ctx.value_of(entry.args[0])
-        return Dim(x, entry.args[1] % ctx.ndim(x))
-    if entry.op == "call_function" and entry.target is operator.getitem and isinstance(entry.args[1], int):
-        src = entry.args[0]
-        reads_shape = isinstance(src, fx.Node) and (
-            (src.op == "call_function" and src.target is getattr and src.args[1] == "shape")
-            or (src.op == "call_method" and src.target == "size" and len(src.args) == 1))
-        x = ctx.value_of(src.args[0]) if reads_shape else None
-        if x is not None:
-            return Dim(x, entry.args[1] % ctx.ndim(x))
-    return None
-
-
 def couple_size_args(ctx, out: str, entries: list, first_axis: int = 0) -> None:
-    """A size read from tensor t's axis i and used as output axis j: the two must shrink together.
+    """An output axis the op's own rule left alone (``expand``'s new axes) whose size was read from tensor
+    axis d: the two shrink together (equal *counts* are needed; identical elements is stronger, and valid).
 
-    NOTE: equal *counts* are what is needed; identical elements is stronger, and always valid.
+    NOTE: axes the rule already couples (a reshape's, from its input) are not coupled again to where their
+    size was read: ``B, N, C = x.shape; … .reshape(B, N, C)`` gives the attention's inner width with the
+    residual width's number; the rewrite (``bake_size_reads``) makes such an entry the planned size instead.
     """
     for j, e in enumerate(entries):
-        src = size_source(ctx, e)
+        src = direct_read(e, ctx._b.shapes)
         d = Dim(out, first_axis + j)
-        if src is not None and first_axis + j < ctx.ndim(out) and \
+        if src is not None and d.axis < ctx.ndim(out) and d not in ctx.touched and \
                 ctx.shape(src.value)[src.axis] == ctx.shape(out)[d.axis] and src.value != out:
             ctx.same(d, src)
 
@@ -149,9 +132,6 @@ def _rewrite_view(rctx) -> None:
 @register(torch.reshape, rewrite=_rewrite_view, facts=ZERO_PRESERVING)
 def view(ctx) -> None:
     reshape_like(ctx, ctx.value_of(ctx.node.args[0]), ctx.out)
-    if ctx.out is not None:
-        entries = list(ctx.node.kwargs["shape"]) if "shape" in ctx.node.kwargs else _shape_entries(ctx.node, 1)[1]
-        couple_size_args(ctx, ctx.out, entries)
 
 
 @register_method("flatten", "squeeze", "unsqueeze", facts=ZERO_PRESERVING)
@@ -347,14 +327,3 @@ def repeat(ctx) -> None:
     for a in range(ctx.ndim(x)):
         if reps[lead + a] == 1:
             ctx.same(Dim(x, a), Dim(out, lead + a))
-
-
-@register_method("size", "dim", "numel")
-@register(getattr)
-def metadata(ctx) -> None:
-    """Reading sizes does not constrain pruning; sizes recompute in the pruned graph."""
-    if ctx.node.target is getattr and ctx.node.args[1] not in ("shape", "dtype", "device", "ndim"):
-        return
-    x = ctx.value_of(ctx.node.args[0])
-    if x is not None:
-        ctx.touch(*ctx.dims(x))
