@@ -106,6 +106,16 @@ class RuleContext:
         """Whether ``dim`` is already known to be frozen (upstream facts only; later nodes may add more)."""
         return self._b.is_frozen(dim)
 
+    @property
+    def attention(self) -> str:
+        """What a unit of a head split is here: ``"heads"`` or ``"head_dim"`` (``depgraph/heads.py``)."""
+        return self._b.attention
+
+    @property
+    def head_splits(self) -> dict:
+        """Head splits recorded so far (node name -> ``heads.HeadSplit``)."""
+        return self._b.head_splits
+
     def choose(self, options: list[Dim]) -> int:
         """Index of the option to use where a rule could carry channels on any of ``options``.
 

@@ -24,6 +24,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..heads import split_order
 from ..rule_context import Dim
 from .table import ZERO_PRESERVING, OpFacts, register, register_method, register_module
 
@@ -61,8 +62,8 @@ def _carry(ctx, src: str, src_axes: list[int], dst: str, dst_axis: int, merge: b
     candidates = [k for k, s in enumerate(sizes) if s > 1]
     if merge:  # prefer axes still free, outermost first
         candidates.sort(key=lambda k: (ctx.is_frozen(Dim(src, src_axes[k])), k))
-    else:  # split: innermost first
-        candidates.reverse()
+    else:  # split: innermost first; attention head splits may put the head axis first (depgraph/heads.py)
+        candidates = split_order(ctx, src, src_axes, candidates[::-1])
     if not candidates:
         return
     k = candidates[ctx.choose([Dim(src, src_axes[c]) for c in candidates])]
