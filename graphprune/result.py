@@ -42,6 +42,7 @@ class PruneReport:
     latency_iterations: int = 0
     budget_text: str = ""
     front_end: str = "fx"  # "fx" (symbolic tracing) or "export" (torch.export, when fx could not trace)
+    attention: str = ""  # attention units and heads kept per attention (depgraph/heads.py), "" without attention
 
     def add_latency(self, outcome: LatencyOutcome | None) -> None:
         """Copy the re-plan loop's final predicted and measured times (``search.latency_budget``)."""
@@ -78,6 +79,7 @@ class PruneReport:
 
     def _latency_text(self) -> str:
         text = f"; widths: {self.width_policy}" if self.width_policy else ""
+        text += f"; {self.attention}" if self.attention else ""
         if self.measured_ms is not None:
             text += (f"; {self.target}: measured {self.measured_dense_ms:.3f} -> {self.measured_ms:.3f} ms "
                      f"({self.latency_ratio:.3f}), predicted {self.predicted_dense_ms:.3f} -> "

@@ -24,9 +24,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..heads import split_order
 from ..rule_context import Dim
 from .table import ZERO_PRESERVING, OpFacts, register, register_method, register_module
+from ..heads import split_order  # attention head splits: which axis carries the channels
 
 
 def reshape_blocks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
