@@ -172,3 +172,14 @@ class RuleContext:
                 out_axis = n_out - len(shape) + axis
                 if shape[axis] == self.shape(out)[out_axis]:
                     self.same(Dim(value, axis), Dim(out, out_axis))
+
+    def touch_copies(self, out: str, x: str) -> None:
+        """``expand``: output axes that ``x`` broadcasts from size 1 (or lacks) hold copies.  Any copies may go
+        (the rewrite writes the new size): handled, not frozen.  Coupled only where a later op couples them
+        (GQA/MQA ``repeat_kv``: copy ``r`` of a kv head serves query head ``r`` of its group)."""
+        n_out, n_x = self.ndim(out), self.ndim(x)
+        for axis in range(n_out):
+            ax = axis - (n_out - n_x)
+            if self.shape(out)[axis] > 1 and (ax < 0 or self.shape(x)[ax] == 1):
+                self.touch(Dim(out, axis))
+

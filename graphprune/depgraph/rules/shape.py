@@ -326,6 +326,7 @@ def expand(ctx) -> None:
     if x is not None and out is not None:
         ctx.broadcast(out, [x])
         couple_size_args(ctx, out, _shape_entries(ctx.node, 1)[1])
+        ctx.touch_copies(out, x)  # copies may be pruned (MQA/GQA query heads within a kv group)
 
 
 @register_method("expand_as", "broadcast_to")
