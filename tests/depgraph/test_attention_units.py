@@ -222,3 +222,44 @@ def test_both_prunes_heads_then_head_dims():
     assert result.model.q.weight.shape[0] == heads_left * d_kept
     with torch.no_grad():
         assert result.model(x).shape == model(x).shape
+
+
+# ---- whole models at 0.5 MACs with whole-head units: the plan prune chose, held to the oracle -------------------
+def _prune_and_check(model, x, graph, **kw):
+    result = graphprune.prune(model, 0.5, x, attention="heads", round_to=1, return_result=True, **kw)
+    assert result.report.macs_ratio <= 0.5 + 1e-6 and "heads kept per attention" in result.report.attention
+    check = check_rewrite(model, x, keep=result.plan.keep_mask(graph), graph=graph, rtol=1e-4)
+    kept = heads_kept(graph, check.keep)
+    assert all(d == dd for _, _, _, d, dd in kept) and any(h < hh for _, h, hh, _, _ in kept)
+    return result
+
+
+def test_timm_vit_by_whole_heads_at_half_macs():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2,
+                              embed_dim=64, num_heads=4, num_classes=5).eval()
+    x = torch.randn(1, 3, 32, 32)
+    graph = build_dependency_graph(trace(model, x), attention="heads")
+    assert all(g.n_units == 4 for g in graph.groups if "attn.qkv" in g.name)
+    # NOTE: uniform, so that the attention groups lose units whatever the random weights rank (the global search
+    # may meet the budget in the MLPs alone)
+    _prune_and_check(randomize_(model), x, graph, strategy="uniform")
+
+
+@pytest.mark.parametrize("heads,kv", [(4, 2), (8, 2)], ids=["gqa_2to1", "gqa_4to1"])
+def test_hugging_face_llama_by_whole_heads_at_half_macs(heads, kv):
+    transformers = pytest.importorskip("transformers")
+    from graphprune.capture import capture_with_export
+
+    cfg = transformers.LlamaConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=heads,
+                                   num_key_value_heads=kv, intermediate_size=128, max_position_embeddings=32,
+                                   use_cache=False)
+    torch.manual_seed(0)
+    model, x = randomize_(transformers.LlamaForCausalLM(cfg).eval()), torch.randint(0, 100, (1, 16))
+    graph = build_dependency_graph(capture_with_export(model, x), attention="heads")
+    attn = [g for g in graph.groups if "self_attn" in g.name]
+    assert len(attn) == 2 and all(g.n_units == kv for g in attn)  # a kv head with its query heads
+    result = _prune_and_check(model, x, graph, front_end="export")
+    q, k = result.model.get_submodule("model.layers.0.self_attn.q_proj"), \
+        result.model.get_submodule("model.layers.0.self_attn.k_proj")
+    assert q.weight.shape[0] * kv == k.weight.shape[0] * heads
