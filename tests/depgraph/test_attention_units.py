@@ -120,6 +120,35 @@ def test_attention_units_pass_the_oracle(variant, mode):
             assert (hq, hk) == (heads, kv) and dq == dk
 
 
+class SymbolicRope(Attention):
+    """RoPE as Hugging Face writes it: the half is read from the tensor (``x.shape[-1] // 2``)."""
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, n = x.shape[0], x.shape[1]
+        q, k, v = (p(x).view(b, n, self.heads, self.d).transpose(1, 2) for p in (self.q, self.k, self.v))
+        q = q * self.cos + _rotate_half(q, q.shape[-1] // 2) * self.sin
+        k = k * self.cos + _rotate_half(k, k.shape[-1] // 2) * self.sin
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, self.heads * self.d)
+        return self.head(x + self.o(y))
+
+
+def test_rope_with_run_time_half_prunes_heads_and_freezes_head_dim_with_the_reason():
+    torch.manual_seed(0)
+    model, x = SymbolicRope(rope=True).eval(), torch.randn(2, 6, 12)
+    heads = build_dependency_graph(trace(model, x), attention="heads")
+    assert _qkv_group(heads).n_units == model.heads
+    check_rewrite(model, x, graph=heads, seed=1)
+    # head_dim: the rotated half's bounds are run-time numbers, so q/k keep their head dim (the builder then
+    # tries q/k's head axis, which v's offsets pin); v and o still lose offsets
+    offsets = build_dependency_graph(trace(model, x), attention="head_dim")
+    assert all(Dim("@q.weight", 0) not in g.members for g in offsets.groups)
+    assert any(Dim("@q.weight", 0) in f.dims for f in offsets.frozen)
+    v = next(g for g in offsets.groups if Dim("@v.weight", 0) in g.members)
+    assert v.n_units == model.d
+    check_rewrite(model, x, graph=offsets, seed=1)
+
+
 def test_mqa_prunes_query_heads_within_the_group():
     """One kv head: whole-head units are the query heads (each with its copy of k and v and its o columns)."""
     model, x = _model(**VARIANTS["mqa"])
