@@ -184,7 +184,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     report.attention = describe_heads(graph, keep)
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
                           importance=importance if isinstance(importance, str) else "custom",
-                          achieved=getattr(report, f"{b.metric}_ratio"))
+                          achieved=getattr(report, f"{b.metric}_ratio"), attention=graph.attention)
     if return_result:
         return PruneResult(pruned, plan, report, graph)
     return pruned
@@ -210,4 +210,5 @@ def _prune_both(model: torch.nn.Module, b: Budget, example_inputs: Any, kw: dict
     report.budget, report.budget_text = b.ratio, b.describe()
     report.attention = f"both: {first.report.attention} | then {second.report.attention}"
     report.seconds = {k: first.report.seconds.get(k, 0.0) + v for k, v in second.report.seconds.items()}
-    return PruneResult(second.model, second.plan, report, second.graph) if return_result else second.model
+    plan = Plan(second.plan.kept, dict(second.plan.info, attention="both", budget=b.ratio))  # see apply_plan
+    return PruneResult(second.model, plan, report, second.graph) if return_result else second.model

@@ -251,6 +251,19 @@ def test_both_prunes_heads_then_head_dims():
     assert result.model.q.weight.shape[0] == heads_left * d_kept
     with torch.no_grad():
         assert result.model(x).shape == model(x).shape
+    with pytest.raises(graphprune.plan.PlanError, match="attention='both'"):
+        graphprune.apply_plan(model, result.plan, x)
+
+
+def test_a_plan_of_whole_heads_applies_again():
+    model, x = _model(dim=64, heads=8)
+    result = graphprune.prune(model, 0.5, x, attention="heads", strategy="uniform", round_to=1,
+                              return_result=True)
+    assert result.plan.info["attention"] == "heads"
+    again = graphprune.apply_plan(model, graphprune.Plan.from_json(result.plan.to_json()), x)
+    assert again.q.weight.shape == result.model.q.weight.shape != model.q.weight.shape
+    with torch.no_grad():
+        assert torch.equal(again(x), result.model(x))
 
 
 # ---- whole models at 0.5 MACs with whole-head units: the plan prune chose, held to the oracle -------------------
