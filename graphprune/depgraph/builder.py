@@ -22,7 +22,7 @@ import numpy as np
 import torch.fx as fx
 
 from ..trace import TracedModel
-from .heads import HeadSplit, auto_units, check_attention, has_products
+from .heads import HeadSplit, auto_units, check_attention, has_attention
 from .rule_context import Dim, RuleContext
 from .graph import DependencyGraph
 from .grouping import assemble_graph
@@ -220,7 +220,7 @@ def _attention_units(traced: TracedModel, attention: str | None, forced_frozen: 
     """``"heads"`` or ``"head_dim"``: ``attention`` (default ``traced.attention``) with ``"auto"`` resolved by one
     probing pass that counts the heads of every head split (``heads.auto_units``); ``"both"`` starts with heads."""
     attention = check_attention(attention or getattr(traced, "attention", "auto"))
-    if attention == "auto" and not has_products(traced.gm.graph):
+    if attention == "auto" and not has_attention(traced.gm):
         return "head_dim"  # no attention: nothing to decide
     if attention == "auto":
         probe = _Builder(traced, {}, dict(forced_frozen or {}), attention="heads")

@@ -40,12 +40,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.fx as fx
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .rule_context import Dim
 
-__all__ = ["ATTENTION_UNITS", "AUTO_MIN_HEADS", "HeadSplit", "check_attention", "feeds_attention", "has_products", "split_order",
-           "auto_units", "heads_kept", "describe_heads", "split_budget"]
+__all__ = ["ATTENTION_UNITS", "AUTO_MIN_HEADS", "HeadSplit", "check_attention", "feeds_attention", "has_attention",
+           "split_order", "auto_units", "heads_kept", "describe_heads", "split_budget"]
 
 ATTENTION_UNITS = ("auto", "heads", "head_dim", "both")
 AUTO_MIN_HEADS = 8
@@ -106,9 +107,12 @@ def _is_layer(node: fx.Node) -> bool:
         return False
 
 
-def has_products(graph: fx.Graph) -> bool:
-    """Whether any node of ``graph`` is a product attention could use (SDPA, matmul, bmm, einsum)."""
-    return any(_is_product(n) for n in graph.nodes)
+def has_attention(gm: fx.GraphModule) -> bool:
+    """Whether ``gm`` may hold multi-head attention: a product (SDPA, matmul, bmm, einsum) or a leaf
+    ``nn.MultiheadAttention``."""
+    modules = dict(gm.named_modules())
+    return any(_is_product(n) or (n.op == "call_module" and isinstance(modules.get(n.target), nn.MultiheadAttention))
+               for n in gm.graph.nodes)
 
 
 def feeds_attention(node: fx.Node) -> bool:
