@@ -13,10 +13,11 @@ offset ``e % d``.  Which of the two coordinates carries the unit is a choice (``
 * ``"both"`` — both kinds of units, one after the other: the heads are pruned first, then offsets within the
   heads that are left (``api.prune`` runs the search twice; see ``split_budget``).
 * ``"auto"`` (default) — ``"heads"`` when every attention in the model has at least ``AUTO_MIN_HEADS`` heads
-  (kv heads for GQA), else ``"head_dim"``.  Rule: whole heads keep the GEMM shape the kernels are tuned for
-  (a pruned ``d`` such as 40 or 52 leaves the vector units partly idle), so they are faster per MAC saved; but
+  (kv heads for GQA), else ``"head_dim"``.  Rule: whole heads keep the per-head GEMM shape, so they are at
+  least as fast per MAC saved; but
   with few heads one head is a coarse step (1/3 of the attention for ViT-Tiny's 3 heads), too coarse for a
-  budget search, so offsets are used there.
+  budget search, so offsets are used there.  Measured (``bench/attention_units.py``, ORT CPU, equal MACs): whole
+  heads 0.93-1.0x the time of shrunk head dims at 50-75 % kept, 0.5-0.6x at 25 % (``d = 16`` GEMMs are slow).
 
 How the choice is made: the reshape rule (``rules/shape.py``, ``_carry``) asks ``split_order`` which output axis
 of a split ``C -> (..., H, d)`` carries the channels.  Only splits whose result reaches a product (SDPA,
@@ -26,8 +27,11 @@ frozen, the builder's retry takes the other one.
 
 GQA / MQA: ``repeat_kv`` (``kv[:, :, None].expand(B, Hkv, n_rep, N, d).reshape(B, Hkv * n_rep, N, d)``) and SDPA's
 ``enable_gqa`` map query head ``h`` to kv head ``h // n_rep``: with whole heads, a unit is one kv head and its
-``n_rep`` query heads, so the ratio stays valid.  RoPE slices the head dim (``x[..., :d/2]``, ``x[..., d/2:]``):
-with whole heads it is untouched; with offsets the slice/cat index maps make a unit the pair ``(j, j + d/2)``.
+``n_rep`` query heads, so the ratio stays valid.  With one kv head (MQA) there is no kv head to remove: the
+``expand`` copies are prunable (``RuleContext.touch_copies``), so a unit is one query head with its copy of k
+and v (query heads within the group).  RoPE slices the head dim (``x[..., :d/2]``, ``x[..., d/2:]``): with whole
+heads it is untouched; with offsets the slice/cat index maps make a unit the pair ``(j, j + d/2)``.  A half
+computed at run time (``x.shape[-1] // 2`` under fx) freezes the head dim instead, with that reason.
 
 Dead heads: a head whose value rows (with bias) or output-projection columns are all zero contributes exactly
 zero; with whole-head units it is one unit, and ``graphprune.dead_units`` scores it 0 so it goes first.
