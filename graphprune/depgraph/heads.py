@@ -49,8 +49,8 @@ import torch.nn.functional as F
 
 from .rule_context import Dim
 
-__all__ = ["ATTENTION_UNITS", "AUTO_MIN_HEADS", "HeadSplit", "check_attention", "feeds_attention", "has_attention",
-           "split_order", "auto_units", "heads_kept", "describe_heads", "split_budget"]
+__all__ = ["ATTENTION_UNITS", "AUTO_MIN_HEADS", "HeadSplit", "check_attention", "attention_of", "feeds_attention",
+           "has_attention", "split_order", "auto_units", "heads_kept", "describe_heads", "split_budget"]
 
 ATTENTION_UNITS = ("auto", "heads", "head_dim", "both")
 AUTO_MIN_HEADS = 8
@@ -74,6 +74,7 @@ class HeadSplit:
         head_axis / dim_axis: the output axes of ``H`` and ``d``.
         heads / head_dim: their sizes.
         units: what carries the channels there, ``"heads"`` or ``"head_dim"``.
+        attention: the attention it feeds (its last product node; the module node for ``MultiheadAttention``).
     """
 
     node: str
@@ -83,6 +84,7 @@ class HeadSplit:
     heads: int
     head_dim: int
     units: str
+    attention: str = ""
 
 
 def check_attention(value) -> str:
@@ -119,10 +121,14 @@ def has_attention(gm: fx.GraphModule) -> bool:
                for n in gm.graph.nodes)
 
 
-def feeds_attention(node: fx.Node) -> bool:
-    """Whether ``node``'s result reaches a product (SDPA, matmul, bmm, einsum) before any layer (linear, conv,
-    module call), within ``MAX_WALK`` ops: a head split rather than a channel shuffle."""
-    seen, frontier = {node}, [node]
+def attention_of(node: fx.Node) -> str | None:
+    """The attention ``node``'s result feeds, named by its last product (SDPA, or ``attn @ v``), or None.
+
+    Walks users up to ``MAX_WALK`` ops deep, never through a layer (linear, conv, module call): a split that
+    reaches no product is not a head split (a channel shuffle).  q, k and v splits of one attention name the
+    same product (for manual attention q and k reach ``q @ k^T`` first, then ``attn @ v``: the deepest wins).
+    """
+    seen, frontier, last = {node}, [node], None
     for _ in range(MAX_WALK):
         nxt = []
         for n in frontier:
@@ -130,13 +136,18 @@ def feeds_attention(node: fx.Node) -> bool:
                 if user in seen or _is_layer(user) or user.op == "output":
                     continue
                 if _is_product(user):
-                    return True
+                    last = user.name
                 seen.add(user)
                 nxt.append(user)
         if not nxt:
-            return False
+            break
         frontier = nxt
-    return False
+    return last
+
+
+def feeds_attention(node: fx.Node) -> bool:
+    """Whether ``node``'s result reaches a product before any layer: a head split (see ``attention_of``)."""
+    return attention_of(node) is not None
 
 
 def split_order(ctx, out: str, out_axes: list[int], candidates: list[int]) -> list[int]:
@@ -146,12 +157,13 @@ def split_order(ctx, out: str, out_axes: list[int], candidates: list[int]) -> li
     For a head split under ``"heads"`` the next-to-innermost axis (``H``) goes first.  Every head split is
     recorded on the builder (``ctx.head_splits``) for ``"auto"`` and for reports.
     """
-    if len(candidates) < 2 or ctx.attention not in ("heads", "head_dim") or not feeds_attention(ctx.node):
+    attention = attention_of(ctx.node) if len(candidates) >= 2 else None
+    if attention is None or ctx.attention not in ("heads", "head_dim"):
         return candidates
     d_axis, h_axis = out_axes[candidates[0]], out_axes[candidates[1]]
     shape = ctx.shape(out)
     ctx.head_splits[ctx.node.name] = HeadSplit(ctx.node.name, out, h_axis, d_axis, shape[h_axis], shape[d_axis],
-                                               ctx.attention)
+                                               ctx.attention, attention)
     if ctx.attention == "heads":
         return [candidates[1], candidates[0], *candidates[2:]]
     return candidates
@@ -178,10 +190,16 @@ def heads_kept(graph, keep: np.ndarray) -> list[tuple[str, int, int, int, int]]:
 
 
 def describe_heads(graph, keep: np.ndarray) -> str:
-    """One line: ``heads kept per attention (units): 3/4 4/4 ...`` (with the head dim where it shrank)."""
-    if not graph.head_splits:
+    """One line: ``attention units heads; heads kept per attention: 3/4 4/4 ...`` (``x kept/d`` where the head
+    dim shrank).  Per attention, the split with the most heads speaks (the queries under GQA)."""
+    per_attention: dict[str, tuple] = {}
+    for split, row in zip(graph.head_splits.values(), heads_kept(graph, keep)):
+        key = split.attention or split.node
+        if key not in per_attention or row[2] > per_attention[key][2]:
+            per_attention[key] = row
+    if not per_attention:
         return ""
-    parts = [f"{h}/{hh}" + (f"x{d}/{dd}" if d != dd else "") for _, h, hh, d, dd in heads_kept(graph, keep)]
+    parts = [f"{h}/{hh}" + (f"x{d}/{dd}" if d != dd else "") for _, h, hh, d, dd in per_attention.values()]
     return f"attention units {graph.attention}; heads kept per attention: " + " ".join(parts)
 
 

@@ -302,6 +302,7 @@ def test_hugging_face_llama_by_whole_heads_at_half_macs(heads, kv):
     attn = [g for g in graph.groups if "self_attn" in g.name]
     assert len(attn) == 2 and all(g.n_units == kv for g in attn)  # a kv head with its query heads
     result = _prune_and_check(model, x, graph, front_end="export")
+    assert result.report.attention.count("/") == 2  # one entry per layer (q, k and v splits of one attention)
     q, k = result.model.get_submodule("model.layers.0.self_attn.q_proj"), \
         result.model.get_submodule("model.layers.0.self_attn.k_proj")
     assert q.weight.shape[0] * kv == k.weight.shape[0] * heads

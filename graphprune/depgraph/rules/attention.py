@@ -169,7 +169,8 @@ def multihead_attention(ctx) -> None:
         ctx.link(Dim(x, 2), ch, Dim(x, 2), ch // hd * hd)
     else:  # channel k of every head is one unit
         ctx.link(Dim(x, 2), ch, Dim(x, 2), ch % hd)
-    ctx.head_splits[ctx.node.name] = HeadSplit(ctx.node.name, w_out, 1, 1, m.num_heads, hd, ctx.attention)
+    ctx.head_splits[ctx.node.name] = HeadSplit(ctx.node.name, w_out, 1, 1, m.num_heads, hd, ctx.attention,
+                                               ctx.node.name)
     ctx.link(Dim(w_in, 0), rows, Dim(x, 2), rows % e)
     if b_in is not None:
         ctx.same(Dim(b_in, 0), Dim(w_in, 0))
