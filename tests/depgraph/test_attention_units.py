@@ -306,3 +306,21 @@ def test_hugging_face_llama_by_whole_heads_at_half_macs(heads, kv):
     q, k = result.model.get_submodule("model.layers.0.self_attn.q_proj"), \
         result.model.get_submodule("model.layers.0.self_attn.k_proj")
     assert q.weight.shape[0] * kv == k.weight.shape[0] * heads
+
+
+def test_hugging_face_bert_by_whole_heads():
+    """torch.export's ATen graph of BERT self-attention: one unit per head (q, k, v rows, output columns)."""
+    transformers = pytest.importorskip("transformers")
+    from graphprune.capture import capture_with_export
+
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                  intermediate_size=128, max_position_embeddings=32, num_labels=3)
+    torch.manual_seed(0)
+    model, x = randomize_(transformers.BertForSequenceClassification(cfg).eval()), torch.randint(0, 100, (1, 16))
+    graph = build_dependency_graph(capture_with_export(model, x), attention="heads")
+    attn = "bert.encoder.layer.0.attention"
+    heads = next(g for g in graph.groups if Dim(f"@{attn}.self.query.weight", 0) in g.members)
+    assert heads.n_units == 4 and {Dim(f"@{attn}.self.key.weight", 0), Dim(f"@{attn}.self.value.weight", 0),
+                                   Dim(f"@{attn}.output.dense.weight", 1)} <= set(heads.members)
+    result = check_rewrite(model, x, graph=graph, seed=3)
+    assert result.pruned.get_submodule(f"{attn}.self.query").weight.shape[0] == 16 * int(result.keep[heads.units].sum())
