@@ -202,7 +202,6 @@ def _prune_both(model: torch.nn.Module, b: Budget, example_inputs: Any, kw: dict
     first = prune(model, Budget(first_ratio, b.metric), example_inputs, attention="heads", return_result=True, **kw)
     reached = getattr(first.report, f"{b.metric}_ratio")
     rest = min(1.0, b.ratio / reached) if reached > 0 else 1.0
-    kw = dict(kw, front_end="fx")  # NOTE: the first round's result is a GraphModule, which fx re-traces
     second = prune(first.model, Budget(rest, b.metric), example_inputs, attention="head_dim", return_result=True,
                    **kw)
     report = second.report
