@@ -28,6 +28,8 @@ from .search.latency_budget import latency_provider, meet_latency
 from .search.registry import unit_scores
 from .strategies import Strategy, strategy_row
 from .capture import capture
+from .dead_units import zero_dead_scores
+from .depgraph.heads import check_attention, describe_heads, split_budget
 
 __all__ = ["prune", "inspect", "apply_plan", "PruneResult", "PruneReport", "count_cost"]
 
@@ -100,7 +102,7 @@ def _search_and_rewrite(traced, b: Budget, strategy: Strategy, importance, floor
 def _choose_keep(graph: DependencyGraph, importance, b: Budget, strategy: Strategy, cfg: AllocationConfig,
                  search_kw: dict) -> np.ndarray:
     """Stages 3 and 4: unit scores, then the strategy's keep mask."""
-    scores = unit_scores(graph, importance, cfg, search_kw.get("calib_data"))
+    scores = zero_dead_scores(graph, unit_scores(graph, importance, cfg, search_kw.get("calib_data")))
     return strategy.choose_keep(graph, scores, b, cfg, **search_kw)
 
 
@@ -111,7 +113,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
           return_result: bool = False, eval_fn: Callable | None = None, calib_data: Iterable | None = None,
           search_options: dict | None = None, train_data: Any = None,
           supernet: Any = None, keep_hooks: bool = False, target: Any = None,
-          latency_model: Any = None, output: str = "auto") -> torch.nn.Module | PruneResult:
+          latency_model: Any = None, output: str = "auto",
+          attention: str = "auto") -> torch.nn.Module | PruneResult:
     """Prune ``model`` so its MACs (or params) keep at most ``budget`` of the dense model's.
 
     Args:
@@ -156,6 +159,11 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             and ``output_reason`` say which and why); ``"module"``: the user's class or ``InPlaceError``
             naming the node that bakes a size; ``"graph"``: always the ``GraphModule``
             (``graphprune/passes/in_place.py``).
+        attention: what one prunable unit of a multi-head attention is (``depgraph/heads.py``): ``"heads"``
+            (whole heads: q, k, v rows and output-projection columns; GQA: a kv head with its query heads),
+            ``"head_dim"`` (one offset in every head; the softmax scale keeps the original head dim), ``"both"``
+            (heads first, then offsets of the heads left: two rounds, ``sqrt(budget)`` each), or ``"auto"``:
+            heads when every attention has at least 8 heads, else head dims.  Dead heads are scored 0.
 
     Returns:
         A new, physically smaller model: a deep copy of the user's class (``output="module"``) or a
@@ -167,6 +175,13 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
                                min_channels=min_channels, max_prune_ratio=max_prune_ratio,
                                ignored_layers=ignored_layers, output=output)
     b, ignored_layers = opts.budget, opts.ignored_layers
+    if check_attention(attention) == "both":
+        return _prune_both(model, b, example_inputs, dict(
+            strategy=strategy, importance=importance, round_to=round_to, min_channels=min_channels,
+            max_prune_ratio=max_prune_ratio, ignored_layers=ignored_layers, leaf_modules=leaf_modules,
+            concrete_args=concrete_args, front_end=front_end, eval_fn=eval_fn, calib_data=calib_data,
+            search_options=search_options, train_data=train_data, supernet=supernet, keep_hooks=keep_hooks,
+            target=target, latency_model=latency_model, output=output), return_result)
     row = strategy_row(strategy)
     row.check_inputs(eval_fn=eval_fn, calib_data=calib_data, train_data=train_data, supernet=supernet)
     if row.kind == "learner":
@@ -187,6 +202,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     traced = capture(model, example_inputs, front_end=front_end, leaf_modules=leaf_modules,
                      concrete_args=concrete_args, keep_hooks=keep_hooks)
     seconds["trace"] = time.perf_counter() - t
+    traced.attention = attention
     warn_hooks_not_kept(traced)
     floors = dict(round_to=opts.round_to, min_units=opts.min_channels, max_prune_ratio=opts.max_prune_ratio)
     search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options, supernet=supernet,
@@ -206,9 +222,33 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
                                                             keep_hooks))
     report.output_reason, report.output_notes, report.size_attributes = \
         in_place.reason, in_place.notes, in_place.attributes
+    report.attention = describe_heads(graph, keep)
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
                           importance=importance if isinstance(importance, str) else "custom",
-                          achieved=getattr(report, f"{b.metric}_ratio"))
+                          achieved=getattr(report, f"{b.metric}_ratio"), attention=graph.attention)
     if return_result:
         return PruneResult(pruned, plan, report, graph)
     return pruned
+
+
+def _prune_both(model: torch.nn.Module, b: Budget, example_inputs: Any, kw: dict,
+                return_result: bool) -> fx.GraphModule | PruneResult:
+    """``attention="both"``: whole heads first (to ``sqrt`` of the budget), then head-dim offsets of the heads
+    left, on the first round's result, the rest of the way.  The plan and graph are the second round's (they
+    apply to the first round's model); the report's ratios are of the dense model."""
+    if b.needs_latency or b.also or b.metric not in ("macs", "params"):
+        raise BudgetError("attention='both' takes a single MACs or params budget; prune with attention='heads' "
+                          "then attention='head_dim' for other budgets")
+    first_ratio, _ = split_budget(b.ratio)
+    first = prune(model, Budget(first_ratio, b.metric), example_inputs, attention="heads", return_result=True, **kw)
+    reached = getattr(first.report, f"{b.metric}_ratio")
+    rest = min(1.0, b.ratio / reached) if reached > 0 else 1.0
+    second = prune(first.model, Budget(rest, b.metric), example_inputs, attention="head_dim", return_result=True,
+                   **kw)
+    report = second.report
+    report.dense_macs, report.dense_params = first.report.dense_macs, first.report.dense_params
+    report.budget, report.budget_text = b.ratio, b.describe()
+    report.attention = f"both: {first.report.attention} | then {second.report.attention}"
+    report.seconds = {k: first.report.seconds.get(k, 0.0) + v for k, v in second.report.seconds.items()}
+    plan = Plan(second.plan.kept, dict(second.plan.info, attention="both", budget=b.ratio))  # see apply_plan
+    return PruneResult(second.model, plan, report, second.graph) if return_result else second.model

@@ -132,6 +132,7 @@ class TracedModel:
     hooks: list[HookRecord] = field(default_factory=list)
     keep_hooks: bool = False
     front_end: str = "fx"
+    attention: str = "auto"  # what a unit of multi-head attention is (depgraph/heads.py); set by prune
 
 
 # NOTE: fx's Tracer patches torch.nn.Module.__call__/__getattr__ for the whole process while it traces; two

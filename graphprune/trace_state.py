@@ -142,6 +142,12 @@ def _diff_args(a: Any, b: Any, where: tuple, out: list[tuple[tuple, bool]], node
         for k in a:
             _diff_args(a[k], b[k], where + (k,), out, node, pairs)
         return
+    if isinstance(a, slice) and isinstance(b, slice):  # x[..., : x.shape[-1] // 2]: bounds may be nodes
+        flags: list[tuple[tuple, bool]] = []
+        _diff_args((a.start, a.stop, a.step), (b.start, b.stop, b.step), where, flags, node, pairs)
+        if flags:  # a training flag inside a slice: not something one graph can read
+            raise _ModeMismatch(node)
+        return
     if isinstance(a, fx.Node) and isinstance(b, fx.Node):
         if pairs.get(a) is not b:
             raise _ModeMismatch(node)

@@ -22,6 +22,7 @@ import numpy as np
 import torch.fx as fx
 
 from ..trace import TracedModel
+from .heads import HeadSplit, auto_units, check_attention, has_attention
 from .rule_context import Dim, RuleContext
 from .graph import DependencyGraph
 from .grouping import assemble_graph
@@ -55,6 +56,8 @@ class _Builder:
     mac_terms: list[tuple[str, float, list[Dim]]] = field(default_factory=list)
     made: dict[str, _Choice] = field(default_factory=dict)
     attr_values: dict[str, str] = field(default_factory=dict)  # get_attr node -> its "@parameter" value
+    attention: str = "head_dim"  # what a unit of a head split is ("heads" or "head_dim", see heads.py)
+    head_splits: dict[str, HeadSplit] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.gm = self.traced.gm
@@ -213,19 +216,37 @@ def _retry_choices(builder: _Builder, graph: DependencyGraph) -> dict[str, int] 
     return changed if changed != builder.choices else None
 
 
-def build_dependency_graph(traced: TracedModel, forced_frozen: dict[str, str] | None = None) -> DependencyGraph:
+def _attention_units(traced: TracedModel, attention: str | None, forced_frozen: dict[str, str] | None) -> str:
+    """``"heads"`` or ``"head_dim"``: ``attention`` (default ``traced.attention``) with ``"auto"`` resolved by one
+    probing pass that counts the heads of every head split (``heads.auto_units``); ``"both"`` starts with heads."""
+    attention = check_attention(attention or getattr(traced, "attention", "auto"))
+    if attention == "auto" and not has_attention(traced.gm):
+        return "head_dim"  # no attention: nothing to decide
+    if attention == "auto":
+        probe = _Builder(traced, {}, dict(forced_frozen or {}), attention="heads")
+        probe.run()
+        return auto_units([s.heads for s in probe.head_splits.values()])
+    return "heads" if attention == "both" else attention
+
+
+def build_dependency_graph(traced: TracedModel, forced_frozen: dict[str, str] | None = None,
+                           attention: str | None = None) -> DependencyGraph:
     """Build the channel dependency graph of a traced model (see module docstring).
 
     ``forced_frozen`` maps node names to a reason: every tensor those nodes touch is frozen.  ``prune``
-    uses it to fence off a node whose pruned form failed verification, then tries again.
+    uses it to fence off a node whose pruned form failed verification, then tries again.  ``attention``
+    (default: ``traced.attention``, else ``"auto"``) says what a unit of multi-head attention is
+    (``depgraph/heads.py``); the graph records it and every head split (``graph.head_splits``).
     """
+    units = _attention_units(traced, attention, forced_frozen)
     choices: dict[str, int] = {}
     for _ in range(MAX_PASSES):
-        builder = _Builder(traced, choices, dict(forced_frozen or {}))
+        builder = _Builder(traced, choices, dict(forced_frozen or {}), attention=units)
         builder.run()
         graph = assemble_graph(builder)
         nxt = _retry_choices(builder, graph)
         if nxt is None:
             break
         choices = nxt
+    graph.attention, graph.head_splits = units, builder.head_splits
     return graph

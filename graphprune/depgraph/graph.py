@@ -100,6 +100,8 @@ class DependencyGraph:
         self._mac_terms: list[tuple[str, float, list[int]]] = []
         self._param_terms: list[tuple[str, list[int]]] = []
         self.unmodeled_macs = 0.0  # cost of ops without a rule (frozen, so constant)
+        self.attention = "head_dim"  # what a unit of multi-head attention is (depgraph/heads.py)
+        self.head_splits: dict = {}  # reshape node name -> heads.HeadSplit
 
     # ---- sizes and costs under a keep mask over units ------------------------------------------
     @property

@@ -106,6 +106,16 @@ class RuleContext:
         """Whether ``dim`` is already known to be frozen (upstream facts only; later nodes may add more)."""
         return self._b.is_frozen(dim)
 
+    @property
+    def attention(self) -> str:
+        """What a unit of a head split is here: ``"heads"`` or ``"head_dim"`` (``depgraph/heads.py``)."""
+        return self._b.attention
+
+    @property
+    def head_splits(self) -> dict:
+        """Head splits recorded so far (node name -> ``heads.HeadSplit``)."""
+        return self._b.head_splits
+
     def choose(self, options: list[Dim]) -> int:
         """Index of the option to use where a rule could carry channels on any of ``options``.
 
@@ -162,3 +172,14 @@ class RuleContext:
                 out_axis = n_out - len(shape) + axis
                 if shape[axis] == self.shape(out)[out_axis]:
                     self.same(Dim(value, axis), Dim(out, out_axis))
+
+    def touch_copies(self, out: str, x: str) -> None:
+        """``expand``: output axes that ``x`` broadcasts from size 1 (or lacks) hold copies.  Any copies may go
+        (the rewrite writes the new size): handled, not frozen.  Coupled only where a later op couples them
+        (GQA/MQA ``repeat_kv``: copy ``r`` of a kv head serves query head ``r`` of its group)."""
+        n_out, n_x = self.ndim(out), self.ndim(x)
+        for axis in range(n_out):
+            ax = axis - (n_out - n_x)
+            if self.shape(out)[axis] > 1 and (ax < 0 or self.shape(x)[ax] == 1):
+                self.touch(Dim(out, axis))
+

@@ -206,6 +206,7 @@ def expand(ctx) -> None:
     if x is not None and out is not None:
         ctx.broadcast(out, [x])
         _couple_sizes(ctx, out, ctx.arg(1, "size"))
+        ctx.touch_copies(out, x)  # copies may be pruned (MQA/GQA query heads within a kv group)
 
 
 @register(aten.flatten.using_ints, aten.unsqueeze.default, aten.squeeze.default, aten.squeeze.dim,

@@ -6,7 +6,8 @@ mask-exact.  Attention's softmax scale ``1/sqrt(d)`` would change with the head 
 to the original value (explicit ``scale=`` for SDPA; pre-scaled query weights for ``MultiheadAttention``).
 
 ``nn.MultiheadAttention`` ties embed dim, per-head dims and output dim together (one ``embed_dim``):
-one unit is channel k of every head, on the input, the q/k/v projections and the output at once.
+one unit is channel k of every head (``attention="head_dim"``) or one whole head (``"heads"``; ``num_heads``
+shrinks), on the input, the q/k/v projections and the output at once.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..heads import HeadSplit
 from ..rule_context import Dim
 from .table import register, register_method, register_module
 
@@ -82,14 +84,34 @@ def _rewrite_sdpa(rctx) -> None:
         rctx.set_arg(6, "scale", 1.0 / math.sqrt(e_old))
 
 
+def _couple_gqa_heads(ctx, q: str, k: str, v: str, out: str) -> bool:
+    """``enable_gqa``: query head ``h`` attends with kv head ``h // n_rep`` (an index map on the head axis, so a
+    unit of whole heads is one kv head with its ``n_rep`` query heads).  False where the layout is not that."""
+    n = ctx.ndim(out)
+    if n < 3 or ctx.ndim(q) != n or ctx.ndim(k) != n or ctx.ndim(v) != n:
+        return False
+    hq, hk = ctx.shape(q)[n - 3], ctx.shape(k)[n - 3]
+    if hq == hk:
+        return True
+    if hk == 0 or hq % hk or ctx.shape(v)[n - 3] != hk:
+        return False
+    ctx.same(Dim(q, n - 3), Dim(out, n - 3))
+    ctx.same(Dim(k, n - 3), Dim(v, n - 3))
+    heads = np.arange(hq)
+    ctx.link(Dim(q, n - 3), heads, Dim(k, n - 3), heads // (hq // hk))
+    return True
+
+
 @register(F.scaled_dot_product_attention, rewrite=_rewrite_sdpa)
 def sdpa(ctx) -> None:
     q, k, v = (ctx.value_of(ctx.arg(i, n)) for i, n in enumerate(("query", "key", "value")))
     out = ctx.out
-    if None in (q, k, v, out) or ctx.arg(7, "enable_gqa", False):
+    if None in (q, k, v, out):
         return
     _batch_broadcast(ctx, out, [q, k, v], 2)
     n = ctx.ndim(out)
+    if ctx.arg(7, "enable_gqa", False) and not _couple_gqa_heads(ctx, q, k, v, out):
+        return
     ctx.same(Dim(q, n - 1), Dim(k, n - 1))
     ctx.same(Dim(q, n - 2), Dim(out, n - 2))
     ctx.same(Dim(k, n - 2), Dim(v, n - 2))
@@ -108,9 +130,13 @@ def sdpa(ctx) -> None:
 
 def _rewrite_mha(rctx) -> None:
     m = rctx.module
-    old_head = m.head_dim
+    old_head, old_heads = m.head_dim, m.num_heads
     e_new = m.in_proj_weight.shape[1]
+    kept = rctx.kept(Dim(rctx.value_of(rctx.arg(0, "query")), 2))
+    whole_heads = len(kept) % old_head == 0 and np.array_equal(
+        kept, (np.unique(kept // old_head)[:, None] * old_head + np.arange(old_head)).ravel())
     m.embed_dim = m.kdim = m.vdim = e_new
+    m.num_heads = e_new // old_head if whole_heads else old_heads
     m.head_dim = e_new // m.num_heads
     m.out_proj.in_features, m.out_proj.out_features = m.out_proj.weight.shape[1], m.out_proj.weight.shape[0]
     if m.head_dim != old_head:  # keep softmax(q k^T / sqrt(d_original)) exactly
@@ -139,7 +165,12 @@ def multihead_attention(ctx) -> None:
     ctx.same(Dim(x, 1), Dim(out, 1))
     ch, rows = np.arange(e), np.arange(3 * e)
     ctx.same(Dim(x, 2), Dim(w_in, 1))
-    ctx.link(Dim(x, 2), ch, Dim(x, 2), ch % hd)  # channel k of every head is one unit
+    if ctx.attention == "heads":  # one whole head is one unit (its hd channels)
+        ctx.link(Dim(x, 2), ch, Dim(x, 2), ch // hd * hd)
+    else:  # channel k of every head is one unit
+        ctx.link(Dim(x, 2), ch, Dim(x, 2), ch % hd)
+    ctx.head_splits[ctx.node.name] = HeadSplit(ctx.node.name, w_out, 1, 1, m.num_heads, hd, ctx.attention,
+                                               ctx.node.name)
     ctx.link(Dim(w_in, 0), rows, Dim(x, 2), rows % e)
     if b_in is not None:
         ctx.same(Dim(b_in, 0), Dim(w_in, 0))

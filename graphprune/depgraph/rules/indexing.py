@@ -9,6 +9,7 @@ from __future__ import annotations
 import operator
 
 import numpy as np
+import torch.fx as fx
 
 from ..rule_context import Dim
 from .table import ZERO_PRESERVING, register
@@ -18,7 +19,9 @@ def index_plan(index, shape: tuple[int, ...]) -> list[tuple] | None:
     """Walk a basic index; return entries (kind, in_axis, out_axis, start, stop, entry) or None.
 
     kinds: "same" (full slice or untouched axis), "range" (step-1 slice), "drop" (int index),
-    "new" (None); ``entry`` is the position in the index tuple (None for implied axes).
+    "new" (None), "opaque" (a step-1 slice with bounds computed at run time, e.g. RoPE's
+    ``x[..., : x.shape[-1] // 2]``: that axis is frozen, the others pass); ``entry`` is the position in
+    the index tuple (None for implied axes).
     Advanced indexing (tensors, lists, proxies) and strided slices return None.
     """
     entries = list(index) if isinstance(index, tuple) else [index]
@@ -34,6 +37,8 @@ def index_plan(index, shape: tuple[int, ...]) -> list[tuple] | None:
             plan.append(("new", None, j, 0, 1, p)); j += 1
         elif isinstance(e, int) and not isinstance(e, bool):
             plan.append(("drop", i, None, e % shape[i], e % shape[i] + 1, p)); i += 1
+        elif isinstance(e, slice) and e.step in (None, 1) and any(isinstance(v, fx.Node) for v in (e.start, e.stop)):
+            plan.append(("opaque", i, j, 0, shape[i], p)); i += 1; j += 1  # bounds computed at run time
         elif isinstance(e, slice) and all(v is None or isinstance(v, int) for v in (e.start, e.stop, e.step)):
             start, stop, step = e.indices(shape[i])
             if step != 1:
@@ -86,5 +91,9 @@ def getitem(ctx) -> None:
         elif kind == "range":
             ctx.link(Dim(x, i), np.arange(start, stop), Dim(out, j), np.arange(stop - start))
             ctx.touch(Dim(x, i))
+        elif kind == "opaque":
+            why = "slice bounds computed at run time (from sizes): this axis keeps every element"
+            ctx.freeze(Dim(x, i), why)
+            ctx.freeze(Dim(out, j), why)
 
 

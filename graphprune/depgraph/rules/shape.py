@@ -25,6 +25,7 @@ import torch.nn as nn
 from ..rule_context import Dim
 from .size_reads import direct_read
 from .table import ZERO_PRESERVING, OpFacts, register, register_method, register_module
+from ..heads import split_order  # attention head splits: which axis carries the channels
 
 
 def reshape_blocks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
@@ -60,8 +61,8 @@ def _carry(ctx, src: str, src_axes: list[int], dst: str, dst_axis: int, merge: b
     candidates = [k for k, s in enumerate(sizes) if s > 1]
     if merge:  # prefer axes still free, outermost first
         candidates.sort(key=lambda k: (ctx.is_frozen(Dim(src, src_axes[k])), k))
-    else:  # split: innermost first
-        candidates.reverse()
+    else:  # split: innermost first; attention head splits may put the head axis first (depgraph/heads.py)
+        candidates = split_order(ctx, src, src_axes, candidates[::-1])
     if not candidates:
         return
     k = candidates[ctx.choose([Dim(src, src_axes[c]) for c in candidates])]
@@ -305,6 +306,7 @@ def expand(ctx) -> None:
     if x is not None and out is not None:
         ctx.broadcast(out, [x])
         couple_size_args(ctx, out, _shape_entries(ctx.node, 1)[1])
+        ctx.touch_copies(out, x)  # copies may be pruned (MQA/GQA query heads within a kv group)
 
 
 @register_method("expand_as", "broadcast_to")
