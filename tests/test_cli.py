@@ -219,3 +219,13 @@ def test_output_flag_chooses_what_prune_returns(net, capsys):
     assert "output         the model's own class" in capsys.readouterr().out
     assert main(["prune", net, "--budget", "0.6", "--input-shape", "1,3,8,8", "--output", "graph"]) == 0
     assert "output         torch.fx GraphModule (output='graph' was asked for)" in capsys.readouterr().out
+
+
+def test_attention_flag_chooses_the_unit(capsys):
+    pytest.importorskip("timm")
+    args = ["prune", "timm:vit_tiny_patch16_224", "--budget", "0.6", "--input-shape", "1,3,224,224",
+            "--strategy", "uniform"]
+    assert main(args + ["--attention", "heads"]) == 0
+    assert "attention units heads" in capsys.readouterr().out
+    assert main(args + ["--attention", "head_dim"]) == 0
+    assert "attention units head_dim" in capsys.readouterr().out

@@ -140,6 +140,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--front-end", choices=["auto", "fx", "export"], default="auto",
                    help="how the model is captured: torch.fx first and torch.export when fx cannot trace (auto), "
                    "or only one of them")
+    p.add_argument("--attention", choices=["auto", "heads", "head_dim", "both"], default="auto",
+                   help="what one prunable unit of a multi-head attention is: whole heads, one offset in every "
+                   "head, heads then offsets, or auto (heads when every attention has >= 8 heads)")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 

@@ -51,6 +51,8 @@ class JobReport:
             rows.append(("captured by", "torch.export (torch.fx could not trace the model)"))
         if r.width_policy:
             rows.append(("widths", r.width_policy))
+        if r.attention:
+            rows.append(("attention", r.attention))
         rows.append(("output", "the model's own class (rewritten in place)" if r.output_kind == "module"
                      else f"torch.fx GraphModule ({r.output_reason})"))
         if r.measured_ms is not None:
