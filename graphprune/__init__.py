@@ -11,9 +11,11 @@ from .budget import Budget, BudgetError
 from .depgraph import DependencyGraph
 from .passes import RewriteError, masked_model
 from .plan import Plan, PlanError
+from .quantize import BitPlan, QuantBudget, apply_bitplan, compress
 from .trace import TraceError
 
 __version__ = "0.1.0"
 
 __all__ = ["prune", "inspect", "apply_plan", "count_cost", "Budget", "BudgetError", "Plan", "PlanError",
-           "PruneReport", "PruneResult", "DependencyGraph", "TraceError", "RewriteError", "masked_model"]
+           "PruneReport", "PruneResult", "DependencyGraph", "TraceError", "RewriteError", "masked_model",
+           "compress", "apply_bitplan", "BitPlan", "QuantBudget"]
