@@ -70,13 +70,27 @@ def _options(pairs: list[str]) -> dict[str, int]:
     return out
 
 
+def _model(args: argparse.Namespace):
+    from .models import load_model, load_weights
+
+    model, x = load_model(args.model, args.input_shape, seed=args.seed)
+    if args.weights:
+        load_weights(model, args.weights, trust=args.trust_file)
+    return model, x
+
+
+def _batches(dataset, size: int) -> list:
+    images, labels = dataset.tensors
+    return [(images[i:i + size], labels[i:i + size]) for i in range(0, len(labels), size)]
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     """Load, compress (or replay a plan), print the report, save the plan."""
     from ..data import load_split
     from ..evaluate import classification_eval_fn
     from ..quantize import BitPlan, QuantBudget, apply_bitplan, compress
     from ..quantize.joint import JointConfig
-    from .commands import _batches, _image_options, _model
+    from ..data import ImageOptions
 
     if args.device != "cpu":
         raise CliError("compress runs on the CPU (ONNX Runtime CPU quantisation)", "drop --device")
@@ -85,9 +99,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if unknown:
         raise CliError(f"unknown --strategy-option {unknown}", f"known: {sorted(JointConfig.__dataclass_fields__)}")
     model, x = _model(args)
-    image = _image_options(args.data, x)
+    if x.dim() != 4 or x.shape[-1] not in (28, 32):
+        raise CliError(f"--data {args.data} gives 28x28 images (32x32 padded), but the example input is "
+                       f"{tuple(x.shape)}", "use --input-shape 1,C,28,28 with a model for small images")
+    image = ImageOptions(pad_to_32=x.shape[-1] == 32, in_channels=x.shape[1])
     train = load_split(args.data, "train", subset=args.data_samples, stratified=True, seed=args.seed, options=image)
-    calib = _batches(train, 64, "cpu")
+    calib = _batches(train, 64)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.apply_plan:
         result = apply_bitplan(model, BitPlan.load(args.apply_plan), x, calib_data=calib, out=args.out)
@@ -96,7 +113,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         eval_fn = None
         if joint:
             held_out = load_split(args.data, "test", subset=args.data_samples, options=image)
-            eval_fn = classification_eval_fn(_batches(held_out, 256, "cpu"), metric="neg_loss")
+            eval_fn = classification_eval_fn(_batches(held_out, 256), metric="neg_loss")
         budget = QuantBudget.size(args.budget) if args.metric == "size" else QuantBudget.bops(args.budget)
         result = compress(model, budget, x, quantize=args.quantize, calib_data=calib, eval_fn=eval_fn,
                           strategy=args.strategy, importance=args.importance, out=args.out,
