@@ -34,7 +34,7 @@ from .ort_ptq import QuantizedOnnx, ort_run, quantize_onnx
 __all__ = ["compress", "apply_bitplan", "CompressResult", "CompressReport", "QUANTIZE_MODES", "COMPRESS_STRATEGIES"]
 
 QUANTIZE_MODES = ("int8", "mixed")
-COMPRESS_STRATEGIES = ("global", "uniform", "joint")
+COMPRESS_STRATEGIES = ("global", "uniform", "joint", "rl")
 
 
 @dataclass
@@ -98,9 +98,9 @@ def _check_args(quantize: str, strategy: str, eval_fn: Callable | None, calib: l
         strategy = "joint" if eval_fn is not None else "global"
     if strategy not in COMPRESS_STRATEGIES:
         raise ValueError(f"strategy must be 'auto' or one of {COMPRESS_STRATEGIES}, got {strategy!r}")
-    if strategy == "joint" and eval_fn is None:
-        raise ValueError("strategy='joint' scores candidates with eval_fn(model) -> float; pass eval_fn")
-    if quantize == "mixed" and strategy != "joint":
+    if strategy in ("joint", "rl") and eval_fn is None:
+        raise ValueError(f"strategy={strategy!r} scores candidates with eval_fn(model) -> float; pass eval_fn")
+    if quantize == "mixed" and strategy not in ("joint", "rl"):
         raise ValueError("quantize='mixed' chooses bit-widths by search: pass eval_fn (strategy 'joint')")
     if not calib:
         raise ValueError("compress needs calib_data (batches of inputs, or (inputs, targets)) to calibrate "
@@ -121,10 +121,11 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
         quantize: ``"int8"`` (every Conv / Linear int8) or ``"mixed"`` (fp32 or int8 per layer, searched).
         calib_data: batches calibrating the activation ranges (the first ``calib_batches`` are used).
         eval_fn: ``eval_fn(model) -> float``, higher is better, run on fake-quant candidates (joint search).
-        strategy: ``"auto"`` (``"joint"`` with ``eval_fn``, else ``"global"``), ``"global"``, ``"uniform"``.
+        strategy: ``"auto"`` (``"joint"`` with ``eval_fn``, else ``"global"``), ``"global"``, ``"uniform"``,
+            ``"joint"`` (evolutionary, ``joint.py``), ``"rl"`` (hierarchical controller on GCN embeddings, ``rl.py``).
         importance: the pruning criterion (as in ``prune``); it also orders channels for the joint search.
         out: the int8 ONNX file (the pruned fp32 file is written beside it).
-        search_options: :class:`graphprune.quantize.joint.JointConfig` fields.
+        search_options: ``JointConfig`` fields (``joint.py``) or, for ``"rl"``, ``RLJointConfig`` (``rl.py``).
     """
     t0, seconds = time.perf_counter(), {}
     calib = take_batches(calib_data, calib_batches)
@@ -137,11 +138,16 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
     seconds["analyse"] = time.perf_counter() - t0
     t = time.perf_counter()
     evaluated = []
-    if strategy == "joint":
+    if strategy in ("joint", "rl"):
         def evaluate(keep: np.ndarray, bits: dict[str, int]) -> float:
             return float(eval_fn(fake_quant_model(zero_bit_model(graph, keep), calib, bits)))
-        best, evaluated = joint_search(space, evaluate, (8, 32) if quantize == "mixed" else (8,),
-                                       JointConfig(**(search_options or {})))
+        choices = (8, 32) if quantize == "mixed" else (8,)
+        if strategy == "rl":
+            from .rl import RLJointConfig, rl_joint_search  # NOTE: torch_geometric only when asked for
+
+            best, evaluated = rl_joint_search(space, evaluate, choices, RLJointConfig(**(search_options or {})))
+        else:
+            best, evaluated = joint_search(space, evaluate, choices, JointConfig(**(search_options or {})))
     else:
         best = space.uniform(int8) if strategy == "uniform" else space.global_keep(int8)
     seconds["search"] = time.perf_counter() - t

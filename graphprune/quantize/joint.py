@@ -23,7 +23,7 @@ from ..budget import BudgetError
 from ..depgraph import DependencyGraph
 from .cost import QuantBudget, QuantCost
 
-__all__ = ["JointSpace", "JointConfig", "Candidate", "joint_search"]
+__all__ = ["JointSpace", "JointConfig", "Candidate", "joint_search", "decode_genome"]
 
 
 @dataclass
@@ -111,7 +111,7 @@ class JointConfig:
     seed: int = 0
 
 
-def _repair(space: JointSpace, ratios: np.ndarray, bits: dict[str, int]) -> Candidate:
+def decode_genome(space: JointSpace, ratios: np.ndarray, bits: dict[str, int]) -> Candidate:
     """Decode a genome; while its bits cannot fit even at the floors, fp32 layers drop to int8 (graph order)."""
     bits = dict(bits)
     while True:
@@ -151,7 +151,7 @@ def joint_search(space: JointSpace, evaluate: Callable[[np.ndarray, dict[str, in
         ratios = rng.uniform(0.3, 1.0, len(space.n))
         genomes.append((ratios, {n: int(rng.choice(bit_choices)) if rng.random() < config.bit_flip else 8
                                  for n in layers}))
-    population = [score(_repair(space, r, b)) for r, b in genomes]
+    population = [score(decode_genome(space, r, b)) for r, b in genomes]
     for _ in range(config.generations):
         population.sort(key=lambda c: -c.score)
         parents = population[:max(2, config.population // 2)]
@@ -162,6 +162,6 @@ def joint_search(space: JointSpace, evaluate: Callable[[np.ndarray, dict[str, in
             ratios = np.where(rng.random(len(ra)) < 0.5, ra, rb) + rng.normal(0, config.ratio_sigma, len(ra))
             bits = {n: parents[a].bits[n] if rng.random() < 0.5 else parents[b].bits[n] for n in layers}
             bits = {n: int(rng.choice(bit_choices)) if rng.random() < config.bit_flip else v for n, v in bits.items()}
-            children.append(score(_repair(space, np.clip(ratios, config.min_ratio, 1.0), bits)))
+            children.append(score(decode_genome(space, np.clip(ratios, config.min_ratio, 1.0), bits)))
         population = parents + children
     return max(population, key=lambda c: c.score), list(scored.values())

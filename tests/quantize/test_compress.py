@@ -49,3 +49,12 @@ def test_int8_global_meets_a_bops_budget(net, calib, tmp_path):
 def test_bad_arguments_are_refused(net, calib, kwargs, match):
     with pytest.raises(ValueError, match=match):
         graphprune.compress(net, 0.2, EXAMPLE, **{"calib_data": calib, **kwargs})
+
+
+def test_rl_strategy_compresses_within_budget(net, calib, tmp_path):
+    pytest.importorskip("torch_geometric")
+    result = graphprune.compress(net, QuantBudget.size(0.18), EXAMPLE, quantize="mixed", calib_data=calib,
+                                 eval_fn=lambda m: _agreement(m, calib), strategy="rl", out=tmp_path / "m.onnx",
+                                 search_options={"episodes": 4, "batch_episodes": 2})
+    assert result.report.strategy == "rl" and result.report.size_ratio <= 0.18
+    assert result.report.ort_vs_fakequant_steps <= 2.0

@@ -73,3 +73,16 @@ def test_bad_budgets_are_refused():
         QuantBudget.size(1.5)
     with pytest.raises(BudgetError, match="metric"):
         QuantBudget("latency", ratio=0.5)
+
+
+def test_rl_controller_meets_the_budget_and_keeps_the_best(net):
+    pytest.importorskip("torch_geometric")
+    from graphprune.quantize.rl import RLJointConfig, rl_joint_search
+
+    space = _space(net, QuantBudget.size(0.15))
+    # reward: keep many units and leave `down` in fp32 — something the controller can move toward
+    reward = lambda keep, bits: keep.mean() + 0.5 * (bits["down"] == 32)  # noqa: E731
+    best, scored = rl_joint_search(space, reward, (8, 32), RLJointConfig(episodes=8, batch_episodes=4))
+    assert all(c.cost <= space.allowed for c in scored)
+    assert best.score == max(c.score for c in scored) and len(scored) >= 4
+    assert any(32 in c.bits.values() for c in scored)
