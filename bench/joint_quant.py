@@ -10,6 +10,8 @@ predicted by ``graphprune.quantize.cost``), in one harness:
 ``prune-global+q``      ``compress(strategy="global", quantize="int8")``: one threshold on normalised L2
 ``joint``               ``compress(strategy="joint", quantize="mixed")``: keep ratio per group and fp32/int8
                         per layer, evolved, scored on held-out train images with the fake-quant simulation
+``joint-rl``            ``compress(strategy="rl", quantize="mixed")``: the same space, searched by the
+                        hierarchical controller on GCN PruningNet embeddings (``--methods joint-rl``)
 =====================  ================================================================================
 
 Every pruned model gets the same short fine-tune (fp32, KD from the dense model), then static int8 PTQ with
@@ -79,6 +81,16 @@ def finetuned(model, teacher, train_set, args, seed):
     return student.eval()
 
 
+def search_options(strategy: str, args, seed: int) -> dict | None:
+    """About the same number of scored candidates for both joint searches (what the evolution scores)."""
+    budget = args.population + args.generations * (args.population - max(2, args.population // 2))
+    if strategy == "joint":
+        return {"population": args.population, "generations": args.generations, "seed": seed}
+    if strategy == "rl":
+        return {"episodes": max(budget - 3, 3), "batch_episodes": 3, "seed": seed}  # + 2 seeds + 1 greedy rollout
+    return None
+
+
 def run_method(method, teacher, budget, seed, data, args, work: Path) -> Row:
     train_set, test, calib, eval_fn = data
     t = time.perf_counter()
@@ -92,11 +104,10 @@ def run_method(method, teacher, budget, seed, data, args, work: Path) -> Row:
                    cost.bops(full, {}) / cost.dense("bops"), q.int8_bytes, 0, acc, acc,
                    time.perf_counter() - t, str(q.int8_path), str(q.fp32_path))
     strategy, quantize = {"prune-uniform+q": ("uniform", "int8"), "prune-global+q": ("global", "int8"),
-                          "joint": ("joint", "mixed")}[method]
+                          "joint": ("joint", "mixed"), "joint-rl": ("rl", "mixed")}[method]
     result = graphprune.compress(teacher, QuantBudget.size(budget), EXAMPLE, quantize=quantize, calib_data=calib,
-                                 eval_fn=eval_fn if strategy == "joint" else None, strategy=strategy, out=out,
-                                 search_options={"population": args.population, "generations": args.generations,
-                                                 "seed": seed} if strategy == "joint" else None)
+                                 eval_fn=eval_fn if strategy in ("joint", "rl") else None, strategy=strategy,
+                                 out=out, search_options=search_options(strategy, args, seed))
     before = evaluate(result.fake_quant, make_loader(test, 500, shuffle=False))
     student = finetuned(result.model, teacher, train_set, args, seed)
     q = quantize_onnx(student, EXAMPLE, calib, out, result.bitplan.weight_bits)
