@@ -218,8 +218,8 @@ def main(argv=None) -> dict:
     report = {"model": args.model, "command": "python bench/joint_quant.py " + " ".join(argv or sys.argv[1:]),
               "dense_acc": ort_accuracy(dense_fp32, test), "dense_bytes": dense_fp32.stat().st_size,
               "dense_ms": ms[0], "args": vars(args), "rows": [asdict(r) for r in rows],
-              "note": (f"{len(args.seeds)} seed(s), fine-tune {args.ft_epochs} epoch(s) on {args.ft_subset} train images "
-                       f"(KD α=0.5), test subset {args.test_subset} (binomial s.e. ≈ "
+              "note": (f"{len(args.seeds)} seed(s), fine-tune {args.ft_epochs} epoch(s) on {args.ft_subset} "
+                       f"train images (KD α=0.5), test subset {args.test_subset} (binomial s.e. ≈ "
                        f"{100 * (0.1 / args.test_subset) ** 0.5:.1f} points): differences below ~1.5 points are noise. "
                        "Joint search: population {p}, {g} generations, scored on 1000 held-out train images.".format(
                            p=args.population, g=args.generations))}

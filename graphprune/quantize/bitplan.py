@@ -4,7 +4,10 @@ A pruned channel is a channel quantised to 0 bits (AJPQ's view): :meth:`BitPlan.
 bit-width per unit (0 = pruned) and per layer into a plan, so searches may speak in bits only.
 
 Layer bit-widths: 32 (fp32, not quantised), 8 (int8 weights and uint8 activations, ``scheme.py``).
-Layers not listed are int8.  Plans are JSON keyed by module names, so they re-apply to a fresh instance
+Layers not listed are int8.  NOTE: no 4-bit option yet.  ONNX Runtime 1.32 ships a 4-bit weight-only
+quantiser (``matmul_nbits_quantizer.MatMulNBitsQuantizer``), but it rewrites only ``MatMul`` nodes (the
+exporter writes ``nn.Linear`` as ``Gemm``), and its block-wise rounding would have to be mirrored in the
+fake-quant simulation before a search could score it.  Plans are JSON keyed by module names, so they re-apply to a fresh instance
 (``compress.apply_bitplan``), and every way in checks the types (a bad file is a ``PlanError`` naming the key).
 """
 from __future__ import annotations

@@ -181,7 +181,8 @@ def _finish(graph, keep: np.ndarray, bitplan: BitPlan, example_inputs: Any, cali
     kept_cost = graph.cost(keep)
     report = CompressReport(
         budget="", quantize="", strategy="",
-        size_ratio=cost.size_bytes(keep, bits) / cost.dense("size"), bops_ratio=cost.bops(keep, bits) / cost.dense("bops"),
+        size_ratio=cost.size_bytes(keep, bits) / cost.dense("size"),
+        bops_ratio=cost.bops(keep, bits) / cost.dense("bops"),
         macs_ratio=kept_cost.macs / dense_cost.macs, params_ratio=kept_cost.params / dense_cost.params,
         layers_int8=sum(bitplan.bits_of(layer.name) == 8 for layer in cost.layers),
         layers_fp32=sum(bitplan.bits_of(layer.name) == 32 for layer in cost.layers),

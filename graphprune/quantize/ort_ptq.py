@@ -99,11 +99,16 @@ class _SampleReader:
 def _quantize(fp32: Path, out: Path, reader: Any, exclude: list[str]) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # NOTE: ORT logs every node
-    quantize_static(str(fp32), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=False,
-                    op_types_to_quantize=list(_WEIGHTED_OPS), nodes_to_exclude=exclude,
-                    calibrate_method=CalibrationMethod.MinMax)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # NOTE: ORT logs advice on the root logger; restored below
+    try:
+        quantize_static(str(fp32), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=False,
+                        op_types_to_quantize=list(_WEIGHTED_OPS), nodes_to_exclude=exclude,
+                        calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        root.setLevel(level)
 
 
 def quantize_onnx(model: fx.GraphModule, example_inputs: Any, calib_data: Iterable, path: str | Path,

@@ -124,7 +124,8 @@ def rl_joint_search(space: JointSpace, evaluate: Callable[[np.ndarray, dict[str,
             rewards.append(reward)
             losses.append((logp, reward))
         mean = float(np.mean(rewards))
-        baseline = mean if baseline is None else config.baseline_momentum * baseline + (1 - config.baseline_momentum) * mean
+        momentum = config.baseline_momentum
+        baseline = mean if baseline is None else momentum * baseline + (1 - momentum) * mean
         scale = float(np.std(rewards)) or 1.0
         loss = -sum(logp * (reward - baseline) / scale for logp, reward in losses) / len(losses)
         agent.optimizer.zero_grad()
