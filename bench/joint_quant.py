@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ import graphprune  # noqa: E402
 from graphprune.data import fashion_mnist  # noqa: E402
 from graphprune.files import write_bytes_atomic, write_text_atomic  # noqa: E402
 from graphprune.quantize import QuantBudget, QuantCost, quantize_onnx  # noqa: E402
-from graphprune.quantize.ort_ptq import ort_run  # noqa: E402
+from graphprune.quantize.ort_ptq import interleaved_ms, ort_run  # noqa: E402
 from graphprune.train import evaluate, finetune, finetune_config, load_checkpoint, make_loader  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -117,28 +116,6 @@ def run_method(method, teacher, budget, seed, data, args, work: Path) -> Row:
                ort_accuracy(q.int8_path, test), time.perf_counter() - t, str(q.int8_path), str(q.fp32_path))
 
 
-def interleaved_latency(paths: list[Path], rounds: int, runs: int) -> list[float]:
-    """Median ms per file, timed in rounds that visit every file (noise hits all of them alike)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
-    sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in paths]
-    feed = EXAMPLE.numpy()
-    times = [[] for _ in paths]
-    for s in sessions:
-        for _ in range(10):
-            s.run(None, {s.get_inputs()[0].name: feed})
-    for _ in range(rounds):
-        for i, s in enumerate(sessions):
-            name = s.get_inputs()[0].name
-            for _ in range(runs):
-                start = time.perf_counter()
-                s.run(None, {name: feed})
-                times[i].append(time.perf_counter() - start)
-    return [1e3 * statistics.median(t) for t in times]
-
-
 def markdown(report: dict) -> str:
     lines = [f"# Joint pruning + quantisation vs baselines ({report['model']}, Fashion-MNIST)", "",
              report["note"], "", f"Command: `{report['command']}`", "",
@@ -211,7 +188,7 @@ def main(argv=None) -> dict:
                       f"(before FT {rows[-1].acc_before_ft:.4f}), {rows[-1].onnx_bytes} B", flush=True)
     dense_fp32 = Path(rows[0].fp32_path)
     paths = [dense_fp32] + [Path(r.int8_path) for r in rows] + [Path(r.fp32_path) for r in rows]
-    ms = interleaved_latency(paths, rounds=20, runs=20)
+    ms = interleaved_ms(paths, EXAMPLE, rounds=20, runs=20)
     for i, r in enumerate(rows):
         r.latency_ratio = ms[1 + i] / ms[0]
         r.fp32_latency_ratio = ms[1 + len(rows) + i] / ms[0]

@@ -25,11 +25,12 @@ from ..evaluate import take_batches
 from ..inspect_model import inspect
 from ..passes import rewrite
 from ..search.registry import unit_scores
+from ..trace import normalize_inputs
 from .bitplan import BitPlan
 from .cost import QuantBudget, QuantCost
 from .fakequant import batch_inputs, fake_quant_model, zero_bit_model
 from .joint import JointConfig, JointSpace, joint_search
-from .ort_ptq import QuantizedOnnx, ort_run, quantize_onnx
+from .ort_ptq import QuantizedOnnx, interleaved_ms, ort_run, quantize_onnx
 
 __all__ = ["compress", "apply_bitplan", "CompressResult", "CompressReport", "QUANTIZE_MODES", "COMPRESS_STRATEGIES"]
 
@@ -55,6 +56,8 @@ class CompressReport:
     ort_vs_fakequant: float      # max |ORT int8 - fake-quant| on the calibration samples checked
     ort_vs_fakequant_steps: float  # the same in output quantisation steps (nan where the output is fp32)
     score: float | None = None   # eval_fn on the fake-quant model, when given
+    int8_ms: float | None = None  # ORT CPU, 1 thread, batch 1, interleaved with the pruned fp32 file (time_rounds)
+    fp32_ms: float | None = None
     candidates: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -66,6 +69,9 @@ class CompressReport:
                  ("MACs / params", f"{self.macs_ratio:.3f} / {self.params_ratio:.3f}"),
                  ("bit-widths", f"{self.layers_int8} int8 layers, {self.layers_fp32} fp32"),
                  ("ORT vs sim", f"max |diff| {self.ort_vs_fakequant:.3g} ({self.ort_vs_fakequant_steps:.2f} steps)")]
+        if self.int8_ms is not None:
+            lines.append(("ORT latency", f"pruned fp32 {self.fp32_ms:.3f} ms -> int8 {self.int8_ms:.3f} ms "
+                                         f"(x{self.fp32_ms / self.int8_ms:.2f}; 1 thread, interleaved)"))
         if self.score is not None:
             lines.append(("score", f"{self.score:.4f} (eval_fn on the fake-quant model, {self.candidates} scored)"))
         lines.append(("time", ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())))
@@ -112,7 +118,7 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
              calib_data: Iterable, eval_fn: Callable[[torch.nn.Module], float] | None = None,
              strategy: str = "auto", importance: str | Callable = "l2", out: str | Path = "compressed.int8.onnx",
              calib_batches: int = 8, min_channels: int = 1, search_options: dict | None = None,
-             **trace_kw: Any) -> CompressResult:
+             time_rounds: int = 0, **trace_kw: Any) -> CompressResult:
     """Prune and quantise ``model`` so its size (or BOPs) is at most ``budget`` of the dense fp32 model's.
 
     Args:
@@ -126,6 +132,8 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
         importance: the pruning criterion (as in ``prune``); it also orders channels for the joint search.
         out: the int8 ONNX file (the pruned fp32 file is written beside it).
         search_options: ``JointConfig`` fields (``joint.py``) or, for ``"rl"``, ``RLJointConfig`` (``rl.py``).
+        time_rounds: when > 0, time the int8 and the pruned fp32 ONNX files (ORT CPU, 1 thread, batch 1,
+            interleaved rounds) and report both.
     """
     t0, seconds = time.perf_counter(), {}
     calib = take_batches(calib_data, calib_batches)
@@ -155,6 +163,11 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
                                      quantize=quantize, strategy=strategy,
                                      size_ratio=space.cost.size_bytes(best.keep, best.bits) / space.cost.dense("size"))
     result = _finish(graph, best.keep, bitplan, example_inputs, calib, out, eval_fn, seconds)
+    if time_rounds > 0:
+        files = result.onnx
+        x = normalize_inputs(example_inputs)[0]
+        result.report.fp32_ms, result.report.int8_ms = interleaved_ms([files.fp32_path, files.int8_path], x,
+                                                                      rounds=time_rounds)
     result.report.budget, result.report.quantize, result.report.strategy = b.describe(), quantize, strategy
     result.report.candidates = len(evaluated)
     return result

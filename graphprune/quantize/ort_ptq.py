@@ -17,7 +17,9 @@ onnxruntime is imported only here (and in ``graphprune.export``).
 from __future__ import annotations
 
 import logging
+import statistics
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,10 +30,11 @@ import torch.fx as fx
 
 from ..export import export_onnx
 from ..files import atomic_path
+from ..trace import normalize_inputs
 from .fakequant import batch_inputs
 from .layers import quant_layers
 
-__all__ = ["quantize_onnx", "QuantizedOnnx", "onnx_layer_nodes", "ort_run", "QuantizeError"]
+__all__ = ["quantize_onnx", "QuantizedOnnx", "onnx_layer_nodes", "ort_run", "interleaved_ms", "QuantizeError"]
 
 _WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -127,7 +130,7 @@ def quantize_onnx(model: fx.GraphModule, example_inputs: Any, calib_data: Iterab
     export_onnx(model, example_inputs, fp32_path)
     nodes = onnx_layer_nodes(fp32_path, model)
     exclude = [nodes[name] for name, bits in weight_bits.items() if bits == 32 and name in nodes]
-    n_inputs = len(batch_inputs(example_inputs)) if not isinstance(example_inputs, tuple) else len(example_inputs)
+    n_inputs = len(normalize_inputs(example_inputs))
     reader = _SampleReader(calib_data, [f"input_{i}" for i in range(n_inputs)])
     with tempfile.TemporaryDirectory() as scratch, atomic_path(path) as tmp:
         # NOTE: ORT writes augmented calibration models beside the output; keep them out of the user's folder
@@ -137,12 +140,38 @@ def quantize_onnx(model: fx.GraphModule, example_inputs: Any, calib_data: Iterab
     return QuantizedOnnx(fp32_path, path, fp32_path.stat().st_size, path.stat().st_size)
 
 
-def ort_run(path: str | Path, inputs: torch.Tensor, threads: int = 1) -> np.ndarray:
-    """Outputs of the first ONNX output for a batch, run one sample at a time (the graph has batch 1)."""
+def _session(path: str | Path, threads: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_run(path: str | Path, inputs: torch.Tensor, threads: int = 1) -> np.ndarray:
+    """Outputs of the first ONNX output for a batch, run one sample at a time (the graph has batch 1)."""
+    session = _session(path, threads)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: inputs[i:i + 1].numpy()})[0] for i in range(len(inputs))])
+
+
+def interleaved_ms(paths: list[str | Path], example: torch.Tensor, rounds: int = 20, runs: int = 20,
+                   threads: int = 1) -> list[float]:
+    """Median ms of one run per ONNX file, timed in rounds that visit every file in turn.
+
+    NOTE: interleaving spreads the noise of a shared machine over all files alike, so their ratios hold
+    even when the absolute times drift.
+    """
+    sessions = [_session(p, threads) for p in paths]
+    feeds = [{s.get_inputs()[0].name: example.numpy()} for s in sessions]
+    for session, feed in zip(sessions, feeds):
+        for _ in range(max(3, runs // 2)):
+            session.run(None, feed)
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(rounds):
+        for session, feed, out in zip(sessions, feeds, times):
+            for _ in range(runs):
+                start = time.perf_counter()
+                session.run(None, feed)
+                out.append(time.perf_counter() - start)
+    return [1e3 * statistics.median(t) for t in times]

@@ -29,7 +29,7 @@ def test_latency_accuracy_and_report_on_a_tiny_net(tmp_path):
                         nn.Linear(8, 10)).eval()
     calib = [torch.randn(4, 1, 28, 28)]
     q = quantize_onnx(trace(net, bench.EXAMPLE).gm, bench.EXAMPLE, calib, tmp_path / "t.int8.onnx")
-    ms = bench.interleaved_latency([q.fp32_path, q.int8_path], rounds=2, runs=3)
+    ms = bench.interleaved_ms([q.fp32_path, q.int8_path], bench.EXAMPLE, rounds=2, runs=3)
     assert len(ms) == 2 and all(t > 0 for t in ms)
     test = torch.utils.data.TensorDataset(torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,)))
     acc = bench.ort_accuracy(q.int8_path, test)

@@ -9,7 +9,7 @@ def test_compress_writes_int8_onnx_and_a_replayable_plan(tmp_path, capsys):
     common = ["models:lenet5", "--data", "fashion_mnist", "--data-samples", "64"]
     assert main(["compress", *common, "--budget", "0.15", "--out", str(out), "--plan", str(plan)]) == 0
     printed = capsys.readouterr().out
-    assert "0.150 of dense fp32 size" in printed and "ORT vs sim" in printed
+    assert "0.150 of dense fp32 size" in printed and "ORT vs sim" in printed and "ORT latency" in printed
     assert json.loads(plan.read_text())["format"] == "graphprune.bitplan/1"
     again = tmp_path / "again.int8.onnx"
     assert main(["compress", *common, "--apply-plan", str(plan), "--out", str(again)]) == 0
