@@ -142,6 +142,10 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
     graph = inspect(model, example_inputs, **trace_kw)
     scores = unit_scores(graph, importance)
     space = JointSpace(graph, scores, b, min_units=min_channels)
+    if not space.cost.layers:
+        raise ValueError(f"compress found no Conv / Linear module calls in {type(model).__name__} (captured with "
+                         f"{graph.traced.front_end}); quantisation plans name nn.Conv*/nn.Linear modules, so the "
+                         "model must be traceable by torch.fx (front_end='fx') with those layers as modules")
     int8 = {layer.name: 8 for layer in space.cost.layers}
     seconds["analyse"] = time.perf_counter() - t0
     t = time.perf_counter()

@@ -58,3 +58,16 @@ def test_rl_strategy_compresses_within_budget(net, calib, tmp_path):
                                  search_options={"episodes": 4, "batch_episodes": 2})
     assert result.report.strategy == "rl" and result.report.size_ratio <= 0.18
     assert result.report.ort_vs_fakequant_steps <= 2.0
+
+
+def test_a_model_without_conv_or_linear_modules_is_refused(calib):
+    class Functional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(4, 1, 3, 3))
+
+        def forward(self, x):
+            return torch.nn.functional.conv2d(x, self.w)
+
+    with pytest.raises(ValueError, match="no Conv / Linear module calls"):
+        graphprune.compress(Functional(), 0.5, EXAMPLE, calib_data=calib)
