@@ -117,8 +117,8 @@ def _check_args(quantize: str, strategy: str, eval_fn: Callable | None, calib: l
 def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs: Any, *, quantize: str = "int8",
              calib_data: Iterable, eval_fn: Callable[[torch.nn.Module], float] | None = None,
              strategy: str = "auto", importance: str | Callable = "l2", out: str | Path = "compressed.int8.onnx",
-             calib_batches: int = 8, min_channels: int = 1, search_options: dict | None = None,
-             time_rounds: int = 0, **trace_kw: Any) -> CompressResult:
+             calib_batches: int = 8, min_channels: int = 1, round_to: int | str = "auto",
+             search_options: dict | None = None, time_rounds: int = 0, **trace_kw: Any) -> CompressResult:
     """Prune and quantise ``model`` so its size (or BOPs) is at most ``budget`` of the dense fp32 model's.
 
     Args:
@@ -131,6 +131,8 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
             ``"joint"`` (evolutionary, ``joint.py``), ``"rl"`` (hierarchical controller on GCN embeddings, ``rl.py``).
         importance: the pruning criterion (as in ``prune``); it also orders channels for the joint search.
         out: the int8 ONNX file (the pruned fp32 file is written beside it).
+        round_to: kept widths in multiples of 8 / 4 by group size (``"auto"``, ``joint.width_step``), of N, or
+            exact (1).
         search_options: ``JointConfig`` fields (``joint.py``) or, for ``"rl"``, ``RLJointConfig`` (``rl.py``).
         time_rounds: when > 0, time the int8 and the pruned fp32 ONNX files (ORT CPU, 1 thread, batch 1,
             interleaved rounds) and report both.
@@ -141,7 +143,7 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
     b = _budget(budget)
     graph = inspect(model, example_inputs, **trace_kw)
     scores = unit_scores(graph, importance)
-    space = JointSpace(graph, scores, b, min_units=min_channels)
+    space = JointSpace(graph, scores, b, min_units=min_channels, round_to=round_to)
     if not space.cost.layers:
         raise ValueError(f"compress found no Conv / Linear module calls in {type(model).__name__} (captured with "
                          f"{graph.traced.front_end}); quantisation plans name nn.Conv*/nn.Linear modules, so the "

@@ -5,6 +5,9 @@ criterion (so the same criterion decides which channels go to 0 bits), the size 
 and the budget — and meet the budget by construction: a candidate is decoded through a bisection over a
 scale on its keep ratios that lands on the largest feasible keep (costs are monotone in the keep mask).
 
+Kept widths are rounded down to multiples of 8 / 4 by group size (``width_step``; ``round_to=1`` is exact):
+the bench found exact widths made pruned models slower than dense ones on ORT's CPU kernels.
+
 * :meth:`JointSpace.uniform` — one keep ratio for every group (prune→quantise, uniform);
 * :meth:`JointSpace.global_keep` — one threshold on per-group-normalised scores (prune→quantise, global);
 * :func:`joint_search` — the joint search: a genome is a keep ratio per group and a bit-width per layer,
@@ -23,7 +26,7 @@ from ..budget import BudgetError
 from ..depgraph import DependencyGraph
 from .cost import QuantBudget, QuantCost
 
-__all__ = ["JointSpace", "JointConfig", "Candidate", "joint_search", "decode_genome"]
+__all__ = ["JointSpace", "JointConfig", "Candidate", "joint_search", "decode_genome", "width_step"]
 
 
 @dataclass
@@ -42,18 +45,26 @@ class Candidate:
 class JointSpace:
     """Units ranked per group by ``scores`` (per-group normalised), with the cost and budget of ``graph``."""
 
-    def __init__(self, graph: DependencyGraph, scores: np.ndarray, budget: QuantBudget, min_units: int = 1):
+    def __init__(self, graph: DependencyGraph, scores: np.ndarray, budget: QuantBudget, min_units: int = 1,
+                 round_to: int | str = "auto"):
         self.graph, self.budget, self.min_units = graph, budget, min_units
         self.cost = QuantCost(graph)
         self.scores = np.asarray(scores, dtype=np.float64)
         self.order = [g.units.start + np.argsort(-self.scores[g.units], kind="stable") for g in graph.groups]
         self.n = np.array([g.n_units for g in graph.groups])
+        self.step = np.array([width_step(int(n), round_to) for n in self.n])
         self.allowed = budget.allowed(self.cost.dense(budget.metric))
 
     def keep_of(self, ratios: np.ndarray) -> np.ndarray:
-        """The top ``ceil(ratio · n)`` units of every group (at least ``min_units``)."""
-        counts = np.clip(np.ceil(np.asarray(ratios) * self.n - 1e-9).astype(int), np.minimum(self.min_units, self.n),
-                         self.n)
+        """The top ``ceil(ratio · n)`` units of every group, rounded down to its width step (``width_step``)."""
+        return self.keep_of_counts(np.ceil(np.asarray(ratios) * self.n - 1e-9))
+
+    def keep_of_counts(self, counts: np.ndarray) -> np.ndarray:
+        """The top ``counts`` units of every group: below ``n``, rounded down to a multiple of the group's
+        step (at least one step and ``min_units``) — monotone in ``counts``, so bisections stay valid."""
+        counts = np.minimum(np.asarray(counts, dtype=np.int64), self.n)
+        rounded = np.where(counts >= self.n, self.n, np.maximum(counts // self.step * self.step, self.step))
+        counts = np.clip(rounded, np.minimum(self.min_units, self.n), self.n)
         keep = np.zeros(self.graph.n_units, dtype=bool)
         for order, count in zip(self.order, counts):
             keep[order[:count]] = True
@@ -92,11 +103,24 @@ class JointSpace:
         for g in self.graph.groups:
             top = normalised[g.units].max() if g.n_units else 1.0
             normalised[g.units] /= top if top > 0 else 1.0
-        floors = self.keep_of(np.zeros(len(self.n)))
-        return self._largest_feasible(lambda t: floors | (normalised >= 1.0 - t), bits)
+        above = lambda t: [(normalised[g.units] >= 1.0 - t).sum() for g in self.graph.groups]  # noqa: E731
+        return self._largest_feasible(lambda t: self.keep_of_counts(np.array(above(t))), bits)
 
     def ratios_of(self, keep: np.ndarray) -> np.ndarray:
         return np.array([keep[g.units].mean() for g in self.graph.groups])
+
+
+def width_step(n: int, round_to: int | str = "auto") -> int:
+    """Kept widths are multiples of this (a group kept whole is exempt).
+
+    ``"auto"``: 8 for groups of at least 32 units, 4 for at least 8, else exact — CPU int8 / fp32 kernels
+    (ORT's QLinearConv, MLAS) run odd widths badly; ``round_to=N``: N; 1: exact.
+    """
+    if round_to == "auto":
+        return 8 if n >= 32 else 4 if n >= 8 else 1
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"round_to must be 'auto' or a positive int, got {round_to!r}")
+    return min(round_to, n)
 
 
 @dataclass

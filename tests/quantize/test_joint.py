@@ -13,9 +13,9 @@ from graphprune.flops import counted_macs
 from quant_nets import EXAMPLE
 
 
-def _space(net, budget):
+def _space(net, budget, round_to="auto"):
     graph = graphprune.inspect(net, EXAMPLE)
-    return JointSpace(graph, score_units(graph, "l2"), budget)
+    return JointSpace(graph, score_units(graph, "l2"), budget, round_to=round_to)
 
 
 def _measured_size(model, bits) -> float:
@@ -41,14 +41,17 @@ def test_size_and_bops_match_the_pruned_model(net):
 
 @pytest.mark.parametrize("budget", [QuantBudget.size(0.22), QuantBudget.size(0.12), QuantBudget.bops(0.03),
                                     QuantBudget.bytes(4000)])
-def test_allocations_meet_the_budget(net, budget):
-    space = _space(net, budget)
+@pytest.mark.parametrize("round_to", ["auto", 1])
+def test_allocations_meet_the_budget(net, budget, round_to):
+    space = _space(net, budget, round_to)
     for candidate in (space.uniform({}), space.global_keep({}), space.fit(np.linspace(0.2, 1, len(space.n)), {})):
         assert candidate.cost <= space.allowed
         assert candidate.cost == space.cost_of(candidate.keep, candidate.bits)
         assert not candidate.keep.all()
-    # the bisection lands near the budget, not far below it
-    assert space.global_keep({}).cost > 0.8 * space.allowed
+        kept = np.array([candidate.keep[g.units].sum() for g in space.graph.groups])
+        assert np.all((kept == space.n) | (kept % space.step == 0))  # widths on the menu
+    if round_to == 1:  # exact widths: the bisection lands near the budget, not far below it
+        assert space.global_keep({}).cost > 0.8 * space.allowed
 
 
 def test_joint_search_meets_the_budget_and_keeps_the_best(net):
