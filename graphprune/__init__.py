@@ -13,10 +13,11 @@ from .passes import RewriteError, masked_model
 from .passes.in_place import InPlaceError
 from .passes.resize_modules import rebuild_like
 from .plan import Plan, PlanError
+from .quantize import BitPlan, QuantBudget, apply_bitplan, compress
 from .trace import TraceError
 
 __version__ = "0.1.0"
 
 __all__ = ["prune", "inspect", "apply_plan", "count_cost", "Budget", "BudgetError", "Plan", "PlanError",
            "PruneReport", "PruneResult", "DependencyGraph", "TraceError", "RewriteError", "masked_model",
-           "InPlaceError", "rebuild_like"]
+           "InPlaceError", "rebuild_like", "compress", "apply_bitplan", "BitPlan", "QuantBudget"]

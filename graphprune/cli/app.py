@@ -16,12 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     traceback); 130: interrupted.  ``--help`` and ``--version`` return 0.
     """
     from .commands import cmd_inspect, cmd_prune
+    from .compress_cmd import cmd_compress
 
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # NOTE: known before parsing, so even a parse error can be re-raised
     try:
         args = build_parser().parse_args(argv)
-        return {"prune": cmd_prune, "inspect": cmd_inspect}[args.command](args)
+        return {"prune": cmd_prune, "inspect": cmd_inspect, "compress": cmd_compress}[args.command](args)
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:

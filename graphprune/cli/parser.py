@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 
+from .compress_cmd import add_compress_parser
 from .errors import CliError, did_you_mean
 
 __all__ = ["build_parser", "strategy_kind", "strategy_kinds", "MODEL_HELP"]
@@ -238,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                 description="graphprune: graph-based structured pruning for PyTorch (trace, couple, search, "
                             "rewrite, export).")
     p.add_argument("--version", action="version", version=f"graphprune {__version__} (torch {torch.__version__})")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{prune,inspect}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{prune,inspect,compress}")
     _prune_parser(sub, model_help)
     _inspect_parser(sub, model_help)
+    add_compress_parser(sub, model_help, _model_options, _Formatter)
     return p

@@ -1,0 +1,114 @@
+"""Size and BOPs of a (channels, bit-widths) candidate, from the dependency graph's shapes — no model built.
+
+For a keep mask over units and a weight bit-width ``b_l`` per quantisable layer ``l``:
+
+    size(keep, b) = Σ_l numel(W_l) · b_l / 8  +  4 · (params − Σ_l numel(W_l))          bytes
+    BOPs(keep, b) = Σ_l MACs_l · b_l · a_l    +  32 · 32 · (MACs − Σ_l MACs_l)
+
+with ``a_l = 8`` for an int8 layer and 32 for an fp32 one; every other parameter (biases, norms) is counted
+as fp32.  Both are monotone in ``keep`` and in ``b``, so a bisection over either meets a budget from below —
+the searches in ``joint.py`` meet budgets by construction.  The size is a prediction: the ONNX file also
+holds scales, zero points and the graph; ``compress`` reports the measured bytes beside it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..budget import BudgetError
+from ..depgraph import DependencyGraph, Dim
+from .layers import QuantLayer, quant_layers
+
+__all__ = ["QuantBudget", "QuantCost", "QUANT_METRICS"]
+
+QUANT_METRICS = ("size", "bops")
+
+
+@dataclass(frozen=True)
+class QuantBudget:
+    """A budget on the compressed model: ``ratio`` of the dense fp32 model's size or BOPs (or absolute bytes).
+
+    Build with :meth:`size`, :meth:`bytes` or :meth:`bops`.
+    """
+
+    metric: str
+    ratio: float | None = None
+    limit: float | None = None   # absolute bytes (metric "size") instead of a ratio
+
+    def __post_init__(self) -> None:
+        if self.metric not in QUANT_METRICS:
+            raise BudgetError(f"quantisation budget metric must be one of {QUANT_METRICS}, got {self.metric!r}")
+        if (self.ratio is None) == (self.limit is None):
+            raise BudgetError("a quantisation budget takes a ratio or an absolute limit, not both")
+        if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
+            raise BudgetError(f"a {self.metric} budget ratio must be in (0, 1], got {self.ratio}")
+        if self.limit is not None and not self.limit > 0:
+            raise BudgetError(f"a size budget in bytes must be positive, got {self.limit}")
+
+    @classmethod
+    def size(cls, ratio: float) -> "QuantBudget":
+        return cls("size", ratio=float(ratio))
+
+    @classmethod
+    def bytes(cls, n: float) -> "QuantBudget":
+        return cls("size", limit=float(n))
+
+    @classmethod
+    def bops(cls, ratio: float) -> "QuantBudget":
+        return cls("bops", ratio=float(ratio))
+
+    def allowed(self, dense: float) -> float:
+        """The largest allowed cost, given the dense fp32 model's cost in this metric."""
+        return self.limit if self.limit is not None else self.ratio * dense
+
+    def describe(self) -> str:
+        if self.limit is not None:
+            return f"{self.limit:.0f} bytes"
+        return f"{self.ratio:.3f} of dense fp32 {self.metric}"
+
+
+class QuantCost:
+    """Evaluates size / BOPs of candidates on one dependency graph (see module docstring)."""
+
+    def __init__(self, graph: DependencyGraph):
+        self.graph = graph
+        self.layers: list[QuantLayer] = quant_layers(graph.traced.gm)
+        self._weight_dims = [self._dims_of(layer.weight_key) for layer in self.layers]
+        self.dense_macs = graph.cost().macs
+        self.dense_params = graph.cost().params
+
+    def _dims_of(self, key: str) -> list[tuple[int, int]]:
+        """(class index or -1, fixed size) per axis of a parameter."""
+        shape = self.graph.shapes[key]
+        return [(self.graph.dim_class.get(Dim(key, a), -1), int(n)) for a, n in enumerate(shape)]
+
+    def _layer_numbers(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+        sizes = self.graph.class_sizes(keep)
+        numel = np.array([np.prod([sizes[c] if c >= 0 else n for c, n in dims], dtype=np.float64)
+                          for dims in self._weight_dims])
+        node_macs = self.graph.node_macs(keep)
+        macs = np.array([node_macs.get(layer.node, 0.0) for layer in self.layers])
+        cost = self.graph.cost(keep)
+        return numel, macs, cost.params - numel.sum(), cost.macs - macs.sum()
+
+    def _bits(self, bits: dict[str, int]) -> np.ndarray:
+        return np.array([bits.get(layer.name, 8) for layer in self.layers], dtype=np.float64)
+
+    def size_bytes(self, keep: np.ndarray, bits: dict[str, int]) -> float:
+        numel, _, other_params, _ = self._layer_numbers(keep)
+        return float((numel * self._bits(bits)).sum() / 8 + 4 * other_params)
+
+    def bops(self, keep: np.ndarray, bits: dict[str, int]) -> float:
+        _, macs, _, other_macs = self._layer_numbers(keep)
+        w = self._bits(bits)
+        a = np.where(w >= 32, 32.0, 8.0)
+        return float((macs * w * a).sum() + 32 * 32 * other_macs)
+
+    def of(self, metric: str, keep: np.ndarray, bits: dict[str, int]) -> float:
+        return self.size_bytes(keep, bits) if metric == "size" else self.bops(keep, bits)
+
+    def dense(self, metric: str) -> float:
+        """The dense fp32 model's cost (the reference of budget ratios)."""
+        fp32 = {layer.name: 32 for layer in self.layers}
+        return self.of(metric, self.graph.full_keep(), fp32)

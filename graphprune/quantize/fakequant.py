@@ -1,0 +1,166 @@
+"""Pass: the fake-quant simulation — a PyTorch model that computes what the int8 ONNX model computes.
+
+Reads a traced (or pruned) GraphModule, calibration batches and a weight bit-width per layer.  Rewrites a
+copy, in the order ONNX Runtime sees the model:
+
+1. **fold BatchNorm** into the preceding conv (the ONNX exporter folds it in eval mode);
+2. **observe**: after the input and the output of every int8 layer (``layers.py``) an observer records the
+   fp32 min / max over ``calib_data`` — ORT's MinMax calibration, at the points its QDQ format quantises
+   (a Conv / Gemm's activation input and its output; a tensor quantised for one consumer is seen quantised
+   by all of them, as ORT rewires every consumer to the DequantizeLinear output);
+3. **quantise**: observers become per-tensor uint8 fake-quant nodes, int8 layers' weights and biases are
+   replaced by their quantised-dequantised values (``scheme.py``).  fp32 layers are left alone.
+
+The result scores a candidate without exporting it; ``tests/quantize`` holds it equal to ONNX Runtime's int8
+model within a few output quantisation steps.  :func:`zero_bit_model` is the 0-bit view of a pruned channel:
+the dense model with every parameter slice coupled to a pruned unit set to zero.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.fx.experimental.optimization import fuse
+
+from ..depgraph import DependencyGraph, Dim
+from ..evaluate import split_batch
+from .layers import quant_layers
+from .scheme import ActivationQParams, activation_qparams, fake_quant_activation, fake_quant_bias, \
+    fake_quant_weight, weight_scales
+
+__all__ = ["fake_quant_model", "zero_bit_model", "batch_inputs", "ActivationObserver", "ActivationFakeQuant"]
+
+
+class ActivationObserver(nn.Module):
+    """Identity that records the running min / max of what passes through (MinMax calibration)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lo, self.hi = float("inf"), float("-inf")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.lo = min(self.lo, float(x.detach().min()))
+        self.hi = max(self.hi, float(x.detach().max()))
+        return x
+
+
+class ActivationFakeQuant(nn.Module):
+    """Per-tensor uint8 quantise-dequantise with fixed parameters."""
+
+    def __init__(self, qparams: ActivationQParams) -> None:
+        super().__init__()
+        self.qparams = qparams
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fake_quant_activation(x, self.qparams)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.qparams.scale:.4g}, zero_point={self.qparams.zero_point}"
+
+
+def batch_inputs(batch: Any) -> tuple:
+    """The model inputs of one calibration batch: ``x``, ``(x, y)`` or ``(x1, x2, y)`` (``evaluate.split_batch``)."""
+    return split_batch(batch)[0]
+
+
+def zero_bit_model(graph: DependencyGraph, keep: np.ndarray) -> fx.GraphModule:
+    """The traced model with every parameter slice of an unkept unit zeroed (its channels at 0 bits).
+
+    Shapes stay dense.  Where zero weights give a zero channel (conv / linear / BatchNorm chains) it computes
+    what the pruned model computes, with the pruned channels reading 0.
+    """
+    gm = copy.deepcopy(graph.traced.gm)
+    with torch.no_grad():
+        for name, tensor in gm.named_parameters():
+            key = f"@{name}"
+            for axis in range(tensor.dim()):
+                if Dim(key, axis) not in graph.dim_class:
+                    continue
+                gone = np.setdiff1d(np.arange(tensor.shape[axis]), graph.kept_indices(Dim(key, axis), keep))
+                if len(gone):
+                    tensor.index_fill_(axis, torch.as_tensor(gone), 0.0)
+    return gm
+
+
+def _insert_after(gm: fx.GraphModule, node: fx.Node, module: nn.Module, name: str) -> None:
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_after(node):
+        new = gm.graph.call_module(name, (node,))
+    node.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
+
+
+def _observe(gm: fx.GraphModule, weight_bits: dict[str, int]) -> dict[str, str]:
+    """Insert observers; returns {fx node name of the observed value: observer module name}."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    points: dict[str, str] = {}
+    for layer in quant_layers(gm):
+        if weight_bits.get(layer.name, 8) != 8:
+            continue
+        node = nodes[layer.node]
+        for value in (node.args[0], node):
+            if isinstance(value, fx.Node) and value.name not in points:
+                points[value.name] = f"_gp_act_{len(points)}"
+                _insert_after(gm, value, ActivationObserver(), points[value.name])
+    gm.graph.lint()
+    gm.recompile()
+    return points
+
+
+def _quantise_weights(gm: fx.GraphModule, weight_bits: dict[str, int]) -> None:
+    """Replace int8 layers' weights and biases by their quantised values (inputs already fake-quantised)."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    with torch.no_grad():
+        for layer in quant_layers(gm):
+            if weight_bits.get(layer.name, 8) != 8:
+                continue
+            module = gm.get_submodule(layer.name)
+            # NOTE: _observe put a fake-quant node between every int8 layer and its input
+            in_scale = gm.get_submodule(nodes[layer.node].args[0].target).qparams.scale
+            scales = weight_scales(module.weight)
+            if module.bias is not None:
+                module.bias.copy_(fake_quant_bias(module.bias, in_scale, scales))
+            module.weight.copy_(fake_quant_weight(module.weight))
+
+
+def as_graph_module(model: nn.Module) -> fx.GraphModule:
+    """``model`` as a GraphModule: itself, or (``prune`` returns the user's own class by default) its fx trace."""
+    if isinstance(model, fx.GraphModule):
+        return model
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure gets the same advice
+        raise TypeError(f"quantisation needs a torch.fx GraphModule and {type(model).__name__} does not trace "
+                        f"({type(exc).__name__}: {str(exc)[:120]}); prune it with output='graph'") from exc
+
+
+def fake_quant_model(model: fx.GraphModule, calib_data: Iterable, weight_bits: dict[str, int] | None = None
+                     ) -> fx.GraphModule:
+    """The fake-quant simulation of ``model`` (see module docstring); ``model`` is not modified.
+
+    Args:
+        model: a GraphModule (traced or pruned by graphprune) in eval semantics.
+        calib_data: batches (tensors or (inputs, targets)); every batch is run once to calibrate.
+        weight_bits: module name -> 8 or 32 (default 8 for every Conv / Linear).
+
+    Raises:
+        ValueError: ``calib_data`` is empty.
+    """
+    weight_bits = dict(weight_bits or {})
+    gm = fuse(copy.deepcopy(as_graph_module(model)).eval(), no_trace=True)
+    points = _observe(gm, weight_bits)
+    seen = 0
+    with torch.no_grad():
+        for batch in calib_data:
+            gm(*batch_inputs(batch))
+            seen += 1
+    if not seen:
+        raise ValueError("fake_quant_model needs at least one calibration batch in calib_data")
+    for observer_name in points.values():
+        observer = gm.get_submodule(observer_name)
+        setattr(gm, observer_name, ActivationFakeQuant(activation_qparams(observer.lo, observer.hi)))
+    _quantise_weights(gm, weight_bits)
+    return gm

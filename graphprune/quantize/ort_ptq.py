@@ -1,0 +1,178 @@
+"""Stage 7 — quantise the exported model with ONNX Runtime: static PTQ, QDQ format, per-channel int8 weights.
+
+Reads a pruned GraphModule, calibration batches and a weight bit-width per layer.  Writes (atomically, via
+``graphprune.files``) the fp32 ONNX file and its int8 version:
+
+1. export the model to fp32 ONNX (``graphprune.export.export_onnx``; BatchNorm is folded by the exporter);
+2. find each layer's Conv / Gemm node: the exporter writes them in graph order, so the i-th quantisable
+   layer is the i-th Conv / Gemm / MatMul with a constant weight — checked by weight shape, a mismatch is an
+   error naming the layer (never a silently mis-assigned bit-width);
+3. ``onnxruntime.quantization.quantize_static`` with the scheme of ``scheme.py`` (QDQ, uint8 activations,
+   per-channel symmetric int8 weights, MinMax calibration) on ``calib_data`` split into single samples (the
+   exported graph has a fixed batch of 1; MinMax ranges do not depend on batching); fp32 layers are
+   ``nodes_to_exclude``.
+
+onnxruntime is imported only here (and in ``graphprune.export``).
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from ..export import export_onnx
+from ..files import atomic_path
+from ..trace import normalize_inputs
+from .fakequant import as_graph_module, batch_inputs
+from .layers import quant_layers
+
+__all__ = ["quantize_onnx", "QuantizedOnnx", "onnx_layer_nodes", "ort_run", "interleaved_ms", "QuantizeError"]
+
+_WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+class QuantizeError(RuntimeError):
+    """The exported ONNX graph does not line up with the model's layers, or quantisation failed."""
+
+
+@dataclass
+class QuantizedOnnx:
+    """Files written by :func:`quantize_onnx` and their sizes on disk."""
+
+    fp32_path: Path
+    int8_path: Path
+    fp32_bytes: int
+    int8_bytes: int
+
+
+def onnx_layer_nodes(onnx_path: str | Path, model: fx.GraphModule) -> dict[str, str]:
+    """Module name -> ONNX node name for every quantisable layer of ``model`` (see module docstring, step 2)."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path))
+    consts = {t.name: tuple(t.dims) for t in proto.graph.initializer}
+    weighted = [n for n in proto.graph.node if n.op_type in _WEIGHTED_OPS and len(n.input) > 1
+                and n.input[1] in consts]
+    layers = quant_layers(model)
+    if len(weighted) != len(layers):
+        raise QuantizeError(f"{onnx_path}: {len(weighted)} Conv/Gemm/MatMul nodes with constant weights but the "
+                            f"model has {len(layers)} Conv/Linear calls; cannot assign per-layer bit-widths")
+    mapping = {}
+    for layer, node in zip(layers, weighted):
+        want = tuple(model.get_submodule(layer.name).weight.shape)
+        got = consts[node.input[1]]
+        if node.op_type == "MatMul":
+            got = got[::-1]
+        if want != got:
+            raise QuantizeError(f"layer {layer.name!r} (weight {want}) lines up with ONNX node {node.name!r} "
+                                f"(weight {got}); the exporter reordered layers, cannot assign bit-widths")
+        mapping[layer.name] = node.name
+    return mapping
+
+
+class _SampleReader:
+    """``CalibrationDataReader`` over calibration batches, one sample at a time."""
+
+    def __init__(self, calib_data: Iterable, input_names: list[str]):
+        self._feeds = (
+            {name: t[i:i + 1].detach().cpu().numpy().astype(np.float32) for name, t in zip(input_names, inputs)}
+            for inputs in map(batch_inputs, calib_data) for i in range(inputs[0].shape[0]))
+
+    def get_next(self) -> dict | None:
+        return next(self._feeds, None)
+
+    def __iter__(self):  # NOTE: ORT's CalibrationDataReader protocol
+        return self
+
+    def __next__(self):
+        feed = self.get_next()
+        if feed is None:
+            raise StopIteration
+        return feed
+
+
+def _quantize(fp32: Path, out: Path, reader: Any, exclude: list[str]) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # NOTE: ORT logs advice on the root logger; restored below
+    try:
+        quantize_static(str(fp32), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=False,
+                        op_types_to_quantize=list(_WEIGHTED_OPS), nodes_to_exclude=exclude,
+                        calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        root.setLevel(level)
+
+
+def quantize_onnx(model: fx.GraphModule, example_inputs: Any, calib_data: Iterable, path: str | Path,
+                  weight_bits: dict[str, int] | None = None, fp32_path: str | Path | None = None) -> QuantizedOnnx:
+    """Export ``model`` and write its int8 QDQ version to ``path`` (see module docstring).
+
+    Args:
+        example_inputs: one sample (batch 1) with the model's input shape.
+        calib_data: calibration batches (tensors or (inputs, targets)).
+        weight_bits: module name -> 8 or 32 (default 8).
+        fp32_path: where to keep the fp32 file (default ``<path stem>.fp32.onnx`` beside ``path``).
+    """
+    path = Path(path)
+    fp32_path = Path(fp32_path) if fp32_path else path.with_name(path.stem + ".fp32.onnx")
+    weight_bits = dict(weight_bits or {})
+    model = as_graph_module(model)
+    export_onnx(model, example_inputs, fp32_path)
+    nodes = onnx_layer_nodes(fp32_path, model)
+    exclude = [nodes[name] for name, bits in weight_bits.items() if bits == 32 and name in nodes]
+    n_inputs = len(normalize_inputs(example_inputs))
+    reader = _SampleReader(calib_data, [f"input_{i}" for i in range(n_inputs)])
+    with tempfile.TemporaryDirectory() as scratch, atomic_path(path) as tmp:
+        # NOTE: ORT writes augmented calibration models beside the output; keep them out of the user's folder
+        work = Path(scratch) / "model.int8.onnx"
+        _quantize(fp32_path, work, reader, exclude)
+        tmp.write_bytes(work.read_bytes())
+    return QuantizedOnnx(fp32_path, path, fp32_path.stat().st_size, path.stat().st_size)
+
+
+def _session(path: str | Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_run(path: str | Path, inputs: torch.Tensor, threads: int = 1) -> np.ndarray:
+    """Outputs of the first ONNX output for a batch, run one sample at a time (the graph has batch 1)."""
+    session = _session(path, threads)
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: inputs[i:i + 1].numpy()})[0] for i in range(len(inputs))])
+
+
+def interleaved_ms(paths: list[str | Path], example: torch.Tensor, rounds: int = 20, runs: int = 20,
+                   threads: int = 1) -> list[float]:
+    """Median ms of one run per ONNX file, timed in rounds that visit every file in turn.
+
+    NOTE: interleaving spreads the noise of a shared machine over all files alike, so their ratios hold
+    even when the absolute times drift.
+    """
+    sessions = [_session(p, threads) for p in paths]
+    feeds = [{s.get_inputs()[0].name: example.numpy()} for s in sessions]
+    for session, feed in zip(sessions, feeds):
+        for _ in range(max(3, runs // 2)):
+            session.run(None, feed)
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(rounds):
+        for session, feed, out in zip(sessions, feeds, times):
+            for _ in range(runs):
+                start = time.perf_counter()
+                session.run(None, feed)
+                out.append(time.perf_counter() - start)
+    return [1e3 * statistics.median(t) for t in times]

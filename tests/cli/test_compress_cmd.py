@@ -1,0 +1,24 @@
+"""``graphprune compress``: runs, writes the int8 file and the plan, and a replayed plan gives the same file."""
+import json
+
+from graphprune.cli import main
+
+
+def test_compress_writes_int8_onnx_and_a_replayable_plan(tmp_path, capsys):
+    out, plan = tmp_path / "m.int8.onnx", tmp_path / "plan.json"
+    common = ["models:lenet5", "--data", "fashion_mnist", "--data-samples", "64"]
+    assert main(["compress", *common, "--budget", "0.15", "--out", str(out), "--plan", str(plan)]) == 0
+    printed = capsys.readouterr().out
+    assert "0.150 of dense fp32 size" in printed and "ORT vs sim" in printed and "ORT latency" in printed
+    assert json.loads(plan.read_text())["format"] == "graphprune.bitplan/1"
+    again = tmp_path / "again.int8.onnx"
+    assert main(["compress", *common, "--apply-plan", str(plan), "--out", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_bad_budget_and_option_are_one_line_errors(tmp_path, capsys):
+    assert main(["compress", "models:lenet5", "--data", "fashion_mnist", "--budget", "2"]) == 2
+    assert "fraction in (0, 1]" in capsys.readouterr().err
+    assert main(["compress", "models:lenet5", "--data", "fashion_mnist", "--strategy-option", "colour=3",
+                 "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "unknown --strategy-option" in capsys.readouterr().err
