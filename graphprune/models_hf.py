@@ -70,10 +70,10 @@ def hf_model_class(config) -> type:
     names = list(getattr(config, "architectures", None) or [])
     cls = next((getattr(transformers, n) for n in names if hasattr(transformers, n)), None)
     if cls is None:
-        cls = transformers.AutoModel._model_mapping.get(type(config))
-        if cls is None:
+        if type(config) not in transformers.MODEL_MAPPING:
             raise HFConfigError(f"transformers has no model for config {type(config).__name__} "
                                 f"(architectures {names}): set 'architectures' to a class transformers exports")
+        cls = transformers.MODEL_MAPPING[type(config)]
     if getattr(config, "is_encoder_decoder", False) and not _encoder_only(cls):
         raise HFConfigError(f"{cls.__name__} is an encoder-decoder model that needs decoder inputs too: set "
                             "'architectures' to an encoder-only class, e.g. ['T5EncoderModel'] or "
