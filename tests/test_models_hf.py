@@ -97,3 +97,20 @@ def test_cli_prunes_an_hf_config_through_torch_export(tmp_path, capsys):
 def test_cli_inspects_an_hf_image_config(tmp_path, capsys):
     assert main(["inspect", f"hf:{_vit(tmp_path)}"]) == 0
     assert "groups" in capsys.readouterr().out
+
+
+def test_api_on_an_automodel_instance_with_inputs_from_its_config(tmp_path):
+    import torch.fx
+
+    import graphprune
+    from graphprune.models_hf import example_inputs_for
+
+    config = load_hf_config(_llama(tmp_path, use_cache=False))
+    model = hf.AutoModelForCausalLM.from_config(config).eval()
+    x = example_inputs_for(config, model.main_input_name, seq=8)
+    with pytest.warns(UserWarning, match="captured with torch.export"):
+        result = graphprune.prune(model, 0.5, x, return_result=True)
+    assert isinstance(result.model, torch.fx.GraphModule) and result.report.front_end == "export"
+    assert result.report.macs_ratio <= 0.5
+    with torch.no_grad():
+        assert result.model(x).logits.shape == model(x).logits.shape == (1, 8, 64)
