@@ -60,6 +60,7 @@ class ZooRow:
     dense_gmacs: float | None = None  # FlopCounterMode, dense model
     # graphprune
     gp_traced: bool | None = None
+    gp_front_end: str = ""  # "fx", or "export" when fx could not trace (graphprune.capture)
     gp_pruned: bool = False
     gp_groups: int | None = None
     gp_groups_pruned: int | None = None
@@ -151,7 +152,7 @@ def _run_graphprune(row: ZooRow, spec: ModelSpec, cfg: WorkerConfig, out: Path) 
         with time_limit(cfg.gp_limit, "graphprune"):
             res = graphprune.prune(model, BUDGET, example_inputs=x, strategy="global", importance="l2",
                                    return_result=True, leaf_modules="auto" if cfg.auto_leaf else ())
-            row.gp_traced, row.gp_pruned = True, True
+            row.gp_traced, row.gp_pruned, row.gp_front_end = True, True, res.report.front_end
             row.gp_seconds = graphprune_seconds(res.report)
             row.gp_macs_ratio, row.gp_params_ratio = res.report.macs_ratio, res.report.params_ratio
             row.gp_groups, row.gp_groups_pruned = res.report.groups_total, res.report.groups_pruned

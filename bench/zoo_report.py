@@ -36,6 +36,9 @@ def _summary(rows: list[ZooRow]) -> list[str]:
             f"- graphprune failures by kind: {', '.join(f'{k} {v}' for k, v in sorted(kinds.items())) or 'none'}",
             f"- graphprune models with issues (MACs mismatch, budget miss, mask diff, ONNX): "
             f"{sum(bool(r.gp_issues) for r in rows)}",
+            f"- captured by torch.export because fx could not trace: "
+            f"{', '.join(sorted(r.model for r in rows if r.gp_front_end == 'export')) or 'none'} "
+            f"(of them pruned OK: {sum(r.gp_ok for r in rows if r.gp_front_end == 'export')})",
             f"- ONNX export + ORT check: {onnx_ok}/{onnx_tried} exported and ran "
             f"({sum(r.gp_onnx.startswith('skipped') for r in rows)} skipped as too large)"]
 
