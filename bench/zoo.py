@@ -22,6 +22,11 @@ A model's graphprune run *succeeds* when it pruned, the forward works and the ma
     python bench/zoo.py --limit 10 --resume               # the next 10 not yet in zoo.json
     python bench/zoo.py --report                          # re-render zoo.md from zoo.json
     python bench/zoo.py --out-name zoo_timm --models timm:resnest14d timm:rexnet_100   # timm models
+    python bench/zoo.py --family hf                       # the 12 Hugging Face tiny configs -> zoo_hf.*
+
+``hf:NAME`` models (``bench/zoo_hf.py``): transformers tiny configs with random weights; graphprune captures them
+with torch.export (fx cannot trace transformers 5.x); Torch-Pruning gets its documented ``num_heads`` recipe.
+A forward is OK when the pruned model returns the dense model's output shape (1000 logits for image classifiers).
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ModelSpec, watch_process, write_json, zoo_specs  # noqa: E402
+from zoo_hf import HF, first  # noqa: E402
 
 BUDGET = 0.5
 TP_RATIO = 0.5
@@ -54,6 +60,7 @@ class ZooRow:
     dense_gmacs: float | None = None  # FlopCounterMode, dense model
     # graphprune
     gp_traced: bool | None = None
+    gp_front_end: str = ""  # "fx", or "export" when fx could not trace (graphprune.capture)
     gp_pruned: bool = False
     gp_groups: int | None = None
     gp_groups_pruned: int | None = None
@@ -78,6 +85,7 @@ class ZooRow:
     tp_seconds: float | None = None
     tp_error: str = ""
     peak_rss_gb: float | None = None  # the worker's peak resident memory (sampled every 0.25 s)
+    output_shape: list[int] | None = None  # the dense model's first output
 
     @property
     def gp_ok(self) -> bool:
@@ -108,23 +116,58 @@ def _save(row: ZooRow, out: Path, stage: str | None = None) -> None:
     write_json(out, asdict(row))
 
 
+def _build(spec: ModelSpec):
+    """(model with non-trivial norm statistics, example input) for a torchvision, ``timm:`` or ``hf:`` name."""
+    from common import build_model, example_input
+    from graphprune.testing import randomize_
+
+    if spec.name.startswith(HF):
+        import zoo_hf
+
+        model, x = zoo_hf.build(spec.name)
+        return randomize_(model), x
+    return _unzero_layers(randomize_(build_model(spec.name))), example_input(spec.input_shape)
+
+
+def _unzero_layers(model):
+    """Give zero-initialised Linear / Conv weights small random values (N(0, 0.02)).
+
+    NOTE: some timm heads start at zero (Hiera): the dense output is then identically 0 and the mask check would
+    pass vacuously, so the zoo prunes a model whose output depends on its channels."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)) and not m.weight.any():
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.02)
+    return model
+
+
+def _output_shape(model, x) -> tuple[int, ...]:
+    import torch
+
+    with torch.no_grad():
+        return tuple(first(model(x)).shape)
+
+
 def _run_graphprune(row: ZooRow, spec: ModelSpec, cfg: WorkerConfig, out: Path) -> None:
     """Prune with graphprune and check the result; fills the ``gp_*`` fields of ``row``."""
     import graphprune
-    from common import build_model, error_text, example_input, graphprune_error_kind, graphprune_seconds, \
-        n_params, time_limit
-    from graphprune.testing import counted_macs, randomize_
+    from common import error_text, graphprune_error_kind, graphprune_seconds, n_params, time_limit
+    from graphprune.testing import counted_macs
 
-    model, x = randomize_(build_model(spec.name)), example_input(spec.input_shape)
+    model, x = _build(spec)
     _save(row, out, "dense")
     dense = counted_macs(model, (x,))
     row.dense_gmacs = dense / 1e9
+    row.output_shape = list(_output_shape(model, x))
     _save(row, out, "graphprune.prune")
     try:
         with time_limit(cfg.gp_limit, "graphprune"):
             res = graphprune.prune(model, BUDGET, example_inputs=x, strategy="global", importance="l2",
                                    return_result=True, leaf_modules="auto" if cfg.auto_leaf else ())
-            row.gp_traced, row.gp_pruned = True, True
+            row.gp_traced, row.gp_pruned, row.gp_front_end = True, True, res.report.front_end
             row.gp_seconds = graphprune_seconds(res.report)
             row.gp_macs_ratio, row.gp_params_ratio = res.report.macs_ratio, res.report.params_ratio
             row.gp_groups, row.gp_groups_pruned = res.report.groups_total, res.report.groups_pruned
@@ -163,15 +206,14 @@ def _check_pruned(row: ZooRow, res, model, x, dense: float, out: Path) -> None:
     """Forward, independent MACs count, and mask equivalence of a pruned model."""
     import torch
 
-    from common import first_output
     from graphprune.passes import masked_model
     from graphprune.testing import counted_macs
 
     pruned = res.model.eval()
     try:
         with torch.no_grad():
-            y = first_output(pruned(x))
-        row.gp_forward_ok = tuple(y.shape) == (1, 1000)
+            y = first(pruned(x))
+        row.gp_forward_ok = list(y.shape) == row.output_shape
     except Exception:
         row.gp_forward_ok, row.gp_error_kind = False, "forward"
         raise
@@ -186,7 +228,7 @@ def _check_pruned(row: ZooRow, res, model, x, dense: float, out: Path) -> None:
     _save(row, out, "graphprune.mask")
     reference = masked_model(res.graph, res.plan.keep_mask(res.graph)).eval()
     with torch.no_grad():
-        want = first_output(reference(x))
+        want = first(reference(x))
     row.gp_mask_rel_diff = float((y - want).abs().max() / want.abs().max().clamp_min(1e-12))
     if row.gp_mask_rel_diff > MASK_RTOL:
         row.gp_issues.append(f"mask diff {row.gp_mask_rel_diff:.2e} > {MASK_RTOL:g}")
@@ -209,20 +251,27 @@ def _run_torch_pruning(row: ZooRow, spec: ModelSpec, cfg: WorkerConfig, dense: f
     """Prune a fresh copy with Torch-Pruning; fills the ``tp_*`` fields of ``row``."""
     import torch
 
-    from common import build_model, error_text, example_input, first_output, time_limit, torch_pruning_prune
-    from graphprune.testing import counted_macs, randomize_
+    from common import error_text, time_limit, torch_pruning_prune
+    from graphprune.testing import counted_macs
 
-    model, x = randomize_(build_model(spec.name)), example_input(spec.input_shape)
+    model, x = _build(spec)
+    want = row.output_shape or list(_output_shape(model, x))
     try:
         with time_limit(cfg.tp_limit, "torch-pruning"):
-            run = torch_pruning_prune(model, x, TP_RATIO)
-            row.tp_seconds, row.tp_macs_ratio = run.seconds, run.macs_ratio
+            if spec.name.startswith(HF):
+                import zoo_hf
+
+                run = zoo_hf.torch_pruning_prune(model, x, TP_RATIO)
+                row.tp_seconds = run.seconds
+            else:
+                run = torch_pruning_prune(model, x, TP_RATIO)
+                row.tp_seconds, row.tp_macs_ratio = run.seconds, run.macs_ratio
             if run.error:
                 raise RuntimeError(run.error)
             with torch.no_grad():
-                y = first_output(model.eval()(x))
-            if tuple(y.shape) != (1, 1000):
-                raise RuntimeError(f"output shape {tuple(y.shape)} != (1, 1000)")
+                y = first(model.eval()(x))
+            if list(y.shape) != want:
+                raise RuntimeError(f"output shape {tuple(y.shape)} != {tuple(want)}")
             row.tp_ok = True
             if dense:
                 row.tp_macs_ratio_counted = counted_macs(model, (x,)) / dense
@@ -292,12 +341,22 @@ def save_rows(rows: dict[str, ZooRow], env: dict) -> None:
     MD_PATH.write_text(render(ordered, env))
 
 
+def _specs(names, size) -> list[ModelSpec]:
+    """Specs for torchvision / ``timm:`` names (``common.zoo_specs``) and ``hf:`` names (``zoo_hf``; size 0)."""
+    import zoo_hf
+
+    hf = [n for n in names or () if n.startswith(HF)]
+    rest = [n for n in names or () if not n.startswith(HF)]
+    specs = zoo_specs(None if names is None else rest, size) if rest or names is None else []
+    return specs + [ModelSpec(n, 0, zoo_hf.params_m(n)) for n in hf]
+
+
 def drive(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from common import environment
 
-    specs = zoo_specs(args.models, args.size)
+    specs = _specs(args.models, args.size)
     rows = load_rows()
     if args.resume:
         specs = [s for s in specs if s.name not in rows]
@@ -319,6 +378,8 @@ def drive(args: argparse.Namespace) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", help="only these models (torchvision names, or timm:NAME)")
+    p.add_argument("--family", choices=["hf"], help="every model of a family: hf = the 12 Hugging Face tiny "
+                   "configs of bench/zoo_hf.py (results in zoo_hf.* unless --out-name)")
     p.add_argument("--out-name", default="zoo", help="results file stem under bench/results (e.g. zoo_timm)")
     p.add_argument("--size", type=int, help="input size override (default 224; 299 for inception_v3)")
     p.add_argument("--limit", type=int, help="at most this many models")
@@ -341,11 +402,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     global JSON_PATH, MD_PATH
     args = parse_args(argv)
+    if args.family == "hf":
+        import zoo_hf
+
+        args.models = [HF + n for n in zoo_hf.NAMES] + list(args.models or [])
+        args.out_name = "zoo_hf" if args.out_name == "zoo" else args.out_name
     JSON_PATH, MD_PATH = RESULTS / f"{args.out_name}.json", RESULTS / f"{args.out_name}.md"
     if args.worker:
         from common import _meta_params
 
-        spec = ModelSpec(args.worker, args.size, _meta_params(args.worker))
+        params = __import__("zoo_hf").params_m(args.worker) if args.worker.startswith(HF) else _meta_params(args.worker)
+        spec = ModelSpec(args.worker, args.size, params)
         cfg = WorkerConfig(args.gp_limit, args.tp_limit, args.onnx_max_params, args.skip_tp, args.skip_onnx,
                            args.auto_leaf)
         run_worker(spec, cfg, Path(args.out))

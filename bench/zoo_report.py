@@ -11,7 +11,7 @@ TABLE_HEADERS = ["model", "params M", "GMACs", "gp OK", "TP OK", "gp traced", "g
 
 def _table_row(r: ZooRow) -> list[str]:
     onnx = {"ok": "✓", "failed": "✗", "": "—"}.get(r.gp_onnx, "skip")
-    return [r.model + ("" if r.size == 224 else f" ({r.size})"), fmt(r.params_m, ".1f"), fmt(r.dense_gmacs, ".2f"),
+    return [r.model + ("" if r.size in (0, 224) else f" ({r.size})"), fmt(r.params_m, ".1f"), fmt(r.dense_gmacs, ".2f"),
             fmt(r.gp_ok), fmt(r.tp_ok), fmt(r.gp_traced), fmt(r.gp_pruned), fmt(r.gp_macs_ratio),
             fmt(r.gp_macs_ratio_counted), fmt(r.gp_forward_ok), fmt(r.gp_mask_rel_diff, ".1e"), onnx,
             fmt(r.gp_ort_abs_diff, ".1e"), fmt(r.gp_seconds, ".1f"), fmt(r.tp_macs_ratio),
@@ -30,12 +30,15 @@ def _summary(rows: list[ZooRow]) -> list[str]:
     onnx_tried = sum(r.gp_onnx in ("ok", "failed") for r in rows)
     return [f"- models run: **{len(rows)}**",
             f"- graphprune succeeded (pruned, forward OK, mask diff ≤ {MASK_RTOL:g}): **{len(gp)}/{len(rows)}**",
-            f"- Torch-Pruning succeeded (forward OK, 1000 logits): **{len(tp)}/{len(ran_tp)}**",
+            f"- Torch-Pruning succeeded (forward OK, the dense output shape): **{len(tp)}/{len(ran_tp)}**",
             f"- both: {len(gp & tp)}; graphprune only: {len(gp - tp)}; Torch-Pruning only: {len(tp - gp)}"
             + (f" ({', '.join(sorted(tp - gp))})" if tp - gp else ""),
             f"- graphprune failures by kind: {', '.join(f'{k} {v}' for k, v in sorted(kinds.items())) or 'none'}",
             f"- graphprune models with issues (MACs mismatch, budget miss, mask diff, ONNX): "
             f"{sum(bool(r.gp_issues) for r in rows)}",
+            f"- captured by torch.export because fx could not trace: "
+            f"{', '.join(sorted(r.model for r in rows if r.gp_front_end == 'export')) or 'none'} "
+            f"(of them pruned OK: {sum(r.gp_ok for r in rows if r.gp_front_end == 'export')})",
             f"- ONNX export + ORT check: {onnx_ok}/{onnx_tried} exported and ran "
             f"({sum(r.gp_onnx.startswith('skipped') for r in rows)} skipped as too large)"]
 

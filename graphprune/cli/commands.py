@@ -49,7 +49,7 @@ def _check_data_needs(args: argparse.Namespace) -> None:
 
 def _model(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor]:
     """The model (seeded, weights loaded) and example input, on ``--device``."""
-    model, x = load_model(args.model, args.input_shape, seed=args.seed)
+    model, x = load_model(args.model, args.input_shape, seed=args.seed, seq=args.seq)
     if args.weights:
         load_weights(model, args.weights, trust=args.trust_file)
     model, x = model.to(args.device), x.to(args.device)

@@ -7,6 +7,8 @@ A spec is ``source:name``:
 ``timm:NAME``            ``timm.create_model(NAME, pretrained=False)`` (needs timm)
 ``models:NAME``          graphprune's bundled reference networks (``models.REGISTRY``)
 ``checkpoint:FILE``      a trained registry checkpoint (``graphprune.train.save_checkpoint``)
+``hf:CONFIG``            a Hugging Face transformers model built from a local ``config.json`` (or its directory)
+                         with random weights, no download (``graphprune.models_hf``); input from the config
 ``path/file.py:FACTORY``  EXECUTES ``file.py`` and calls ``FACTORY()``, which returns an ``nn.Module``
 =======================  ==========================================================================
 
@@ -24,13 +26,15 @@ from .errors import CliError, did_you_mean, one_line
 
 __all__ = ["load_model", "load_weights", "SOURCES"]
 
-SOURCES = ("torchvision", "timm", "models", "checkpoint")
-_FORMS = "torchvision:NAME, timm:NAME, models:NAME, checkpoint:FILE or path/file.py:FACTORY"
+SOURCES = ("torchvision", "timm", "models", "checkpoint", "hf")
+_FORMS = "torchvision:NAME, timm:NAME, models:NAME, checkpoint:FILE, hf:CONFIG or path/file.py:FACTORY"
 
 
-def load_model(spec: str, input_shape: tuple[int, ...] | None = None, seed: int = 0
+def load_model(spec: str, input_shape: tuple[int, ...] | None = None, seed: int = 0, seq: int | None = None
                ) -> tuple[torch.nn.Module, torch.Tensor]:
     """Resolve a MODEL spec to (model in eval mode, example input of ``input_shape`` or the model's default).
+
+    ``seq`` is the token count of an ``hf:`` text model's ``input_ids`` (``input_shape`` N,L sets it too).
 
     NOTE: the global RNG is seeded with ``seed`` before the model is built, so randomly initialised
     models (and so importance scores and plans) repeat from run to run.
@@ -39,6 +43,10 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None = None, seed: int 
     if not name:
         raise CliError(f"MODEL must look like source:name, got {spec!r}", f"use {_FORMS}")
     torch.manual_seed(seed)
+    if kind == "hf":
+        return _hugging_face(name, input_shape, seed, seq)
+    if seq is not None:
+        raise CliError(f"--seq is for hf: text models, not {spec}", "drop --seq (or use --input-shape)")
     if kind.endswith(".py"):
         model, default = _from_file(Path(kind), name), (1, 3, 224, 224)
     elif kind in _BUILDERS:
@@ -111,6 +119,29 @@ def _checkpoint(file: str):
                        "the checkpoint's kwargs or weights do not fit the bundled factory; re-save it") from None
     side = 28 if "28x28" in str(ckpt.meta.get("input", "")) else 32
     return model, (1, ckpt.kwargs.get("in_channels", 3), side, side)
+
+
+def _hugging_face(path: str, input_shape: tuple[int, ...] | None, seed: int, seq: int | None):
+    """``hf:CONFIG``: the model and example input ``graphprune.models_hf.build_hf_model`` makes from the config."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise CliError("hf:CONFIG needs the transformers package, which is not installed",
+                       "pip install transformers") from None
+    from ..models_hf import DEFAULT_SEQ, HFConfigError, build_hf_model
+
+    text_shape = input_shape is not None and len(input_shape) == 2
+    try:
+        built = build_hf_model(path, seq=input_shape[1] if text_shape else seq or DEFAULT_SEQ,
+                               batch=input_shape[0] if input_shape else 1, seed=seed)
+    except HFConfigError as exc:
+        raise CliError(f"hf:{path}: {exc}", "pass a transformers config.json (e.g. saved by "
+                       "config.save_pretrained(DIR)) whose 'architectures' names the class to build") from None
+    x = built.example_input
+    if input_shape is not None and tuple(x.shape) != tuple(input_shape):
+        x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed)) if x.is_floating_point() \
+            else torch.randint(0, built.model.config.vocab_size, input_shape, generator=torch.Generator().manual_seed(seed))
+    return built.model, x
 
 
 _BUILDERS: dict[str, Callable] = {"torchvision": _torchvision, "timm": _timm, "models": _bundled,

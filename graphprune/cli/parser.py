@@ -20,6 +20,9 @@ MODEL is one of:
   models:NAME            a bundled reference network: {bundled}
   checkpoint:FILE        a trained bundled network saved by graphprune.train.save_checkpoint,
                          e.g. checkpoint:checkpoints/resnet56.pt
+  hf:CONFIG              a Hugging Face transformers model from a local config.json (or its directory), random
+                         weights, no download; class from its 'architectures'; input_ids of --seq tokens,
+                         or pixel_values of its image_size (pruned by torch.export: the result is a GraphModule)
   path/file.py:FACTORY   EXECUTES path/file.py as Python and calls FACTORY() to build the model:
                          only use files you trust
 Models are built after torch.manual_seed(--seed), so random initialisations repeat run to run.
@@ -128,6 +131,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="the model to load (see MODEL above)")
     p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
                    help="example input shape (default: the model's usual input)")
+    p.add_argument("--seq", type=_positive, metavar="L", help="hf: text models: tokens in the example input_ids "
+                   "(default 16)")
     p.add_argument("--seed", type=int, default=0, help="seeds model initialisation, example input and data subsets")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs while pruning")
     p.add_argument("--weights", metavar="FILE", help="a state_dict to load into the model, read safely "

@@ -347,9 +347,16 @@ def upsample(ctx) -> None:
     _keep_leading(ctx, ctx.value_of(ctx.arg(0, "input")), None)
 
 
-@register(aten.constant_pad_nd.default)
+@register(aten.constant_pad_nd.default, aten.pad.default)
 def constant_pad(ctx) -> None:
-    widths = ctx.arg(1, "pad")
-    if isinstance(widths, (list, tuple)) and len(widths) % 2 == 0:
-        _keep_leading(ctx, ctx.value_of(ctx.arg(0, "self")), len(widths) // 2)
+    """``pad(self, pad, …)``: ``pad`` lists (before, after) pairs from the last axis backwards; an axis padded by
+    (0, 0) keeps its channels, as do the leading axes (e.g. the channels-last width Swin pads past)."""
+    widths, x, out = ctx.arg(1, "pad"), ctx.value_of(ctx.arg(0, "self")), ctx.out
+    if not isinstance(widths, (list, tuple)) or len(widths) % 2 or x is None or out is None:
+        return
+    nd = ctx.ndim(x)
+    _keep_leading(ctx, x, len(widths) // 2)
+    for i in range(len(widths) // 2):
+        if widths[2 * i] == 0 and widths[2 * i + 1] == 0 and nd - 1 - i >= 0:
+            ctx.same(Dim(x, nd - 1 - i), Dim(out, nd - 1 - i))
 
