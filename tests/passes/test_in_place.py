@@ -182,6 +182,19 @@ def test_size_held_in_an_int_attribute_is_set_and_proven():
         torch.testing.assert_close(fresh(x), result.model(x), rtol=0, atol=0)
 
 
+def test_saved_own_class_loads_safely_with_its_size_attributes(tmp_path):
+    from graphprune.export import load_pruned, save_pruned
+
+    torch.manual_seed(0)
+    model, x = randomize_(_SizeInAttribute()).eval(), torch.randn(2, 3, 8, 8)
+    result = graphprune.prune(model, 0.5, x, round_to=1, return_result=True)
+    path = save_pruned(result.model, tmp_path / "m.pt", result.plan)
+    loaded = load_pruned(path, model=_SizeInAttribute().eval())  # no code from the file, no trace
+    assert type(loaded) is _SizeInAttribute and loaded.width == result.model.width < 16
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), result.model(x), rtol=0, atol=0)
+
+
 def test_training_flags_and_hooks_follow_the_graph_policy():
     torch.manual_seed(0)
     model, x = randomize_(_Baked(flatten_literal=False)), torch.randn(2, 3, 8, 8)
