@@ -10,6 +10,7 @@ proves the copy equal to the pruned graph).
     python bench/in_place.py                       # the default list (torchvision 64x64 where they allow it)
     python bench/in_place.py --models resnet18 hf:bert
     python bench/in_place.py --report              # re-render the .md from the .json
+    python bench/in_place.py --merge --models vit_b_16   # re-run some, keep the other rows
 
 Writes ``bench/results/in_place.json`` and ``in_place.md`` after every model.
 """
@@ -98,6 +99,15 @@ def _first(y):
     return y[0] if isinstance(y, (tuple, list)) else y
 
 
+def _nonzero_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """NOTE: some heads start at zero (torchvision ViT): the output would be constant and any check vacuous."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2 and not p.any():
+                p.normal_(0.0, 0.02)
+    return model
+
+
 def run_one(name: str, limit_s: float) -> Row:
     import graphprune
     from graphprune.testing import randomize_
@@ -105,7 +115,7 @@ def run_one(name: str, limit_s: float) -> Row:
     build, x = _builder(name)
     row = Row(name, "x".join(map(str, x.shape)))
     torch.manual_seed(0)
-    model = randomize_(build()).eval()
+    model = _nonzero_weights(randomize_(build())).eval()
     try:
         with time_limit(limit_s, "prune"), Timer() as t, warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -152,6 +162,7 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=TORCHVISION + TIMM + HF)
     p.add_argument("--limit-s", type=float, default=300.0, help="time limit per model")
     p.add_argument("--report", action="store_true", help="re-render the markdown from the JSON")
+    p.add_argument("--merge", action="store_true", help="keep the other models' rows of the JSON")
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.report:
@@ -159,6 +170,8 @@ def main() -> None:
         MD_PATH.write_text(render(payload["rows"], payload["environment"]))
         return
     env, rows = environment(), []
+    if args.merge and JSON_PATH.exists():
+        rows = [r for r in json.loads(JSON_PATH.read_text())["rows"] if r["model"] not in args.models]
     for name in args.models:
         row = run_one(name, args.limit_s)
         rows.append(asdict(row))

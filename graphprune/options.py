@@ -28,6 +28,7 @@ import torch
 from .budget import Budget, as_budget
 from .importance import CRITERIA
 from .model_checks import check_apply_plan_args, check_model_tensors
+from .passes.in_place import OUTPUTS
 from .strategies import strategy_row
 
 __all__ = ["PruneOptions", "ROUND_TO_AUTO", "check_prune_options", "check_apply_plan_args", "check_model_tensors",
@@ -62,8 +63,6 @@ def check_prune_options(model: Any, budget: Any, *, strategy: Any = "global", im
 
 
 def _output(value: Any) -> str:
-    from .passes.in_place import OUTPUTS
-
     if not isinstance(value, str) or value not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS} ('auto': the model's own class when its code allows, "
                          f"else the torch.fx GraphModule), got {value!r:.60}")

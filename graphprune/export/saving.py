@@ -12,7 +12,9 @@ temporary files first and renamed only when both are complete, so a failed save 
 
 * ``load_pruned(path, model=fresh_original, example_inputs=x)`` (safe): re-applies the saved plan to a
   fresh instance of the original architecture (``graphprune.apply_plan``) and loads the saved weights.
-  Only tensors and plain data are read; no code from the file runs.
+  Only tensors and plain data are read; no code from the file runs.  A model ``prune`` returned as the
+  user's own class (``output="module"``) is saved with its int attributes (``"int_attributes"``: plain
+  data) and rebuilt as that class by ``graphprune.rebuild_like`` instead, without tracing.
 * ``load_pruned(path, trusted=True)``: unpickles the saved GraphModule, which runs code stored in the
   file.  Only for files you wrote yourself.  Also reads the old format (a plain pickled GraphModule).
 
@@ -81,6 +83,8 @@ def save_pruned(model: fx.GraphModule, path: str | Path, plan: Plan | None = Non
     payload = {"format": PRUNED_FORMAT, "torch": str(torch.__version__),  # NOTE: TorchVersion is not weights_only
                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                "plan": plan_json, "module_pickle": _module_bytes(model)}
+    if not isinstance(model, fx.GraphModule):  # the user's own class, rewritten in place
+        payload["int_attributes"] = _int_attributes(model)
     # NOTE: both temporaries are complete before either rename (ExitStack renames the plan, then the model);
     # an error anywhere before that removes both temporaries and leaves the old files as they were.
     with ExitStack() as renames:
@@ -92,6 +96,12 @@ def save_pruned(model: fx.GraphModule, path: str | Path, plan: Plan | None = Non
     if plan_json is None:
         plan_path(path).unlink(missing_ok=True)
     return path
+
+
+def _int_attributes(model: nn.Module) -> dict[str, int]:
+    """Every public int attribute by qualified name: the sizes a state_dict does not state (``hidden_dim``)."""
+    return {f"{name}.{attr}" if name else attr: value for name, module in model.named_modules()
+            for attr, value in vars(module).items() if not attr.startswith("_") and type(value) is int}
 
 
 def read_pruned_payload(path: str | Path) -> dict[str, Any]:
@@ -113,7 +123,7 @@ def read_pruned_payload(path: str | Path) -> dict[str, Any]:
 
 
 def load_pruned(path: str | Path, trusted: bool = False, *, model: nn.Module | None = None,
-                example_inputs: Any = None, **trace_kw: Any) -> fx.GraphModule:
+                example_inputs: Any = None, **trace_kw: Any) -> nn.Module:
     """Load a model written by :func:`save_pruned`.
 
     Args:
@@ -122,7 +132,8 @@ def load_pruned(path: str | Path, trusted: bool = False, *, model: nn.Module | N
             do anything your user account can.  Pass it only for files you wrote yourself.
         model: safe path instead: a fresh instance of the original (unpruned) architecture.  The saved
             plan is re-applied to it and the saved weights loaded; nothing from the file is executed.
-        example_inputs: the example inputs the model was pruned with (needed with ``model``).
+        example_inputs: the example inputs the model was pruned with (needed with ``model``, except for a
+            model saved as the user's own class).
         trace_kw: tracer options for ``graphprune.apply_plan`` (``leaf_modules``, ``concrete_args``).
 
     Raises:
@@ -140,13 +151,15 @@ def load_pruned(path: str | Path, trusted: bool = False, *, model: nn.Module | N
     return _unpickle_trusted(path)
 
 
-def _rebuild(path: str | Path, model: nn.Module, example_inputs: Any, trace_kw: dict) -> fx.GraphModule:
+def _rebuild(path: str | Path, model: nn.Module, example_inputs: Any, trace_kw: dict) -> nn.Module:
     """Re-apply the saved plan to ``model`` and load the saved weights (weights-only read)."""
     from ..apply import apply_plan  # NOTE: lazy: it imports the tracer and the rewrite passes
 
+    payload = read_pruned_payload(path)
+    if "int_attributes" in payload:
+        return _rebuild_in_place(path, model, payload)
     if example_inputs is None:
         raise ValueError("load_pruned(model=...) needs example_inputs=..., the inputs the model was pruned with")
-    payload = read_pruned_payload(path)
     if payload.get("plan") is None:
         raise PlanError(f"{path} was saved without a plan, so it cannot be rebuilt from the original "
                         f"architecture; load_pruned(path, trusted=True) unpickles it ({UNPICKLE_RISK})")
@@ -157,6 +170,19 @@ def _rebuild(path: str | Path, model: nn.Module, example_inputs: Any, trace_kw: 
         raise PlanError(f"{path}: the saved weights do not fit the plan applied to this model (a different "
                         f"architecture, or a model changed beyond its plan?): {error}") from None
     return pruned
+
+
+def _rebuild_in_place(path: str | Path, model: nn.Module, payload: dict) -> nn.Module:
+    """``model``'s class at the saved widths (``rebuild_like``), saved int attributes and weights loaded."""
+    from ..passes.resize_modules import rebuild_like
+
+    fresh = _int_attributes(model)
+    attributes = {k: v for k, v in payload["int_attributes"].items() if k in fresh and fresh[k] != v}
+    try:
+        return rebuild_like(model, payload["state_dict"], attributes=attributes)
+    except (KeyError, RuntimeError) as error:
+        raise PlanError(f"{path}: the saved weights do not fit this model (a different architecture?): "
+                        f"{error}") from None
 
 
 def _unpickle_trusted(path: str | Path) -> nn.Module:

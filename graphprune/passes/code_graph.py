@@ -105,6 +105,27 @@ def shown_args(args: Any) -> str:
     return str(fx.node.map_arg(args, lambda n: n.name))[:160]
 
 
+_NOT_GIVEN = object()
+
+
+def _changes(a: fx.Node, b: fx.Node) -> str:
+    """The arguments that differ, each as ``argument i: code -> pruned`` or ``name=: code -> pruned``."""
+    def text(v: Any) -> str:
+        return "not given" if v is _NOT_GIVEN else shown_args(v)[:80]
+
+    parts = []
+    for i in range(max(len(a.args), len(b.args))):
+        x = a.args[i] if i < len(a.args) else _NOT_GIVEN
+        y = b.args[i] if i < len(b.args) else _NOT_GIVEN
+        if x is _NOT_GIVEN or y is _NOT_GIVEN or not same_value(x, y):
+            parts.append(f"argument {i}: {text(x)} -> {text(y)}")
+    for key in sorted(set(a.kwargs) | set(b.kwargs)):
+        x, y = a.kwargs.get(key, _NOT_GIVEN), b.kwargs.get(key, _NOT_GIVEN)
+        if x is _NOT_GIVEN or y is _NOT_GIVEN or not same_value(x, y):
+            parts.append(f"{key}=: {text(x)} -> {text(y)}")
+    return "; ".join(parts)
+
+
 def _same_call(a: fx.Node, b: fx.Node, shapes: dict[str, tuple[int, ...]]) -> bool:
     if same_value(a.args, b.args) and same_value(a.kwargs, b.kwargs):
         return True
@@ -129,11 +150,12 @@ def first_difference(code_graph: fx.Graph, pruned_graph: fx.Graph,
         if not _same_call(a, b, shapes):
             sizes: list[tuple[int, int]] = []
             only_ints = _int_pairs((a.args, a.kwargs), (b.args, b.kwargs), sizes)
+            changes = _changes(a, b)
+            why = ("graphprune keeps the attention's softmax scale of the original head size, the code would take "
+                   "it from the pruned one" if changes.startswith("scale=") and ";" not in changes else
+                   "a size is baked into the forward (a literal, or an attribute graphprune does not update)")
             return Difference(f"node '{b.name}' ({b.op} {_target(b)}){_where(a)}: the model's code passes "
-                              f"{shown_args(a.args)}{shown_args(a.kwargs) if a.kwargs else ''} where the pruned widths need "
-                              f"{shown_args(b.args)}{shown_args(b.kwargs) if b.kwargs else ''}: a size is baked into the "
-                              "forward (a literal, or an attribute graphprune does not update)", a, index,
-                              sizes if only_ints else [])
+                              f"{changes} (code -> pruned graph): {why}", a, index, sizes if only_ints else [])
     if len(code_nodes) != len(pruned_nodes):
         return Difference(f"the model's code gives {len(code_nodes)} nodes, the pruned graph {len(pruned_nodes)}: "
                           "the rewrite changed the graph's structure (folded constants, removed blocks or branches)",

@@ -29,6 +29,12 @@ the graph of a model).  Never touches the user's model.  Steps:
    first difference moved on (else put back), and listed in the notes.  Only the proof of step 3 decides:
    an attribute the forward never reads is never kept.
 
+What the proof covers: the code path the front end captured — inference (``eval``), and with torch.export the
+example inputs' shapes.  A branch taken only in training (``if self.training: x = x.view(-1, 512)``) is not
+captured, so not checked; the graph has the same blind spot (it follows inference there, with a warning).  On
+other input shapes the copy runs the user's Python, so sizes read from tensors follow the input, where an
+export-captured graph is fixed to the example inputs.
+
 ``choose_output`` applies the ``output=`` option: ``"graph"`` keeps the GraphModule, ``"module"`` returns the
 copy or raises ``InPlaceError`` with the reason, ``"auto"`` returns the copy when possible, else the graph
 and the reason (``PruneReport.output_reason``).

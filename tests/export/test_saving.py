@@ -53,7 +53,7 @@ def _randomize(net: nn.Module) -> nn.Module:
 def pruned():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 12, 12)
-    result = graphprune.prune(_randomize(_Net()), 0.5, x, return_result=True)
+    result = graphprune.prune(_randomize(_Net()), 0.5, x, output="graph", return_result=True)
     assert result.plan.kept, "the test needs a plan that prunes something"
     return result, x
 
@@ -73,7 +73,7 @@ def test_one_weights_only_file_with_plan_beside(tmp_path, pruned):
 def test_trusted_round_trip(tmp_path, pruned):
     result, x = pruned
     loaded = load_pruned(save_pruned(result.model, tmp_path / "m.pt", result.plan), trusted=True)
-    assert type(loaded) is type(result.model)  # the class prune returned (here the user's own: output="auto")
+    assert isinstance(loaded, torch.fx.GraphModule)
     with torch.no_grad():
         assert torch.equal(loaded(x), result.model(x))
 
@@ -86,6 +86,21 @@ def test_safe_rebuild_from_a_fresh_instance_equals_the_pruned_model(tmp_path, pr
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), result.model(x), rtol=0, atol=1e-6)
     assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in result.model.parameters())
+
+
+@pytest.mark.parametrize("output", ["module", "graph"])
+def test_safe_rebuild_keeps_the_class_prune_returned(tmp_path, output):
+    """The user's own class comes back as that class (``rebuild_like``, no trace, int attributes restored);
+    a GraphModule by re-applying the plan."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 12, 12)
+    result = graphprune.prune(_randomize(_Net()), 0.5, x, output=output, return_result=True)
+    path = save_pruned(result.model, tmp_path / "m.pt", result.plan)
+    torch.manual_seed(123)
+    rebuilt = load_pruned(path, model=_Net().eval(), example_inputs=x if output == "graph" else None)
+    assert type(rebuilt) is _Net if output == "module" else isinstance(rebuilt, torch.fx.GraphModule)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), result.model(x), rtol=0, atol=0 if output == "module" else 1e-6)
 
 
 def test_untrusted_load_refuses_and_says_how_to_opt_in(tmp_path, pruned):
