@@ -14,6 +14,7 @@ from .apply import apply_plan
 from .budget import Budget, BudgetError
 from .depgraph import DependencyGraph
 from .finish import finish, report_of, timed
+from .importance import CRITERIA
 from .inspect_model import count_cost, inspect
 from .options import check_prune_options
 from .passes import MODULE_STATE_KEY, warn_hooks_not_kept
@@ -184,6 +185,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             target=target, latency_model=latency_model, output=output), return_result)
     row = strategy_row(strategy)
     row.check_inputs(eval_fn=eval_fn, calib_data=calib_data, train_data=train_data, supernet=supernet)
+    _check_importance_data(importance, calib_data, row)
     if row.kind == "learner":
         if b.needs_latency:
             raise BudgetError("the training-time learners take MACs or params budgets, not latency ones")
@@ -229,6 +231,17 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     if return_result:
         return PruneResult(pruned, plan, report, graph)
     return pruned
+
+
+def _check_importance_data(importance: Any, calib_data: Any, row: Strategy) -> None:
+    """A data-driven criterion without ``calib_data`` is refused up front, even at budget 1.0 where no score
+    is computed: the call would fail on any other budget."""
+    if not isinstance(importance, str) or row.kind == "learner" or calib_data is not None:
+        return
+    base = importance.removesuffix("_latency")
+    if base in CRITERIA and CRITERIA[base].needs_data:
+        raise ValueError(f"importance {importance!r} scores channels on data: pass calib_data=<iterable of "
+                         "(inputs, targets) batches> (or choose a weight-only criterion such as 'l2')")
 
 
 def _prune_both(model: torch.nn.Module, b: Budget, example_inputs: Any, kw: dict,

@@ -295,3 +295,12 @@ def test_random_options_work_or_fail_by_name(options):
     assert not invalid, f"prune accepted invalid {invalid}: {options}"
     event("pruned within budget")
     _check_result(pruned, model, x, options["budget"])
+
+
+@pytest.mark.parametrize("budget", [0.5, 1.0])
+def test_data_driven_importance_without_calib_data_is_refused_at_any_budget(budget):
+    model, x = _tiny()
+    with pytest.raises(ValueError, match="importance 'taylor' scores channels on data: pass calib_data"):
+        graphprune.prune(model, budget, x, importance="taylor")
+    with pytest.raises(ValueError, match="calib_data"):
+        graphprune.prune(model, budget, x, importance="group_fisher_latency")
