@@ -21,12 +21,13 @@ own ``training`` flag (a BatchNorm frozen in eval inside a model in train mode s
 from __future__ import annotations
 
 import logging
+import re
 import statistics
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
@@ -114,8 +115,14 @@ def export_onnx(model: torch.nn.Module, example_inputs: Any, path: str | Path, o
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
+    """``Type: first line`` of the innermost cause: the dynamo exporter wraps the real reason ("No ONNX function
+    found for aten.linalg_eig") in generic "step 3/3 failed, next steps" errors."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(root)).strip()
+    where = f"{type(exc).__name__} caused by " if root is not exc else ""
+    return f"{where}{type(root).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 def _written(path: str | Path, exporter: str, seconds: float, opset: int, errors: list[str]) -> OnnxFile:
