@@ -7,11 +7,14 @@ Protocol, per model (CPU, one torch thread):
    are captured by torch.export; importance L2, strategy global);
 3. evaluate the pruned model as it comes out (before fine-tuning), fine-tune it for the same ``steps`` with the same
    schedule, evaluate again;
-4. control: the pruned architecture with its weights re-initialised (HF-style: normal(0, 0.02) matrices, zero
-   biases, unit norm scales) trained for the same ``steps`` — what the pruned weights are worth over the shape alone.
+4. controls: (a) the dense model trained ``steps`` more with the same fresh schedule ("dense 2N": the same total
+   training as the fine-tuned pruned model, which has seen 2N steps); (b) the pruned architecture with its weights
+   re-initialised (HF-style: normal(0, 0.02) matrices, zero biases, unit norm scales) trained for ``steps`` — what
+   the pruned weights are worth over the shape alone.
 
 *Recovered* = (pruned after − pruned before) / (dense − pruned before): the share of the quality lost by pruning
-that fine-tuning brought back (for the LM on validation loss, where lower is better, the signs flip).
+that fine-tuning brought back (for the LM on validation loss, where lower is better, both differences flip sign);
+*recovered at equal training* uses dense 2N in place of dense.
 
 Tasks (no downloads):
 
@@ -94,10 +97,12 @@ class FinetuneRow:
     steps: int
     batch: int
     dense: dict[str, float] = field(default_factory=dict)
+    dense_2n: dict[str, float] = field(default_factory=dict)
     pruned_before: dict[str, float] = field(default_factory=dict)
     pruned_after: dict[str, float] = field(default_factory=dict)
     scratch: dict[str, float] = field(default_factory=dict)
     recovered: float | None = None
+    recovered_equal_training: float | None = None
     macs_ratio: float | None = None
     params_dense: int = 0
     params_pruned: int = 0
@@ -283,6 +288,12 @@ def run_task(task: Task, sizing: Sizing, control: bool = True, onnx: bool = True
     log(f"{task.name}: pruned {row.pruned_before} -> {row.pruned_after} ({row.train_seconds['finetune']:.0f}s)")
     m = task.metric
     row.recovered = recovered_share(row.dense[m], row.pruned_before[m], row.pruned_after[m])
+    if control:
+        continued = copy.deepcopy(dense)
+        row.train_seconds["dense_2n"] = train(continued, task, sizing)
+        row.dense_2n = task.evaluate(continued)
+        row.recovered_equal_training = recovered_share(row.dense_2n[m], row.pruned_before[m], row.pruned_after[m])
+        log(f"{task.name}: dense trained 2N steps {row.dense_2n}")
     if scratch is not None:
         row.train_seconds["scratch"] = train(scratch, task, sizing)
         row.scratch = task.evaluate(scratch)
@@ -303,17 +314,20 @@ def _onnx_check(model: torch.nn.Module, example: torch.Tensor) -> str:
 
 # ---- output ----------------------------------------------------------------------------------------------------
 def render(rows: list[FinetuneRow], meta: dict) -> str:
-    head = ["model", "metric", "dense", "pruned, before FT", "pruned, after FT", "recovered", "pruned shape from "
-            "scratch", "MACs kept", "params dense → pruned", "train s (dense / FT / scratch)"]
+    head = ["model", "metric", "dense (N steps)", "pruned, before FT", "pruned, after FT (N more)", "recovered",
+            "dense 2N steps", "recovered at equal training", "pruned shape from scratch (N)", "MACs kept",
+            "params dense → pruned", "train s (dense / FT / dense 2N / scratch)"]
     body = []
     for r in rows:
         m = r.metric
         cell = lambda d: fmt(d.get(m), ".4f") + (f" (ppl {d['perplexity']:.2f})" if "perplexity" in d else "")
         body.append([r.task, m + (" ↓" if m == "val_loss" else " ↑"), cell(r.dense), cell(r.pruned_before),
                      cell(r.pruned_after), fmt(r.recovered, ".0%") if r.recovered is not None else "—",
+                     cell(r.dense_2n) if r.dense_2n else "—",
+                     fmt(r.recovered_equal_training, ".0%") if r.recovered_equal_training is not None else "—",
                      cell(r.scratch) if r.scratch else "—", fmt(r.macs_ratio),
                      f"{r.params_dense / 1e3:.0f}k → {r.params_pruned / 1e3:.0f}k",
-                     " / ".join(f"{r.train_seconds.get(k, 0):.0f}" for k in ("dense", "finetune", "scratch"))])
+                     " / ".join(f"{r.train_seconds.get(k, 0):.0f}" for k in ("dense", "finetune", "dense_2n", "scratch"))])
     details = [f"- **{r.task}** — data: {r.data}; {r.steps} steps of batch {r.batch}; captured by "
                f"{r.front_end}, prune {r.prune_seconds:.1f} s; fine-tuned model to ONNX: {r.onnx or 'not checked'}"
                for r in rows]
@@ -322,8 +336,10 @@ def render(rows: list[FinetuneRow], meta: dict) -> str:
         f"Command: `{meta['command']}` ({meta['environment']['date']}, torch {meta['environment']['torch']}, "
         f"1 torch thread on 2 shared CPU cores; total {meta['total_seconds'] / 60:.1f} min).", "",
         "Dense trained N steps → pruned to 0.5 MACs (torch.export front end) → fine-tuned the same N steps with the "
-        "same schedule. *recovered* = (after − before) / (dense − before). *pruned shape from scratch* = the pruned "
-        "architecture re-initialised and trained the same N steps (control). Fixed batch size and sequence length "
+        "same schedule. *recovered* = (after − before) / (dense − before); *dense 2N* = the dense model trained N more "
+        "steps with the same fresh schedule, the same total training as the fine-tuned pruned model, and *recovered at "
+        "equal training* uses it in place of dense. *pruned shape from scratch* = the pruned architecture "
+        "re-initialised and trained N steps (control). Fixed batch size and sequence length "
         "throughout: the export front end fixes shapes (see the script's docstring).", "",
         markdown_table(head, body), "", *details, ""])
 

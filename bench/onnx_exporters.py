@@ -4,8 +4,8 @@ For ResNet-18, MobileNetV2 and ViT-B/16 (torchvision, ``weights=None``, fx front
 (random tiny config, ``front_end="export"``: an aten GraphModule), each pruned to 0.5 of its MACs:
 
 1. **export time**: ``graphprune.export.export_onnx(pruned, x, path, exporter=...)`` for each exporter, alternated
-   (T D T D …) ``--repeats`` times, median wall seconds.  A dynamo export on a one-layer model runs first and is
-   reported apart (``dynamo_first_call_s``: imports and the exporter's own set-up, paid once per process).
+   (T D T D …) ``--repeats`` times, median CPU seconds of the process (and wall seconds).  A dynamo export on a one-layer model runs first and is
+   reported apart (``dynamo_first_call_cpu_s``: imports and the exporter's own set-up, paid once per process).
 2. **the file**: opset, input shape (fixed or symbolic dims), node count, size; ONNX Runtime vs PyTorch over every
    output (``check_onnx``); ORT latency of the two files timed interleaved (``latency.runners``, 1 thread, the
    fastest of 3 sessions) — whether the exporter changes the speed of what is deployed.
@@ -21,6 +21,7 @@ Writes ``bench/results/onnx_exporters.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -49,7 +50,8 @@ BUDGET = 0.5
 class ExporterRun:
     """One exporter on one pruned model."""
 
-    seconds: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # wall, as ``OnnxFile.seconds``
+    cpu_seconds: list[float] = field(default_factory=list)  # this process's CPU time: steadier on a shared machine
     error: str = ""
     opset: int | None = None
     input_shape: list = field(default_factory=list)  # ints are fixed dims, strings symbolic
@@ -62,6 +64,10 @@ class ExporterRun:
     @property
     def median_s(self) -> float | None:
         return statistics.median(self.seconds) if self.seconds else None
+
+    @property
+    def median_cpu_s(self) -> float | None:
+        return statistics.median(self.cpu_seconds) if self.cpu_seconds else None
 
 
 @dataclass
@@ -78,8 +84,9 @@ class ExporterRow:
 
     @property
     def slowdown(self) -> float | None:
+        """dynamo / TorchScript, on CPU seconds."""
         t, d = (self.runs.get(e) for e in EXPORTERS)
-        return d.median_s / t.median_s if t and d and t.median_s and d.median_s else None
+        return d.median_cpu_s / t.median_cpu_s if t and d and t.median_cpu_s and d.median_cpu_s else None
 
 
 # ---- models ----------------------------------------------------------------------------------------------
@@ -175,7 +182,9 @@ def measure(name: str, repeats: int) -> ExporterRow:
                 if run.error:
                     continue
                 try:
+                    cpu = time.process_time()
                     run.seconds.append(export_onnx(pruned, x, paths[e], exporter=e).seconds)
+                    run.cpu_seconds.append(time.process_time() - cpu)
                 except Exception as exc:  # noqa: BLE001
                     run.error = error_text(exc, where=False)
         done = [e for e in EXPORTERS if row.runs[e].seconds]
@@ -192,12 +201,12 @@ def measure(name: str, repeats: int) -> ExporterRow:
     return row
 
 
-def first_dynamo_call_s() -> float:
-    """Seconds of the process's first dynamo export (a one-layer model): the set-up every process pays once."""
+def first_dynamo_call_cpu_s() -> float:
+    """CPU seconds of the process's first dynamo export (a one-layer model): the set-up each process pays once."""
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
+        t = time.process_time()
         export_onnx(torch.nn.Linear(4, 4), torch.randn(1, 4), Path(tmp) / "warm.onnx", exporter="dynamo")
-        return time.perf_counter() - t
+        return time.process_time() - t
 
 
 # ---- output ------------------------------------------------------------------------------------------------
@@ -206,7 +215,7 @@ def _cell(row: ExporterRow, exporter: str, what: str) -> str:
     if run is None or run.error:
         return "failed" if run else "—"
     if what == "time":
-        return fmt(run.median_s, ".2f")
+        return f"{fmt(run.median_cpu_s, '.2f')} ({fmt(run.median_s, '.1f')})"
     if what == "file":
         return f"opset {run.opset}, {run.nodes} nodes, input {run.input_shape}"
     if what == "ort":
@@ -215,7 +224,7 @@ def _cell(row: ExporterRow, exporter: str, what: str) -> str:
 
 
 def render(rows: list[ExporterRow], meta: dict) -> str:
-    head = ["model (front end)", "MACs kept", "TorchScript s", "dynamo s", "dynamo / TS", "TS file", "dynamo file",
+    head = ["model (front end)", "MACs kept", "TorchScript CPU s (wall)", "dynamo CPU s (wall)", "dynamo / TS (CPU)", "TS file", "dynamo file",
             "ORT |diff| abs / rel (TS)", "(dynamo)", "ORT ms TS", "ORT ms dynamo", "OpenVINO rel diff (dynamo)",
             "int8 ORT rel diff (dynamo)"]
     body = [[f"{r.model} ({r.front_end})", fmt(r.macs_ratio), _cell(r, "torchscript", "time"),
@@ -231,8 +240,10 @@ def render(rows: list[ExporterRow], meta: dict) -> str:
         f"Command: `{meta['command']}` ({meta['environment']['date']}, torch {meta['environment']['torch']}, "
         f"onnxruntime {meta['environment']['onnxruntime']}, 1 torch thread, 2 shared CPU cores).", "",
         f"Each pruned model (budget {BUDGET} of MACs) exported {meta['repeats']}x per exporter, alternated; median "
-        f"seconds. The process's first dynamo export (a one-layer model) took {meta['dynamo_first_call_s']:.2f} s "
-        "and is not in the medians. ORT latency: the two files timed interleaved, 1 thread, batch 1.", "",
+        "CPU seconds of the process (wall seconds in brackets: inflated by whatever else shares the cores, load "
+        f"{meta['load_average']:.0f} on 2 cores during this run). The process's first dynamo export (a one-layer "
+        f"model) took {meta['dynamo_first_call_cpu_s']:.2f} CPU s and is not in the medians. ORT latency: the two "
+        "files timed interleaved, 1 thread, batch 1, fastest of 3 sessions.", "",
         markdown_table(head, body), "", *(["Failures:", *errors, ""] if errors else [])])
 
 
@@ -244,15 +255,17 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     meta = {"command": "python bench/onnx_exporters.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "environment": environment(), "repeats": args.repeats, "dynamo_first_call_s": first_dynamo_call_s()}
+            "environment": environment(), "repeats": args.repeats, "dynamo_first_call_cpu_s": first_dynamo_call_cpu_s()}
     rows = []
     for name in args.models:
         rows.append(measure(name, args.repeats))
         r = rows[-1]
         print(f"{name:14s} TS {_cell(r, 'torchscript', 'time')} s  dynamo {_cell(r, 'dynamo', 'time')} s  "
               f"x{fmt(r.slowdown, '.1f')}  {r.error}", flush=True)
+    meta["load_average"] = os.getloadavg()[0]
     payload = {"meta": meta, "rows": [{**asdict(r), "slowdown": r.slowdown,
-                                       "median_s": {e: x.median_s for e, x in r.runs.items()}} for r in rows]}
+                                       "median_s": {e: x.median_s for e, x in r.runs.items()},
+                                       "median_cpu_s": {e: x.median_cpu_s for e, x in r.runs.items()}} for r in rows]}
     write_json(RESULTS / f"{args.out_name}.json", payload)
     text = render(rows, meta)
     (RESULTS / f"{args.out_name}.md").write_text(text)

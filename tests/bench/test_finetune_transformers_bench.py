@@ -32,7 +32,8 @@ def test_vit_protocol_prunes_finetunes_and_controls():
     assert row.params_pruned < row.params_dense
     for scores in (row.dense, row.pruned_before, row.pruned_after, row.scratch):
         assert 0.0 <= scores["accuracy"] <= 1.0  # 20 test images in 3 batches of 8: the last padded, not counted
-    assert set(row.train_seconds) == {"dense", "finetune", "scratch"}
+    assert set(row.train_seconds) == {"dense", "finetune", "dense_2n", "scratch"}
+    assert 0.0 <= row.dense_2n["accuracy"] <= 1.0
 
 
 def test_pruned_llama_trains_at_the_captured_shape():
