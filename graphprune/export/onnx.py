@@ -7,7 +7,7 @@ Which exporter writes the file (``export_onnx``, ``exporter="auto"``):
    PyTorch keeps (torch 2.14 marks the TorchScript one deprecated, "the feature will be removed") and it writes
    opset 18 (``opset`` below 18 is raised to 18: it has no older op set).
 2. the TorchScript exporter (``dynamo=False``) only when the first one raises; the file then records
-   ``exporter="torchscript"`` and ``fallback_reason`` (the dynamo error's first line), and a warning says so.
+   ``exporter="torchscript"`` and ``fallback_reason`` (the dynamo error's root cause, one line), and a warning says so.
 
 Both are given the example inputs' shapes with no dynamic axes, so every dim (batch included) is fixed in the file,
 as before this order changed.  The dynamo exporter is slower: 1.9-5.9 CPU s per pruned ResNet-18 / MobileNetV2 /
