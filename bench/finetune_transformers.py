@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import sys
 import tempfile
@@ -327,7 +328,8 @@ def render(rows: list[FinetuneRow], meta: dict) -> str:
                      fmt(r.recovered_equal_training, ".0%") if r.recovered_equal_training is not None else "—",
                      cell(r.scratch) if r.scratch else "—", fmt(r.macs_ratio),
                      f"{r.params_dense / 1e3:.0f}k → {r.params_pruned / 1e3:.0f}k",
-                     " / ".join(f"{r.train_seconds.get(k, 0):.0f}" for k in ("dense", "finetune", "dense_2n", "scratch"))])
+                     " / ".join(f"{r.train_seconds.get(k, 0):.0f}" for k in ("dense", "finetune", "dense_2n",
+                                                                                 "scratch"))])
     details = [f"- **{r.task}** — data: {r.data}; {r.steps} steps of batch {r.batch}; captured by "
                f"{r.front_end}, prune {r.prune_seconds:.1f} s; fine-tuned model to ONNX: {r.onnx or 'not checked'}"
                for r in rows]
@@ -335,11 +337,11 @@ def render(rows: list[FinetuneRow], meta: dict) -> str:
         "# Fine-tuning after pruning: ViT on Fashion-MNIST, byte-level Llama on the stdlib's help text", "",
         f"Command: `{meta['command']}` ({meta['environment']['date']}, torch {meta['environment']['torch']}, "
         f"1 torch thread on 2 shared CPU cores; total {meta['total_seconds'] / 60:.1f} min).", "",
-        "Dense trained N steps → pruned to 0.5 MACs (torch.export front end) → fine-tuned the same N steps with the "
-        "same schedule. *recovered* = (after − before) / (dense − before); *dense 2N* = the dense model trained N more "
-        "steps with the same fresh schedule, the same total training as the fine-tuned pruned model, and *recovered at "
-        "equal training* uses it in place of dense. *pruned shape from scratch* = the pruned architecture "
-        "re-initialised and trained N steps (control). Fixed batch size and sequence length "
+        "Dense trained N steps → pruned to 0.5 MACs (torch.export front end) → fine-tuned the same N steps with "
+        "the same schedule. *recovered* = (after − before) / (dense − before); *dense 2N* = the dense model "
+        "trained N more steps with the same fresh schedule, the same total training as the fine-tuned pruned model, "
+        "and *recovered at equal training* uses it in place of dense. *pruned shape from scratch* = the pruned "
+        "architecture re-initialised and trained N steps (control). Fixed batch size and sequence length "
         "throughout: the export front end fixes shapes (see the script's docstring).", "",
         markdown_table(head, body), "", *details, ""])
 
@@ -354,7 +356,14 @@ def main(argv=None) -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--no-control", action="store_true", help="skip the from-scratch control runs")
     parser.add_argument("--out-name", default="finetune_transformers")
+    parser.add_argument("--render", action="store_true", help="re-render the .md from the .json only")
     args = parser.parse_args(argv)
+    if args.render:
+        payload = json.loads((RESULTS / f"{args.out_name}.json").read_text())
+        rows = [FinetuneRow(**{k: v for k, v in r.items() if k in FinetuneRow.__dataclass_fields__})
+                for r in payload["rows"]]
+        (RESULTS / f"{args.out_name}.md").write_text(render(rows, payload["meta"]))
+        return
     torch.set_num_threads(1)
     start = time.perf_counter()
     rows = []

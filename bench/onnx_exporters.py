@@ -4,8 +4,9 @@ For ResNet-18, MobileNetV2 and ViT-B/16 (torchvision, ``weights=None``, fx front
 (random tiny config, ``front_end="export"``: an aten GraphModule), each pruned to 0.5 of its MACs:
 
 1. **export time**: ``graphprune.export.export_onnx(pruned, x, path, exporter=...)`` for each exporter, alternated
-   (T D T D …) ``--repeats`` times, median CPU seconds of the process (and wall seconds).  A dynamo export on a one-layer model runs first and is
-   reported apart (``dynamo_first_call_cpu_s``: imports and the exporter's own set-up, paid once per process).
+   (T D T D …) ``--repeats`` times, median CPU seconds of the process (and wall seconds).  A dynamo export on a
+   one-layer model runs first and is reported apart (``dynamo_first_call_cpu_s``: imports and the exporter's own
+   set-up, paid once per process).
 2. **the file**: opset, input shape (fixed or symbolic dims), node count, size; ONNX Runtime vs PyTorch over every
    output (``check_onnx``); ORT latency of the two files timed interleaved (``latency.runners``, 1 thread, the
    fastest of 3 sessions) — whether the exporter changes the speed of what is deployed.
@@ -225,7 +226,8 @@ def _cell(row: ExporterRow, exporter: str, what: str) -> str:
 
 
 def render(rows: list[ExporterRow], meta: dict) -> str:
-    head = ["model (front end)", "MACs kept", "TorchScript CPU s (wall)", "dynamo CPU s (wall)", "dynamo / TS (CPU)", "TS file", "dynamo file",
+    head = ["model (front end)", "MACs kept", "TorchScript CPU s (wall)", "dynamo CPU s (wall)", "dynamo / TS (CPU)",
+            "TS file", "dynamo file",
             "ORT |diff| abs / rel (TS)", "(dynamo)", "ORT ms TS", "ORT ms dynamo", "OpenVINO rel diff (dynamo)",
             "int8 ORT rel diff (dynamo)"]
     body = [[f"{r.model} ({r.front_end})", fmt(r.macs_ratio), _cell(r, "torchscript", "time"),
@@ -265,7 +267,8 @@ def _reading(rows: list[ExporterRow]) -> list[str]:
             "- `latency.runners.measure_ms` (dense + pruned whole models, a few calls per latency-budgeted prune "
             "and one per `graphprune prune --onnx` job) keeps the default exporter: it times the graph that is "
             "shipped, at the cost of one dynamo export (the column above) per model per call, and does not rest "
-            "on the deprecated exporter. The per-layer latency pieces never went through a torch exporter (`latency/pieces.py` "
+            "on the deprecated exporter. The per-layer latency pieces never went through a torch exporter "
+            "(`latency/pieces.py` "
             "builds them with `onnx.helper`), so their speed is unchanged.", ""]
 
 
