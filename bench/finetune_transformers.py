@@ -343,7 +343,29 @@ def render(rows: list[FinetuneRow], meta: dict) -> str:
         "and *recovered at equal training* uses it in place of dense. *pruned shape from scratch* = the pruned "
         "architecture re-initialised and trained N steps (control). Fixed batch size and sequence length "
         "throughout: the export front end fixes shapes (see the script's docstring).", "",
-        markdown_table(head, body), "", *details, ""])
+        markdown_table(head, body), "", *details, "", *_reading(rows)])
+
+
+def _reading(rows: list[FinetuneRow]) -> list[str]:
+    """One sentence per task, in numbers taken from the row."""
+    lines = []
+    for r in rows:
+        m = r.metric
+        if not (r.dense and r.pruned_before and r.pruned_after):
+            continue
+        text = (f"- {r.task.split(' (')[0]}: pruning to {r.macs_ratio:.2f} of the MACs moved {m} "
+                f"{r.dense[m]:.4f} → {r.pruned_before[m]:.4f}; {r.steps} fine-tuning steps gave "
+                f"{r.pruned_after[m]:.4f}")
+        if r.dense_2n and r.recovered_equal_training is not None:
+            text += (f", {r.recovered_equal_training:.0%} of the way back to the dense model given the same total "
+                     f"training ({r.dense_2n[m]:.4f})")
+        if r.scratch:
+            better = (r.pruned_after[m] > r.scratch[m]) == (m != "val_loss")
+            text += (f"; the pruned shape trained from scratch for those {r.steps} steps reached {r.scratch[m]:.4f} "
+                     f"({'worse' if better else 'better'} than the pruned weights fine-tuned, which also carry the "
+                     "dense model's first N steps)")
+        lines.append(text + ".")
+    return ["Reading:", "", *lines, ""] if lines else []
 
 
 def main(argv=None) -> None:
