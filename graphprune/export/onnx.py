@@ -1,21 +1,36 @@
 """Stage 6 — export and check: ONNX export, ONNX Runtime equivalence, latency.
 
-The TorchScript-based exporter (``dynamo=False``) is tried first: on fx GraphModules it is about 7x
-faster than the dynamo exporter here and covers the ops graphprune emits; the dynamo exporter is the
-fallback.  (torch 2.14 marks the TorchScript exporter deprecated; ``OnnxFile.exporter`` records which
-one wrote each file.)  onnxruntime is imported only in this module.
+Which exporter writes the file (``export_onnx``, ``exporter="auto"``):
+
+1. the torch.export-based exporter (``torch.onnx.export(..., dynamo=True)``) first, for every model: fx
+   GraphModules from the fx front end and aten GraphModules from the export front end alike.  It is the exporter
+   PyTorch keeps (torch 2.14 marks the TorchScript one deprecated, "the feature will be removed") and it writes
+   opset 18 (``opset`` below 18 is raised to 18: it has no older op set).
+2. the TorchScript exporter (``dynamo=False``) only when the first one raises; the file then records
+   ``exporter="torchscript"`` and ``fallback_reason`` (the dynamo error's root cause, one line), and a warning says so.
+
+Both are given the example inputs' shapes with no dynamic axes, so every dim (batch included) is fixed in the file,
+as before this order changed.  The dynamo exporter is slower: 1.9-5.9 CPU s per pruned ResNet-18 / MobileNetV2 /
+ViT-B/16 / tiny BERT against 0.06-2.0 s (3-29x, ``bench/results/onnx_exporters.md``), for files ONNX Runtime runs at
+the same speed.  ``latency.runners.measure_ms`` keeps this default all the same (it times the graph that ships, and
+does not rest on the deprecated exporter); the per-layer latency pieces never use a torch exporter
+(``latency/pieces.py`` builds them with ``onnx.helper``).
+``exporter="torchscript"`` or ``"dynamo"`` asks for one exporter only.  onnxruntime is imported only in this module.
 
 Neither function changes the user's model: both run it in eval mode and then put back every module's
 own ``training`` flag (a BatchNorm frozen in eval inside a model in train mode stays in eval).
 """
 from __future__ import annotations
 
+import logging
+import re
 import statistics
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -24,7 +39,11 @@ from ..files import atomic_path
 from ..module_modes import eval_mode
 from ..trace import normalize_inputs
 
-__all__ = ["export_onnx", "check_onnx", "ort_latency", "flatten_outputs", "OnnxCheck", "OnnxFile", "ExportError"]
+__all__ = ["export_onnx", "check_onnx", "ort_latency", "flatten_outputs", "OnnxCheck", "OnnxFile", "ExportError",
+           "EXPORTERS"]
+
+EXPORTERS = {"auto": ("dynamo", "torchscript"), "dynamo": ("dynamo",), "torchscript": ("torchscript",)}
+DYNAMO_MIN_OPSET = 18
 
 
 class ExportError(RuntimeError):
@@ -35,12 +54,16 @@ class OnnxFile(type(Path())):
     """The path of an exported ONNX file (a ``pathlib.Path``), with how it was written.
 
     Attributes:
-        exporter: ``"torchscript"`` or ``"dynamo"``.
+        exporter: ``"dynamo"`` or ``"torchscript"`` — the exporter that wrote the file.
         seconds: wall time of the successful export call.
+        opset: the ONNX opset the file was written with.
+        fallback_reason: why the dynamo exporter did not write it (its error), ``""`` when it did or was not asked.
     """
 
     exporter: str = ""
     seconds: float = 0.0
+    opset: int = 0
+    fallback_reason: str = ""
 
 
 @dataclass
@@ -61,38 +84,87 @@ class OnnxCheck:
     output_diffs: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-def export_onnx(model: torch.nn.Module, example_inputs: Any, path: str | Path, opset: int = 17) -> OnnxFile:
+def export_onnx(model: torch.nn.Module, example_inputs: Any, path: str | Path, opset: int = DYNAMO_MIN_OPSET,
+                exporter: str = "auto") -> OnnxFile:
     """Export ``model`` (eval mode) to ``path``; returns the path as an ``OnnxFile``.
+
+    Args:
+        exporter: ``"auto"`` (dynamo, then TorchScript if dynamo raises — module docstring), ``"dynamo"`` or
+            ``"torchscript"`` (that one only).
 
     The file is written beside ``path`` and renamed over it only when the export succeeded, so a failed
     export leaves any previous file untouched.
+
+    Raises:
+        ExportError: every exporter tried failed (each one's error is named).
     """
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {sorted(EXPORTERS)}, got {exporter!r}")
     inputs = normalize_inputs(example_inputs)
     errors = []
     with eval_mode(model):
-        for exporter in ("torchscript", "dynamo"):
+        for name in EXPORTERS[exporter]:
             try:
                 t = time.perf_counter()
                 with atomic_path(path) as tmp:
-                    _export(model, inputs, tmp, opset, exporter)
-                out = OnnxFile(path)
-                out.exporter, out.seconds = exporter, time.perf_counter() - t
-                return out
-            except Exception as exc:  # try the other exporter, report both
-                errors.append(f"{exporter} exporter: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
+                    used_opset = _export(model, inputs, tmp, opset, name)
+                seconds = time.perf_counter() - t
+            except Exception as exc:  # try the next exporter, report all
+                errors.append(f"{name} exporter: {_first_line(exc)}")
+                continue
+            return _written(path, name, seconds, used_opset, errors)
     raise ExportError("ONNX export failed — " + " | ".join(errors))
 
 
-def _export(model: torch.nn.Module, inputs: tuple, tmp: Path, opset: int, exporter: str) -> None:
-    dynamo = exporter == "dynamo"
-    # NOTE: external_data=False keeps the weights inside the one file that is renamed into place (the
-    # dynamo exporter would otherwise write a ``<tmp name>.data`` file beside it).
-    kwargs = {"optimize": True, "external_data": False} if dynamo else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, inputs, str(tmp), dynamo=dynamo, opset_version=max(opset, 18) if dynamo else opset,
-                          input_names=[f"input_{i}" for i in range(len(inputs))], **kwargs)
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line`` of the innermost cause: the dynamo exporter wraps the real reason ("No ONNX function
+    found for aten.linalg_eig") in generic "step 3/3 failed, next steps" errors."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(root)).strip()
+    where = f"{type(exc).__name__} caused by " if root is not exc else ""
+    return f"{where}{type(root).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+def _written(path: str | Path, exporter: str, seconds: float, opset: int, errors: list[str]) -> OnnxFile:
+    out = OnnxFile(path)
+    out.exporter, out.seconds, out.opset = exporter, seconds, opset
+    out.fallback_reason = " | ".join(errors)
+    if errors:
+        warnings.warn(f"graphprune: ONNX written by the {exporter} exporter because {out.fallback_reason}",
+                      stacklevel=3)
+    return out
+
+
+@contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """Silence exporter chatter for one call: Python warnings, and onnxscript's optimizer logging constant
+    folds it skips ("Evaluation failed: ..."), which does not make the file wrong (``check_onnx`` checks it)."""
+    logger = logging.getLogger("onnxscript")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _export(model: torch.nn.Module, inputs: tuple, tmp: Path, opset: int, exporter: str) -> int:
+    """Write ``model`` to ``tmp`` with one exporter; returns the opset used."""
+    names = [f"input_{i}" for i in range(len(inputs))]
+    with _quiet_exporters():
+        if exporter == "dynamo":
+            # NOTE: external_data=False keeps the weights inside the one file that is renamed into place (it
+            # would otherwise write a ``<tmp name>.data`` file beside it); no dynamic_shapes: fixed like before.
+            opset = max(opset, DYNAMO_MIN_OPSET)
+            torch.onnx.export(model, inputs, str(tmp), dynamo=True, opset_version=opset, input_names=names,
+                              optimize=True, external_data=False, verbose=False)
+        else:
+            torch.onnx.export(model, inputs, str(tmp), dynamo=False, opset_version=opset, input_names=names)
+    return opset
 
 
 def _session(path: str | Path, threads: int):

@@ -24,6 +24,9 @@ class JobReport:
     Attributes:
         model: the model spec the job was given.
         prune: the ``PruneReport`` of ``graphprune.prune`` (costs, widths, front end, latency re-plans).
+        onnx_exporter / onnx_export_seconds / onnx_opset: which exporter wrote ``onnx_path`` (``"dynamo"``, or
+            ``"torchscript"`` as the fallback), its wall time and opset; ``onnx_fallback_reason`` says why dynamo
+            did not write it (empty when it did).
         dense_latency_ms / pruned_latency_ms: medians on ONNX Runtime CPU, dense and pruned timed interleaved.
     """
 
@@ -31,6 +34,10 @@ class JobReport:
     prune: PruneReport
     onnx_path: str | None = None
     onnx_max_abs_diff: float | None = None
+    onnx_exporter: str | None = None
+    onnx_export_seconds: float | None = None
+    onnx_opset: int | None = None
+    onnx_fallback_reason: str = ""
     dense_latency_ms: float | None = None
     pruned_latency_ms: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -62,6 +69,7 @@ class JobReport:
                          f"({r.measured_ms / r.measured_dense_ms:.3f}), {r.latency_iterations} plan(s)"))
         if self.onnx_path:
             rows.append(("ONNX", f"{self.onnx_path} (ORT vs PyTorch max |diff| {self.onnx_max_abs_diff:.2e})"))
+            rows.append(("ONNX export", self._export_text()))
         if self.dense_latency_ms:
             speedup = self.dense_latency_ms / self.pruned_latency_ms
             rows.append(("ORT latency", f"{self.dense_latency_ms:.2f} ms -> {self.pruned_latency_ms:.2f} ms "
@@ -69,6 +77,12 @@ class JobReport:
         rows += [("note", n) for n in self.notes]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+    def _export_text(self) -> str:
+        text = f"{self.onnx_exporter} exporter, opset {self.onnx_opset}, {self.onnx_export_seconds:.2f}s"
+        if self.onnx_fallback_reason:
+            text += f" (fallback: {self.onnx_fallback_reason[:200]})"
+        return text
 
     def to_json(self) -> str:
         """One flat JSON object: the prune's fields, then the job's (export, check, timing, notes)."""
@@ -108,6 +122,8 @@ def run_job(name: str, model: torch.nn.Module, example_inputs: Any, budget, *, o
         steps.set_postfix_str("onnx export + check")
         path = export_onnx(result.model, example_inputs, onnx_path)
         report.onnx_path = str(path)
+        report.onnx_exporter, report.onnx_export_seconds = path.exporter, path.seconds
+        report.onnx_opset, report.onnx_fallback_reason = path.opset, path.fallback_reason
         report.onnx_max_abs_diff = check_onnx(result.model, example_inputs, path, threads).max_abs_diff
         steps.update()
         steps.set_postfix_str("latency")

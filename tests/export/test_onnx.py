@@ -25,13 +25,14 @@ def test_export_keeps_training_flag(tmp_path):
     assert model.training
 
 
-def test_export_failure_is_reported(tmp_path):
+def test_export_failure_names_both_exporters(tmp_path):
     class NoOnnx(torch.nn.Module):
         def forward(self, x):
             return torch.linalg.eigvals(x).real  # not exportable by either exporter
 
-    with pytest.raises(ExportError, match="torchscript exporter"):
+    with pytest.raises(ExportError, match="dynamo exporter: .* torchscript exporter: ") as info:
         export_onnx(NoOnnx(), torch.randn(3, 3), tmp_path / "x.onnx")
+    assert "linalg_eig" in str(info.value).split("| torchscript")[0]  # the root cause, not "step 3/3 failed"
 
 
 def test_run_job_report(tmp_path):
@@ -45,6 +46,9 @@ def test_run_job_report(tmp_path):
     text = report.table()
     assert "ORT latency" in text and "ideal" in text
     assert '"macs_ratio"' in report.to_json()
+    assert report.onnx_exporter == "dynamo" and report.onnx_export_seconds > 0 and report.onnx_opset == 18
+    assert "ONNX export" in text and "dynamo exporter, opset 18" in text
+    assert '"onnx_export_seconds"' in report.to_json()
 
 
 def test_run_job_hints_at_round_to_for_odd_widths(tmp_path):
@@ -166,24 +170,65 @@ def test_failed_export_leaves_the_old_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
-def test_export_records_exporter_and_time(tmp_path):
-    path = export_onnx(torch.nn.Linear(2, 3), torch.randn(1, 2), tmp_path / "sub" / "m.onnx")
+def test_dynamo_exporter_is_the_default(tmp_path):
+    import onnx
+
+    model, x = _TwoHeads().eval(), torch.randn(2, 5)
+    path = export_onnx(model, x, tmp_path / "sub" / "m.onnx")
     assert path == tmp_path / "sub" / "m.onnx" and path.exists()
-    assert path.exporter == "torchscript" and path.seconds > 0
-    assert sorted(p.name for p in path.parent.iterdir()) == ["m.onnx"]
+    assert path.exporter == "dynamo" and path.fallback_reason == "" and path.seconds > 0
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.onnx"]  # weights inside, no stray .data
+    proto = onnx.load(str(path))
+    assert path.opset == 18 and proto.opset_import[0].version == 18
+    # no dynamic axes, as with the TorchScript exporter before: the batch dim is fixed to the example's
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [2, 5]
+    assert check_onnx(model, x, path).max_abs_diff < 1e-5
 
 
-def test_dynamo_fallback_writes_one_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("front_end", ["fx", "export"])
+def test_pruned_graphs_of_both_front_ends_export_with_dynamo(tmp_path, front_end):
+    p = next(p for p in PATTERNS if p.name == "residual")
+    model, x = randomize_(p.build().eval()), p.make_input()
+    pruned = graphprune.prune(model, 0.5, x, front_end=front_end)
+    path = export_onnx(pruned, x, tmp_path / "p.onnx")
+    assert path.exporter == "dynamo", path.fallback_reason
+    check = check_onnx(pruned, x, path)
+    assert check.max_rel_diff < 1e-5 and len(check.output_diffs) == 1
+
+
+def test_torchscript_fallback_is_recorded(tmp_path, monkeypatch):
     real_export = torch.onnx.export
+    calls = []
 
-    def no_torchscript(*args, dynamo=True, **kwargs):
-        if not dynamo:
-            raise RuntimeError("torchscript exporter unavailable")
+    def no_dynamo(*args, dynamo=True, **kwargs):
+        calls.append(dynamo)
+        if dynamo:
+            raise RuntimeError("dynamo exporter unavailable\nsecond line")
         return real_export(*args, dynamo=dynamo, **kwargs)
 
-    monkeypatch.setattr(torch.onnx, "export", no_torchscript)
+    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
     model, x = _TwoHeads().eval(), torch.randn(2, 5)
-    path = export_onnx(model, x, tmp_path / "dyn.onnx")
-    assert path.exporter == "dynamo"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dyn.onnx"]  # weights inside, no stray .data
+    with pytest.warns(UserWarning, match="torchscript exporter because dynamo exporter: RuntimeError"):
+        path = export_onnx(model, x, tmp_path / "ts.onnx")
+    assert calls == [True, False]  # dynamo first, then the fallback
+    assert path.exporter == "torchscript" and path.opset == 18
+    assert path.fallback_reason == "dynamo exporter: RuntimeError: dynamo exporter unavailable"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ts.onnx"]
+    check = check_onnx(model, x, path)
+    assert len(check.output_diffs) == 2 and check.max_abs_diff < 1e-5
+
+
+def test_one_exporter_on_request(tmp_path, monkeypatch):
+    model, x = _TwoHeads().eval(), torch.randn(2, 5)
+    path = export_onnx(model, x, tmp_path / "ts.onnx", opset=17, exporter="torchscript")
+    assert path.exporter == "torchscript" and path.opset == 17 and path.fallback_reason == ""
     assert check_onnx(model, x, path).max_abs_diff < 1e-5
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(torch.onnx, "export", fail)
+    with pytest.raises(ExportError, match="dynamo exporter: RuntimeError: boom$"):  # no fallback was tried
+        export_onnx(model, x, tmp_path / "d.onnx", exporter="dynamo")
+    with pytest.raises(ValueError, match="exporter must be one of"):
+        export_onnx(model, x, tmp_path / "d.onnx", exporter="legacy")
