@@ -16,6 +16,8 @@ onnxruntime is imported only here (and in ``graphprune.export``).
 """
 from __future__ import annotations
 
+import copy
+
 import logging
 import statistics
 import tempfile
@@ -27,6 +29,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 import torch.fx as fx
+from torch.fx.experimental.optimization import fuse
 
 from ..export import export_onnx
 from ..files import atomic_path
@@ -128,7 +131,9 @@ def quantize_onnx(model: fx.GraphModule, example_inputs: Any, calib_data: Iterab
     fp32_path = Path(fp32_path) if fp32_path else path.with_name(path.stem + ".fp32.onnx")
     weight_bits = dict(weight_bits or {})
     model = as_graph_module(model)
-    export_onnx(model, example_inputs, fp32_path)
+    # NOTE: BatchNorm folded before export, as the simulation folds it: the dynamo exporter keeps BN nodes
+    # (the TorchScript one folded them), and ORT would then quantise conv outputs before BN, not after
+    export_onnx(fuse(copy.deepcopy(model).eval(), no_trace=True), example_inputs, fp32_path)
     nodes = onnx_layer_nodes(fp32_path, model)
     exclude = [nodes[name] for name, bits in weight_bits.items() if bits == 32 and name in nodes]
     n_inputs = len(normalize_inputs(example_inputs))

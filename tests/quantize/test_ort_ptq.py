@@ -5,6 +5,7 @@ difference arises where an integer rounding tie falls differently between ORT's 
 math; it can carry through one more layer), and argmax agreement >= 15/16 of the samples.
 """
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -38,7 +39,11 @@ def _check_equal(model, calib, tmp_path, weight_bits=None):
 def test_int8_ort_equals_fake_quant(net, calib, tmp_path):
     gm = graphprune.inspect(net, EXAMPLE).traced.gm
     q = _check_equal(gm, calib, tmp_path)
-    assert q.int8_bytes < 0.6 * q.fp32_bytes  # int8 weights (scales, zero points and Q/DQ nodes cost some)
+    assert q.int8_bytes < q.fp32_bytes
+    # the weights themselves: int8 is a quarter of fp32 plus per-channel scales and zero points (the file's
+    # node and shape records are a fixed cost that dominates a model this small)
+    weight_bytes = [sum(len(t.raw_data) for t in onnx.load(p).graph.initializer) for p in (q.fp32_path, q.int8_path)]
+    assert weight_bytes[1] < 0.35 * weight_bytes[0], weight_bytes
 
 
 def test_pruned_int8_ort_equals_fake_quant(net, calib, tmp_path):
