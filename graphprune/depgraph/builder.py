@@ -221,7 +221,7 @@ def build_dependency_graph(traced: TracedModel, forced_frozen: dict[str, str] | 
     """
     choices: dict[str, int] = {}
     for _ in range(MAX_PASSES):
-        builder = _Builder(traced, choices, dict(forced_frozen or {}))
+        builder = _Builder(traced, choices, {**traced.frozen_nodes, **(forced_frozen or {})})
         builder.run()
         graph = assemble_graph(builder)
         nxt = _retry_choices(builder, graph)
