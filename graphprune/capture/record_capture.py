@@ -33,7 +33,12 @@ What is done, in order (``capture_by_running``):
       target).  An op that ran on one input only, an op whose non-tensor arguments differ, and an op whose
       output size differs while its inputs' sizes do not, are frozen.
 
-4. *Shapes* by ``trace.propagate_shapes`` on the example inputs, as for the other front ends.
+4. *Replay the selections.*  Every op of rule 3a, and every op whose output size differed on the probe,
+   becomes ``replayed(<what it returned on the example>, *its inputs)``: the graph's literals (box counts,
+   ``topk`` sizes) hold only for that run's selections, and a pruned model equals the *masked* original,
+   whose scores select differently.  With the selections fixed, the pruned graph and its masked reference
+   stay comparable value by value; the inputs stay arguments so that rule 3's freeze still reaches them.
+5. *Shapes* by ``trace.propagate_shapes`` on the example inputs, as for the other front ends.
 
 The pruned result of a recorded model must be the user's own class with sliced layers (the recorded
 graph replays one input's control flow): ``prune`` asks for ``output="module"``.
@@ -57,7 +62,11 @@ from ..trace_state import collect_hooks
 __all__ = ["capture_by_running", "data_dependent_nodes", "record_graph", "RECORDED_CONSTANT"]
 
 RECORDED_CONSTANT = "_recorded_constant"
+_SIZE_DIFFERS = "its output size differs on a probe input of other content (a data-dependent size)"
 _SCOPE = "nn_module_stack"  # node.meta key; a dict "<name>@<call>" -> (qualified name, class), outermost first
+# ops whose output size depends on tensor values but which carry no ATen tag saying so
+_UNTAGGED_DYNAMIC = {torch.ops.aten.where.default, torch.ops.aten.nonzero_numpy.default,
+                     torch.ops.aten.repeat_interleave.self_Tensor}
 _DATA_READS = {torch.ops.aten.item.default, torch.ops.aten._local_scalar_dense.default,
                torch.ops.aten.is_nonzero.default, torch.ops.aten.equal.default}
 
@@ -129,10 +138,37 @@ def record_graph(model: torch.nn.Module, inputs: tuple) -> fx.GraphModule:
                              "(model.eval(); model(*example_inputs)).") from exc
 
 
+class _Outputs(fx.Interpreter):
+    """Replays the raw recording and keeps the real outputs of the nodes asked for (meta holds fakes only)."""
+
+    def __init__(self, gm: fx.GraphModule, wanted: set[str]):
+        super().__init__(gm)
+        self.wanted, self.values = wanted, {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        if n.name in self.wanted:
+            self.values[n.name] = pytree.tree_map_only(torch.Tensor, lambda t: t.detach().clone(), result)
+        return result
+
+
+def _recorded_values(raw: fx.GraphModule, model: torch.nn.Module, inputs: tuple,
+                     wanted: set[str]) -> dict[str, Any]:
+    """Node name -> what each node in ``wanted`` (data-dependent sizes) returned on the example inputs."""
+    if not wanted:
+        return {}
+    private_state = {k: v.detach().clone() for k, v in _state_of(model).items()}  # in-place ops write copies
+    runner = _Outputs(raw, wanted)
+    with torch.no_grad():
+        runner.run(private_state, *inputs)
+    return runner.values
+
+
 def _named_state_graph(raw: fx.GraphModule, model: torch.nn.Module, n_state: int, inputs: tuple,
-                       class_name: str) -> fx.GraphModule:
+                       class_name: str, replay: set[str]) -> fx.GraphModule:
     """Rule 2: state placeholders -> ``get_attr`` of qualified names; constants -> buffers; I/O structure kept."""
     state_names = list(_state_of(model))
+    recorded = _recorded_values(raw, model, inputs, replay)
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     placeholders = [n for n in raw.graph.nodes if n.op == "placeholder"]
@@ -155,8 +191,8 @@ def _named_state_graph(raw: fx.GraphModule, model: torch.nn.Module, n_state: int
             env[node].meta = dict(node.meta)
             continue
         env[node] = graph.node_copy(node, lambda n: env[n])
-        if node.op == "call_function" and _has_dynamic_size(node):
-            env[node] = _replay_node(graph, root, env[node], node.meta["val"])
+        if node.name in recorded:
+            env[node] = _replay_node(graph, root, env[node], recorded[node.name])
     for i in range(n_state):  # NOTE: every tensor, used or not: the pruned model keeps the user's names
         _attach(root, state_names[i], _state_of(model)[state_names[i]])
     for node in list(graph.nodes):
@@ -186,7 +222,7 @@ def replayed(recorded: Any, *_inputs: Any) -> Any:
 
 
 def _replay_node(graph: fx.Graph, root: torch.nn.Module, call: fx.Node, value: Any) -> fx.Node:
-    """Rule 3a in the graph: ``call`` (nonzero, nms, boolean index …) becomes ``replayed(<its result>, *inputs)``.
+    """Rule 4: ``call`` (nonzero, nms, boolean index …) becomes ``replayed(<its result>, *inputs)``.
 
     NOTE: the recorded graph replays one run's control flow; its literals (box counts, ``topk`` sizes) hold
     only if the selections do too.  A pruned model equals the *masked* original, whose scores (and so its
@@ -200,7 +236,6 @@ def _replay_node(graph: fx.Graph, root: torch.nn.Module, call: fx.Node, value: A
             name = f"{RECORDED_CONSTANT}_replay{len(list(root.named_buffers()))}"
             root.register_buffer(name, t.detach().clone())
             leaves.append(graph.get_attr(name))
-        leaves[0].meta["val"] = flat[0]
     with graph.inserting_after(call):
         replay = graph.call_function(replayed, (pytree.tree_unflatten(leaves, spec),
                                                 *call.all_input_nodes))
@@ -242,7 +277,7 @@ def _has_dynamic_size(node: fx.Node) -> bool:
         indices = node.args[1] if len(node.args) > 1 else ()
         return any(getattr(i, "meta", {}).get("val") is not None and i.meta["val"].dtype in (torch.bool, torch.uint8)
                    for i in indices if i is not None)
-    if target.namespace == "torchvision" and target._opname == "nms":
+    if target in _UNTAGGED_DYNAMIC or (target.namespace == "torchvision" and target._opname == "nms"):
         return True
     return torch.Tag.dynamic_output_shape in target.tags or (
         torch.Tag.data_dependent_output in target.tags and target not in _DATA_READS)
@@ -308,8 +343,7 @@ def _compare_with_probe(gm: fx.GraphModule, probe: fx.GraphModule, frozen: dict[
         elif _sizes(node.meta.get("val")) != _sizes(other.meta.get("val")) and all(
                 _sizes(a.meta.get("val")) == _sizes(b.meta.get("val"))
                 for a, b in zip(node.all_input_nodes, other.all_input_nodes)):
-            frozen.setdefault(node.name, "its output size differs on a probe input of other content "
-                                         "(a data-dependent size)")
+            frozen.setdefault(node.name, _SIZE_DIFFERS)
 
 
 def data_dependent_nodes(gm: fx.GraphModule, probe: fx.GraphModule | None = None) -> dict[str, str]:
@@ -331,7 +365,7 @@ def probe_inputs(inputs: tuple) -> tuple:
 
 
 def capture_by_running(model: torch.nn.Module, example_inputs: Any, *, probe: Any = "flip") -> TracedModel:
-    """Record a private copy of ``model`` running on ``example_inputs`` (module docstring, rules 1-4).
+    """Record a private copy of ``model`` running on ``example_inputs`` (module docstring, rules 1-5).
 
     Args:
         model: any ``nn.Module`` that runs on ``example_inputs`` in eval mode; it is never modified.
@@ -358,7 +392,9 @@ def capture_by_running(model: torch.nn.Module, example_inputs: Any, *, probe: An
         probe_in = probe_inputs(inputs) if isinstance(probe, str) and probe == "flip" else normalize_inputs(probe)
         probe_raw = record_graph(private, probe_in)
     frozen = data_dependent_nodes(raw, probe_raw)
-    gm = _named_state_graph(raw, private, n_state, inputs, type(model).__name__)
+    replay = {n.name for n in raw.graph.nodes if n.op == "call_function" and
+              (_has_dynamic_size(n) or frozen.get(n.name) == _SIZE_DIFFERS)}
+    gm = _named_state_graph(raw, private, n_state, inputs, type(model).__name__, replay)
     renamed = {old.name: new.name for old, new in zip(
         [n for n in raw.graph.nodes if n.op not in ("placeholder", "get_attr", "output")],
         [n for n in gm.graph.nodes if n.op not in ("placeholder", "get_attr", "output")])}
