@@ -167,7 +167,8 @@ def _recorded_values(raw: fx.GraphModule, model: torch.nn.Module, inputs: tuple,
 def _named_state_graph(raw: fx.GraphModule, model: torch.nn.Module, n_state: int, inputs: tuple,
                        class_name: str, replay: set[str]) -> fx.GraphModule:
     """Rule 2: state placeholders -> ``get_attr`` of qualified names; constants -> buffers; I/O structure kept."""
-    state_names = list(_state_of(model))
+    state = _state_of(model)
+    state_names = list(state)
     recorded = _recorded_values(raw, model, inputs, replay)
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
@@ -194,7 +195,7 @@ def _named_state_graph(raw: fx.GraphModule, model: torch.nn.Module, n_state: int
         if node.name in recorded:
             env[node] = _replay_node(graph, root, env[node], recorded[node.name])
     for i in range(n_state):  # NOTE: every tensor, used or not: the pruned model keeps the user's names
-        _attach(root, state_names[i], _state_of(model)[state_names[i]])
+        _attach(root, state_names[i], state[state_names[i]])
     for node in list(graph.nodes):
         if node.op == "get_attr" and not node.users:  # a layer that did not run on the example
             graph.erase_node(node)
@@ -207,7 +208,7 @@ def _named_state_graph(raw: fx.GraphModule, model: torch.nn.Module, n_state: int
     present.update(dict(gm.named_buffers(remove_duplicate=False)))
     for name in state_names[:n_state]:  # GraphModule copied the used ones; keep the rest under their names
         if name not in present:
-            _attach(gm, name, _state_of(model)[name])
+            _attach(gm, name, state[name])
     gm.graph.lint()
     gm.eval()
     return gm
@@ -233,7 +234,7 @@ def _replay_node(graph: fx.Graph, root: torch.nn.Module, call: fx.Node, value: A
     with graph.inserting_before(call):
         leaves = []
         for t in flat:
-            name = f"{RECORDED_CONSTANT}_replay{len(list(root.named_buffers()))}"
+            name = f"{RECORDED_CONSTANT}_replay{len(root._buffers)}"
             root.register_buffer(name, t.detach().clone())
             leaves.append(graph.get_attr(name))
     with graph.inserting_after(call):
