@@ -59,7 +59,7 @@ from torch.utils import _pytree as pytree
 from ..trace import TraceError, TracedModel, normalize_inputs, private_copy, propagate_shapes
 from ..trace_state import collect_hooks
 
-__all__ = ["capture_by_running", "data_dependent_nodes", "record_graph", "RECORDED_CONSTANT"]
+__all__ = ["capture_by_running", "data_dependent_nodes", "record_graph", "specialised_to_example", "RECORDED_CONSTANT"]
 
 RECORDED_CONSTANT = "_recorded_constant"
 _SIZE_DIFFERS = "its output size differs on a probe input of other content (a data-dependent size)"
@@ -122,6 +122,7 @@ def record_graph(model: torch.nn.Module, inputs: tuple) -> fx.GraphModule:
         TraceError: the model failed while running; the message names the innermost module.
     """
     state = _state_of(model)
+    inputs = tuple(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs)  # in-place ops: on copies
 
     def run(state, *args):
         return functional_call(model, state, args)
@@ -409,3 +410,12 @@ def capture_by_running(model: torch.nn.Module, example_inputs: Any, *, probe: An
                        counted_macs=macs[0] if macs else None, source=private_copy(model),
                        hooks=collect_hooks(model), front_end="record",
                        frozen_nodes={renamed.get(k, k): v for k, v in frozen.items()})
+
+
+def specialised_to_example(traced: TracedModel) -> str:
+    """Why a recorded graph only holds for its example input ('' when nothing in it depends on the data)."""
+    if traced.front_end != "record" or not traced.frozen_nodes:
+        return ""
+    name, why = next(iter(traced.frozen_nodes.items()))
+    return (f"the recorded graph replays the example's data-dependent control flow ({len(traced.frozen_nodes)} "
+            f"data-dependent node(s), e.g. '{name}': {why}); on another input it would compute something else")

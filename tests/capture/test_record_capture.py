@@ -141,3 +141,38 @@ def test_prune_with_the_record_front_end_is_mask_equivalent_on_the_head():
     logits, _ = result.model(X)
     assert torch.allclose(logits, reference(X)[0], atol=1e-5)
     assert result.report.macs_ratio < 0.95
+
+
+class _Baked(nn.Module):
+    """The width 16 is written into the code: the user's class cannot run at a smaller width."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = _block(3, 16), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        h = self.a(x)
+        h = h.reshape(1, 16, -1).reshape(1, 16, 8, 8)
+        logits = self.b(h)
+        return logits, logits.flatten()[logits.flatten() > 0]
+
+
+def test_record_returns_the_users_class_or_says_which_width_the_code_bakes():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = graphprune.prune(_Detectorish().eval(), 0.6, X, front_end="record", round_to=1,
+                                  return_result=True)
+        assert isinstance(result.model, _Detectorish) and result.report.output_kind == "module"
+        assert result.model.body[0][0].out_channels == result.model.body[0][0].weight.shape[0] < 16
+        with pytest.raises(graphprune.InPlaceError, match="reshape"):
+            graphprune.prune(_Baked().eval(), 0.6, X, front_end="record", round_to=1)
+
+
+def test_record_refuses_a_graph_that_replays_the_examples_selections():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(graphprune.InPlaceError, match="data-dependent"):
+            graphprune.prune(_Detectorish().eval(), 0.6, X, front_end="record", output="graph")
+        plain = nn.Sequential(_block(3, 8), nn.Conv2d(8, 4, 1)).eval()
+        graph = graphprune.prune(plain, 0.6, X, front_end="record", output="graph")
+    assert isinstance(graph, torch.fx.GraphModule)
