@@ -10,10 +10,13 @@ from .api import PruneReport, PruneResult, apply_plan, count_cost, inspect, prun
 from .budget import Budget, BudgetError
 from .depgraph import DependencyGraph
 from .passes import RewriteError, masked_model
+from .passes.in_place import InPlaceError
+from .passes.resize_modules import rebuild_like
 from .plan import Plan, PlanError
 from .trace import TraceError
 
 __version__ = "0.1.0"
 
 __all__ = ["prune", "inspect", "apply_plan", "count_cost", "Budget", "BudgetError", "Plan", "PlanError",
-           "PruneReport", "PruneResult", "DependencyGraph", "TraceError", "RewriteError", "masked_model"]
+           "PruneReport", "PruneResult", "DependencyGraph", "TraceError", "RewriteError", "masked_model",
+           "InPlaceError", "rebuild_like"]

@@ -9,7 +9,6 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-import torch.fx as fx
 
 from .apply import apply_plan
 from .budget import Budget, BudgetError
@@ -18,6 +17,9 @@ from .finish import finish, report_of, timed
 from .inspect_model import count_cost, inspect
 from .options import check_prune_options
 from .passes import MODULE_STATE_KEY, warn_hooks_not_kept
+from .passes.in_place import InPlaceError, choose_output
+from .trace import AUTO_LEAVES, _trace_graph, private_copy
+from .trace_state import collect_hooks, hooked_module_names
 from .plan import Plan
 from .result import PruneReport, PruneResult
 from .search import AllocationConfig
@@ -50,6 +52,28 @@ def _ignored_groups(graph: DependencyGraph, ignored_layers: Iterable) -> frozens
             if any(owner == n or owner.startswith(n + ".") for n in names):
                 hit.add(g.name)
     return frozenset(hit)
+
+
+def _recapture(traced, example_inputs, leaf_modules, concrete_args, keep_hooks: bool) -> Callable:
+    """The front end ``traced`` came from, with the same settings, as ``model -> graph``: the in-place check
+    (``passes/in_place.py``) compares the graph of the user's class at the pruned widths with the pruned one.
+    fx: the graph only, not run (the check runs it after comparing); modules ``leaf_modules="auto"`` made
+    opaque are named."""
+    if traced.front_end != "fx":
+        return lambda m: capture(m, example_inputs, front_end=traced.front_end).gm
+    leaves = [leaf_modules] if isinstance(leaf_modules, str) else list(leaf_modules or ())
+    leaves = [leaf for leaf in leaves if not (isinstance(leaf, str) and leaf == AUTO_LEAVES)] + \
+        list(traced.opaque_modules)
+
+    def fx_graph(model: torch.nn.Module) -> torch.fx.GraphModule:
+        private = private_copy(model)
+        private.eval()  # NOTE: as ``trace`` does: traced in inference, training reads linked
+        if isinstance(private, torch.fx.GraphModule) and not leaves and concrete_args is None:
+            return private
+        extra = hooked_module_names(collect_hooks(model)) if keep_hooks else frozenset()
+        return _trace_graph(private, leaves, concrete_args, extra)[0]
+
+    return fx_graph
 
 
 def _search_and_rewrite(traced, b: Budget, strategy: Strategy, importance, floors: dict, ignored_layers,
@@ -87,7 +111,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
           return_result: bool = False, eval_fn: Callable | None = None, calib_data: Iterable | None = None,
           search_options: dict | None = None, train_data: Any = None,
           supernet: Any = None, keep_hooks: bool = False, target: Any = None,
-          latency_model: Any = None) -> fx.GraphModule | PruneResult:
+          latency_model: Any = None, output: str = "auto") -> torch.nn.Module | PruneResult:
     """Prune ``model`` so its MACs (or params) keep at most ``budget`` of the dense model's.
 
     Args:
@@ -127,15 +151,21 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             (default ORT CPU, 1 thread, batch 1: measured per-layer table) or a ``LatencyModel`` /
             ``fn(graph) -> LatencyModel``.  A latency budget is checked by timing both models end to end and
             re-planned when off by more than 2 % (``search/latency_budget.py``).
+        output: ``"auto"`` (default): the user's own class with sliced tensors and updated size attributes
+            when the model's code bakes no pruned size, else the ``GraphModule`` (``PruneReport.output_kind``
+            and ``output_reason`` say which and why); ``"module"``: the user's class or ``InPlaceError``
+            naming the node that bakes a size; ``"graph"``: always the ``GraphModule``
+            (``graphprune/passes/in_place.py``).
 
     Returns:
-        A new ``torch.fx.GraphModule``, physically smaller; every module has the ``training`` flag of the
-        user's module with the same name, and every parameter, buffer and submodule keeps its qualified name
-        (names that cannot be kept are listed in ``PruneReport.dropped``).
+        A new, physically smaller model: a deep copy of the user's class (``output="module"``) or a
+        ``torch.fx.GraphModule``.  Every module has the ``training`` flag of the user's module with the same
+        name, and every parameter, buffer and submodule keeps its qualified name (names that cannot be kept
+        are listed in ``PruneReport.dropped``).
     """
     opts = check_prune_options(model, budget, strategy=strategy, importance=importance, round_to=round_to,
                                min_channels=min_channels, max_prune_ratio=max_prune_ratio,
-                               ignored_layers=ignored_layers)
+                               ignored_layers=ignored_layers, output=output)
     b, ignored_layers = opts.budget, opts.ignored_layers
     row = strategy_row(strategy)
     row.check_inputs(eval_fn=eval_fn, calib_data=calib_data, train_data=train_data, supernet=supernet)
@@ -145,8 +175,13 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
         # NOTE: a learner owns stages 2-4 while training and ends in the same finish (graphprune.finish);
         # imported here so that a data-free prune never loads the learners
         from .learners.dispatch import prune_with_learner
-        return prune_with_learner(model, b, example_inputs, row.learner(search_options), train_data,
-                                  return_result)
+        if opts.output == "module":
+            raise InPlaceError("output='module' is not available with the training-time learners (they may "
+                               "remove blocks and branches, which the model's code cannot express): pass "
+                               "output='graph' or 'auto'")
+        result = prune_with_learner(model, b, example_inputs, row.learner(search_options), train_data, True)
+        result.report.output_reason = "the training-time learners return the graph"
+        return result if return_result else result.model
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     traced = capture(model, example_inputs, front_end=front_end, leaf_modules=leaf_modules,
@@ -166,6 +201,11 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     report.add_latency(outcome)
     report.budget_text = b.describe()
     report.front_end = traced.front_end
+    pruned, report.output_kind, in_place = timed(seconds, "output", choose_output, opts.output, pruned, traced,
+                                                 _recapture(traced, example_inputs, leaf_modules, concrete_args,
+                                                            keep_hooks))
+    report.output_reason, report.output_notes, report.size_attributes = \
+        in_place.reason, in_place.notes, in_place.attributes
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
                           importance=importance if isinstance(importance, str) else "custom",
                           achieved=getattr(report, f"{b.metric}_ratio"))

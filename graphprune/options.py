@@ -11,7 +11,8 @@ valid, instead of surfacing as an ``IndexError`` deep in a pass (or, worse, bein
    means none (``TypeError`` for anything else).  Unknown names are refused later, once the model is traced.
 4. ``strategy`` is a name from the table of strategies (``strategies.REGISTRY``), ``importance`` a ``CRITERIA`` name
    or a callable (``TypeError`` / ``ValueError``), checked even at budget 1.0 where neither is used.
-5. The model's parameters and buffers hold data on one device (``model_checks.check_model_tensors``,
+5. ``output``: ``"auto"``, ``"module"`` or ``"graph"`` (``ValueError``; ``passes.in_place.OUTPUTS``).
+6. The model's parameters and buffers hold data on one device (``model_checks.check_model_tensors``,
    shared with ``apply_plan``, re-exported here).
 """
 from __future__ import annotations
@@ -44,19 +45,29 @@ class PruneOptions:
     min_channels: int
     max_prune_ratio: float
     ignored_layers: tuple[str, ...]
+    output: str = "auto"
 
 
 def check_prune_options(model: Any, budget: Any, *, strategy: Any = "global", importance: Any = "l2",
                         round_to: Any = 1, min_channels: Any = 1, max_prune_ratio: Any = 0.95,
-                        ignored_layers: Any = ()) -> PruneOptions:
-    """Check ``prune``'s arguments (rules 1-5 of the module docstring); return them canonicalised."""
+                        ignored_layers: Any = (), output: Any = "auto") -> PruneOptions:
+    """Check ``prune``'s arguments (rules 1-6 of the module docstring); return them canonicalised."""
     check_model_tensors(model, "prune")
     b = as_budget(budget)
     _check_strategy_and_importance(strategy, importance)
     return PruneOptions(budget=b, round_to=_round_to(round_to),
                         min_channels=_int_at_least("min_channels", min_channels, 1),
                         max_prune_ratio=_fraction("max_prune_ratio", max_prune_ratio),
-                        ignored_layers=as_module_names(ignored_layers))
+                        ignored_layers=as_module_names(ignored_layers), output=_output(output))
+
+
+def _output(value: Any) -> str:
+    from .passes.in_place import OUTPUTS
+
+    if not isinstance(value, str) or value not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS} ('auto': the model's own class when its code allows, "
+                         f"else the torch.fx GraphModule), got {value!r:.60}")
+    return value
 
 
 def _check_strategy_and_importance(strategy: Any, importance: Any) -> None:

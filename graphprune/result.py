@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch.fx as fx
+import torch.nn as nn
 
 from .depgraph import DependencyGraph
 from .plan import Plan
@@ -42,6 +42,10 @@ class PruneReport:
     latency_iterations: int = 0
     budget_text: str = ""
     front_end: str = "fx"  # "fx" (symbolic tracing) or "export" (torch.export, when fx could not trace)
+    output_kind: str = "graph"  # "module" (the user's own class, rewritten in place) or "graph" (fx GraphModule)
+    output_reason: str = ""  # why the graph was returned ("" when the user's class was)
+    output_notes: list[str] = field(default_factory=list)  # HF config fields set or left, size attributes set
+    size_attributes: dict[str, int] = field(default_factory=dict)  # int attributes set in place, for rebuild_like
 
     def add_latency(self, outcome: LatencyOutcome | None) -> None:
         """Copy the re-plan loop's final predicted and measured times (``search.latency_budget``)."""
@@ -74,7 +78,12 @@ class PruneReport:
         return (f"budget {budget}: MACs {self.dense_macs / 1e6:.2f}M -> "
                 f"{self.macs / 1e6:.2f}M ({self.macs_ratio:.3f}), params {self.dense_params / 1e6:.3f}M -> "
                 f"{self.params / 1e6:.3f}M ({self.params_ratio:.3f}); {self.groups_pruned}/{self.groups_total} "
-                f"groups pruned; {t}" + self._latency_text())
+                f"groups pruned; {t}" + self._latency_text() + self._output_text())
+
+    def _output_text(self) -> str:
+        if self.output_kind == "module":
+            return "; output: the model's own class"
+        return f"; output: torch.fx GraphModule ({self.output_reason})" if self.output_reason else ""
 
     def _latency_text(self) -> str:
         text = f"; widths: {self.width_policy}" if self.width_policy else ""
@@ -87,7 +96,7 @@ class PruneReport:
 
 @dataclass
 class PruneResult:
-    model: fx.GraphModule
+    model: nn.Module  # the user's class (report.output_kind == "module") or an fx.GraphModule
     plan: Plan
     report: PruneReport
     graph: DependencyGraph

@@ -26,7 +26,7 @@ def test_state_dict_and_mode_unchanged_and_result_smaller():
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN stats included: no forward in train
     assert model.training and pruned.training  # the mode is carried over
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
-    assert isinstance(pruned, torch.fx.GraphModule)
+    assert type(pruned) is type(model)  # output="auto": the code bakes no size, so the user's own class
     user = {id(t) for t in list(model.parameters()) + list(model.buffers())}
     assert not any(id(t) in user for t in list(pruned.parameters()) + list(pruned.buffers()))
     with torch.no_grad():  # fine-tuning the pruned model must not touch the user's model
@@ -216,3 +216,28 @@ def test_non_module_input_is_refused():
         graphprune.prune(lambda x: x, 0.5, torch.randn(1))
     with pytest.raises(TypeError, match="example_inputs"):
         graphprune.prune(nn.Linear(2, 2), 0.5, [])
+
+
+@pytest.mark.parametrize("output", ["Module", "", None, 1])
+def test_output_option_is_checked_up_front(output):
+    model, x = _residual()
+    with pytest.raises(ValueError, match=r"output must be one of \('auto', 'module', 'graph'\)"):
+        graphprune.prune(model, 0.5, x, output=output)
+
+
+def test_output_graph_returns_the_graph_module_and_says_so():
+    model, x = _residual()
+    result = graphprune.prune(model, 0.5, x, output="graph", return_result=True)
+    assert isinstance(result.model, torch.fx.GraphModule)
+    assert result.report.output_kind == "graph" and "output='graph'" in result.report.output_reason
+    auto = graphprune.prune(model, 0.5, x, return_result=True)
+    assert type(auto.model) is type(model) and auto.report.output_kind == "module" and not auto.report.output_reason
+    assert "own class" in str(auto.report)
+    with torch.no_grad():
+        torch.testing.assert_close(auto.model(x), result.model(x), rtol=0, atol=0)
+
+
+def test_output_module_is_refused_for_the_training_time_learners():
+    model, x = _residual()
+    with pytest.raises(graphprune.InPlaceError, match="output='graph' or 'auto'"):
+        graphprune.prune(model, 0.5, x, strategy="slimming", train_data=[(x, torch.zeros(2))], output="module")

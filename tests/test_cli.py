@@ -212,3 +212,10 @@ def test_budget_options_combine_into_one_budget():
     assert parsed("--budget", "0.4", "--latency", "0.7") == Budget.macs(0.4) & Budget.latency(0.7)
     assert parsed("--ms", "2.5").time_ms == 2.5
     assert parsed("--budget", "0.3", "--metric", "params") == Budget.params(0.3)
+
+
+def test_output_flag_chooses_what_prune_returns(net, capsys):
+    assert main(["prune", net, "--budget", "0.6", "--input-shape", "1,3,8,8"]) == 0
+    assert "output         the model's own class" in capsys.readouterr().out
+    assert main(["prune", net, "--budget", "0.6", "--input-shape", "1,3,8,8", "--output", "graph"]) == 0
+    assert "output         torch.fx GraphModule (output='graph' was asked for)" in capsys.readouterr().out

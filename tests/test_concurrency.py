@@ -57,7 +57,7 @@ def _signature(gm) -> list[tuple[str, str]]:
 def _prune_and_check(model, x, reference, errors: list, name: str) -> None:
     """Prune ``model`` and hold the result to the masked oracle and to the single-threaded ``reference``."""
     try:
-        result = graphprune.prune(model, 0.5, x, return_result=True)
+        result = graphprune.prune(model, 0.5, x, return_result=True, output="graph")  # compares graphs
         result.model.graph.lint()
         assert result.report.macs <= 0.5 * result.report.dense_macs + 1e-6, "budget missed"
         masked = graphprune.masked_model(result.graph, result.plan.keep_mask(result.graph)).eval()
@@ -88,7 +88,8 @@ def test_two_prunes_and_an_inference_in_parallel():
     bystander, x_by = Bystander().eval(), torch.randn(2, 3, 6, 6)
     with torch.no_grad():
         want = bystander(x_by)
-    refs = {"conv": graphprune.prune(conv, 0.5, x_conv), "mlp": graphprune.prune(mlp, 0.5, x_mlp)}
+    refs = {"conv": graphprune.prune(conv, 0.5, x_conv, output="graph"),
+            "mlp": graphprune.prune(mlp, 0.5, x_mlp, output="graph")}
     stderr = sys.stderr
     for round_ in range(ROUNDS):
         errors: list[str] = []

@@ -51,10 +51,13 @@ def _fix_for(exc: BaseException) -> str:
     """What to do about one of graphprune's own input errors (their messages say what went wrong)."""
     from ..budget import BudgetError
     from ..data import DatasetNotFoundError
+    from ..passes.in_place import InPlaceError
     from ..plan import PlanError
     from ..trace import TraceError
 
     text = str(exc)
+    if isinstance(exc, InPlaceError):
+        return "pass --output auto (or graph) to get the pruned torch.fx GraphModule instead"
     if isinstance(exc, TraceError) and "failed to run on example_inputs" in text:
         return "check --input-shape: the model must run on a tensor of that shape"
     if isinstance(exc, TraceError):

@@ -190,7 +190,11 @@ def _prune_parser(sub, model_help: str) -> None:
     _strategy_options(p, budget_default=0.5)
     p.add_argument("--onnx", metavar="FILE", help="export the pruned model here and check it with ONNX Runtime")
     p.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime intra-op threads for latency")
-    p.add_argument("--save", metavar="FILE", help="save the pruned GraphModule (and its plan as FILE.plan.json)")
+    p.add_argument("--save", metavar="FILE", help="save the pruned model (and its plan as FILE.plan.json)")
+    p.add_argument("--output", choices=["auto", "module", "graph"], default="auto",
+                   help="what prune returns: the model's own class with smaller layers when its code bakes no "
+                   "pruned size, else the torch.fx GraphModule (auto); module: the own class or an error naming "
+                   "the code that bakes a size; graph: always the GraphModule")
     p.add_argument("--report", metavar="FILE", help="write the report as JSON")
     p.add_argument("--eval", choices=["fashion_mnist", "mnist"], help="report accuracy on this test split")
     p.add_argument("--eval-samples", type=_positive, default=2000, help="test images for --eval")

@@ -51,6 +51,8 @@ class JobReport:
             rows.append(("captured by", "torch.export (torch.fx could not trace the model)"))
         if r.width_policy:
             rows.append(("widths", r.width_policy))
+        rows.append(("output", "the model's own class (rewritten in place)" if r.output_kind == "module"
+                     else f"torch.fx GraphModule ({r.output_reason})"))
         if r.measured_ms is not None:
             rows.append((f"latency on {r.target}",
                          f"predicted {r.predicted_dense_ms:.3f} -> {r.predicted_ms:.3f} ms, measured "

@@ -225,3 +225,25 @@ def test_exit_status_of_the_module_entry_point(tmp_path):
 
 def test_inspect_strategy_without_budget(capsys, net):
     assert "--budget" in bad(capsys, "inspect", net, "--input-shape", "1,3,8,8", "--strategy", "uniform")
+
+
+BAKED = """import torch.nn as nn
+class Baked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 16, 3), nn.Linear(16, 4)
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)).view(-1, 16))
+def build():
+    return Baked()
+"""
+
+
+def test_output_module_on_code_that_bakes_a_size(capsys, tmp_path):
+    src = tmp_path / "baked.py"
+    src.write_text(BAKED)
+    rc = main(["prune", f"{src}:build", "--input-shape", "1,3,8,8", "--round-to", "1", "--output", "module"])
+    err = capsys.readouterr().err
+    line = err.split("graphprune: error: ")[-1]  # after the progress bar, which ran until the rewrite
+    assert rc == 2 and "Traceback" not in err and err.count("graphprune: error: ") == 1
+    assert "node 'view'" in line and " — pass --output auto" in line

@@ -109,7 +109,7 @@ def test_keep_hooks_registers_the_users_hooks_on_the_pruned_modules():
     x = _x()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = graphprune.prune(model, 1.0, x, keep_hooks=True, return_result=True)
+        result = graphprune.prune(model, 1.0, x, keep_hooks=True, return_result=True, output="graph")
     pruned = result.model
     from graphprune.passes import MODULE_STATE_KEY
 
