@@ -11,7 +11,8 @@ FCOS are built with ``min_size=max_size=<size>`` so the image is not upscaled to
 Measured per model and tool:
 
 * **MACs kept** of backbone + FPN + heads (``torch.utils.flop_counter.FlopCounterMode`` over ``heads()``: the
-  backbone, the RPN head and the box / mask / keypoint heads on a fixed set of proposals; anchors, box decoding,
+  backbone, the RPN head and the box / mask / keypoint heads on the dense model's proposals, dense and pruned alike;
+  anchors, box decoding,
   NMS and post-processing are not counted).
 * **forward**: the pruned detector runs end to end (``model([image])``).
 * **head max |diff|**: pre-NMS head outputs (class logits, box regressions, centerness, mask and keypoint logits)
@@ -57,7 +58,7 @@ MODELS = ["fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "retin
           "fcos_resnet50_fpn", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large", "maskrcnn_resnet50_fpn",
           "keypointrcnn_resnet50_fpn"]
 FIXED_SIZE = {"ssd300_vgg16": 300, "ssdlite320_mobilenet_v3_large": 320}  # their transform resizes to this
-N_PROPOSALS = 64  # two-stage heads are compared on this many of the reference's proposals
+N_PROPOSALS = None  # two-stage heads run on all of the reference's proposals (MACs as the model spends them)
 
 
 def build(name: str, size: int) -> torch.nn.Module:
@@ -132,14 +133,23 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
 
-def _check(row: Row, name: str, pruned, reference, x, dense_macs: float, onnx: bool) -> None:
+@dataclass
+class Dense:
+    """The dense detector's MACs on its own proposals (the pruned ones are counted on the same proposals:
+    how many boxes an RPN keeps depends on its scores, which pruning changes)."""
+
+    proposals: list
+    macs: float
+
+
+def _check(row: Row, name: str, pruned, reference, x, dense: Dense, onnx: bool) -> None:
     """Fill MACs, forward, head diff (and ONNX) for a pruned detector against its masked reference."""
     with torch.no_grad():
         ref_out, proposals = heads(reference, x)
         out, _ = heads(pruned, x, proposals)
         row.head_diff = max_diff(out, ref_out)
         row.head_scale = max(float(t.abs().max()) for t in ref_out)
-        row.macs_ratio = head_macs(pruned, x, proposals) / dense_macs
+        row.macs_ratio = head_macs(pruned, x, dense.proposals) / dense.macs
         try:
             pruned(list(x))
             row.forward_ok = True
@@ -175,7 +185,7 @@ def _ort_check(model, x, path: str) -> str:
     return f"ok (ORT boxes {want.shape[0]}, max |diff| {float(np.abs(got[0] - want).max()) if want.size else 0:.1e})"
 
 
-def run_graphprune(name: str, x: torch.Tensor, dense_macs: float, onnx: bool) -> Row:
+def run_graphprune(name: str, x: torch.Tensor, dense: Dense, onnx: bool) -> Row:
     row = Row(name, "graphprune")
     model = build(name, x.shape[-1])
     try:
@@ -194,7 +204,7 @@ def run_graphprune(name: str, x: torch.Tensor, dense_macs: float, onnx: bool) ->
         if not isinstance(result.model, type(model)):
             row.notes.append("result is a GraphModule (replays the example's selections): heads not compared")
             return row
-        _check(row, name, result.model, reference, x, dense_macs, onnx)
+        _check(row, name, result.model, reference, x, dense, onnx)
     except Exception as exc:
         row.error = f"{type(exc).__name__}: {error_text(exc, 400, where=False)}"
         traceback.print_exc(limit=4)
@@ -250,7 +260,7 @@ def _zero_group(reference: torch.nn.Module, names: dict, group) -> None:
                     t.index_fill_(axis, idx, 0.0)
 
 
-def run_torch_pruning(name: str, x: torch.Tensor, dense_macs: float, target: float, onnx: bool) -> Row:
+def run_torch_pruning(name: str, x: torch.Tensor, dense: Dense, target: float, onnx: bool) -> Row:
     import torch_pruning as tp
 
     row = Row(name, "torch-pruning")
@@ -269,14 +279,13 @@ def run_torch_pruning(name: str, x: torch.Tensor, dense_macs: float, target: flo
                 group.prune()
             seconds = time.perf_counter() - t
             with torch.no_grad():
-                _, proposals = heads(reference, x)
-                macs = head_macs(model, x, proposals) / dense_macs
+                macs = head_macs(model, x, dense.proposals) / dense.macs
             if best is None or abs(macs - target) < abs(best[0] - target):
                 best = (macs, ratio, model, reference, seconds)
             lo, hi = (ratio, hi) if macs > target else (lo, ratio)
         macs, ratio, model, reference, row.prune_s = best
         row.notes.append(f"pruning_ratio={ratio:.3f}")
-        _check(row, name, model, reference, x, dense_macs, onnx)
+        _check(row, name, model, reference, x, dense, onnx)
     except Exception as exc:
         row.error = f"{type(exc).__name__}: {error_text(exc, 400, where=False)}"
         traceback.print_exc(limit=4)
@@ -300,15 +309,14 @@ def main(argv=None) -> None:
     for name in args.models:
         size = FIXED_SIZE.get(name, args.size)
         x = photo(size)
-        dense = build(name, size)
         with torch.no_grad():
-            _, proposals = heads(dense, x)
-        dense_macs = head_macs(dense, x, proposals)
+            _, proposals = heads(build(name, size), x)
+        dense = Dense(proposals, head_macs(build(name, size), x, proposals))
         if "graphprune" in args.tools:
-            rows.append(run_graphprune(name, x, dense_macs, args.onnx))
+            rows.append(run_graphprune(name, x, dense, args.onnx))
             print(asdict(rows[-1]), flush=True)
         if "torch-pruning" in args.tools:
-            rows.append(run_torch_pruning(name, x, dense_macs, 0.5, args.onnx))
+            rows.append(run_torch_pruning(name, x, dense, 0.5, args.onnx))
             print(asdict(rows[-1]), flush=True)
         _write(_merged(rows, args.merge), args)
 
