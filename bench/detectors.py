@@ -319,6 +319,8 @@ def main(argv=None) -> None:
             rows.append(run_torch_pruning(name, x, dense, 0.5, args.onnx))
             print(asdict(rows[-1]), flush=True)
         _write(_merged(rows, args.merge), args)
+    if not args.models:  # only re-render (and merge) earlier result files
+        _write(_merged(rows, args.merge), args)
 
 
 def _merged(rows: list[Row], files: list[str]) -> list[Row]:
