@@ -134,8 +134,9 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
         max_prune_ratio: no group loses more than this fraction.
         ignored_layers: qualified module names (or one name) whose channels are never pruned.
         leaf_modules / concrete_args: passed to the tracer (see ``graphprune.trace``).
-        front_end: ``"auto"`` (torch.fx first, torch.export when fx cannot trace; a warning says so), ``"fx"`` or
-            ``"export"`` (``graphprune.capture``).
+        front_end: ``"auto"`` (torch.fx, then torch.export, then recording a real run — detectors; a warning names
+            the one used), ``"fx"``, ``"export"`` or ``"record"`` (``graphprune.capture``; a recorded model with
+            data-dependent control flow comes back as the user's own class, never as the graph).
         return_result: return ``PruneResult(model, plan, report, graph)`` instead of the module.
         eval_fn / calib_data / search_options: for the searching strategies ``"sensitivity"``,
             ``"evolutionary"``, ``"rl"`` (``graphprune.strategies.REGISTRY`` lists every strategy) and data-driven

@@ -118,8 +118,10 @@ class TracedModel:
             run): the names, values and ``training`` flags the pruned model carries over.
         hooks: the user's forward/backward hooks (see ``graphprune.trace_state``).
         keep_hooks: whether the rewrite re-registers ``hooks`` on the pruned model.
-        front_end: how the graph was captured: ``"fx"`` (symbolic tracing, this module) or ``"export"``
-            (``torch.export``, ``graphprune.capture``).
+        front_end: how the graph was captured: ``"fx"`` (symbolic tracing, this module), ``"export"``
+            (``torch.export``) or ``"record"`` (running the model, ``graphprune.capture``).
+        frozen_nodes: node name -> reason: every tensor those nodes touch is frozen by the dependency graph
+            (the record front end's data-dependent ops).
     """
 
     gm: fx.GraphModule
@@ -133,6 +135,7 @@ class TracedModel:
     keep_hooks: bool = False
     front_end: str = "fx"
     attention: str = "auto"  # what a unit of multi-head attention is (depgraph/heads.py); set by prune
+    frozen_nodes: dict[str, str] = field(default_factory=dict)  # node -> why its tensors are frozen (record)
 
 
 # NOTE: fx's Tracer patches torch.nn.Module.__call__/__getattr__ for the whole process while it traces; two

@@ -1,17 +1,21 @@
-"""Choosing the front end: torch.fx symbolic tracing first, torch.export when fx cannot capture the model.
+"""Choosing the front end: torch.fx symbolic tracing, then torch.export, then recording a run.
 
 Rules (``capture``):
 
 1. ``front_end="fx"``: ``graphprune.trace`` only (leaf modules, ``concrete_args``, hooks kept on request).
 2. ``front_end="export"``: ``capture_with_export`` only.
-3. ``front_end="auto"`` (the default): fx first; when it raises ``TraceError``, torch.export, with a warning saying
-   so and what that front end fixes (shapes fixed to the example inputs, dropout and BatchNorm in inference
-   mode). When both fail, one ``TraceError`` carries both reasons.
+3. ``front_end="record"``: ``capture_by_running`` only (the model is run on the example inputs and the ops that
+   ran are logged; what could differ on another input is frozen).
+4. ``front_end="auto"`` (the default): fx -> export -> record, each tried when the one before raises
+   ``TraceError``; a warning names the front end used and what it implies.  When all fail, one ``TraceError``
+   carries every reason.
 
-Why fx first: where both capture a model they give the same groups (the 14 coupling patterns, torchvision ResNets),
-and fx is ~10x faster (ResNet-50: 0.1 s vs 1.3 s), keeps module calls (hooks, leaves, in-place module rewrites) and
-stays dynamic in sizes read with ``x.size()``.  torch.export runs ``forward`` as Python on fake tensors, so code that
-inspects values (Hugging Face transformers 5.x, MobileViT-v2, EfficientViT, CrossViT) is captured where fx fails.
+Why this order: where fx and export both capture a model they give the same groups, and fx is ~10x faster
+(ResNet-50: 0.1 s vs 1.3 s), keeps module calls (hooks, leaves) and stays dynamic in sizes read with ``x.size()``.
+torch.export runs ``forward`` on fake tensors, so code that inspects values (Hugging Face transformers 5.x,
+MobileViT-v2) is captured where fx fails; it stops at data-dependent sizes (NMS, boolean masks).  Recording a
+real run captures anything that runs (torchvision detectors), but the graph replays one input's control flow, so
+the pruned model must be the user's own class with smaller layers, not that graph.
 """
 from __future__ import annotations
 
@@ -22,10 +26,19 @@ import torch
 
 from ..trace import TraceError, TracedModel, trace
 from .export_capture import capture_with_export
+from .record_capture import capture_by_running
 
 __all__ = ["FRONT_ENDS", "capture"]
 
-FRONT_ENDS = ("auto", "fx", "export")
+FRONT_ENDS = ("auto", "fx", "export", "record")
+
+_IMPLIES = {
+    "torch.export": "the pruned graph is fixed to the example inputs' shapes (batch included) and runs dropout and "
+              "BatchNorm in inference mode",
+    "the record front end": "the graph is specialised to what ran on the example inputs (ops whose sizes depend "
+                            "on the data, and anything after a value read into Python, are frozen); the pruned model is your own class "
+                            "with smaller layers",
+}
 
 
 def capture(model: torch.nn.Module, example_inputs: Any, *, front_end: str = "auto", leaf_modules: Iterable = (),
@@ -35,26 +48,42 @@ def capture(model: torch.nn.Module, example_inputs: Any, *, front_end: str = "au
         raise ValueError(f"front_end must be one of {FRONT_ENDS}, got {front_end!r}")
     if front_end == "export":
         return _exported(model, example_inputs, keep_hooks)
+    if front_end == "record":
+        return _recorded(model, example_inputs, keep_hooks)
     try:
         return trace(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args,
                      keep_hooks=keep_hooks)
     except TraceError as fx_error:
         if front_end == "fx":
             raise
-        why_not_fx = str(fx_error).splitlines()[0][:160]
+        failures = [("torch.fx", fx_error)]
+    for name, run in (("torch.export", _exported), ("the record front end", _recorded)):
         try:
-            traced = _exported(model, example_inputs, keep_hooks)
-        except TraceError as export_error:
-            raise TraceError(f"{fx_error}\n\ntorch.export could not capture it either: {export_error}") \
-                from export_error
-    warnings.warn(f"graphprune: torch.fx could not trace {type(model).__name__} ({why_not_fx}); "
-                  "captured with torch.export instead: the pruned graph is fixed to the example inputs' shapes "
-                  "(batch included) and runs dropout and BatchNorm in inference mode", stacklevel=3)
+            traced = run(model, example_inputs, keep_hooks)
+            break
+        except TraceError as error:
+            failures.append((name, error))
+    else:
+        raise TraceError(f"{failures[0][1]}" + "".join(f"\n\n{name} could not capture it either: {error}"
+                                                     for name, error in failures[1:])) from failures[-1][1]
+    why_not = "; ".join(f"{name}: {str(error).splitlines()[0][:160]}" for name, error in failures)
+    warnings.warn(f"graphprune: {type(model).__name__} captured with {name} ({why_not}): "
+                  f"{_IMPLIES[name]}", stacklevel=3)
     return traced
 
 
-def _exported(model: torch.nn.Module, example_inputs: Any, keep_hooks: bool) -> TracedModel:
+def _no_hooks(keep_hooks: bool, front_end: str) -> None:
     if keep_hooks:
-        raise TraceError("keep_hooks=True needs module calls in the graph, which torch.export inlines: use the fx "
-                         "front end (front_end='fx', with leaf_modules for what fx cannot trace) or drop keep_hooks")
+        raise TraceError(f"keep_hooks=True needs module calls in the graph, which the {front_end} front end "
+                         "inlines: use the fx front end (front_end='fx', with leaf_modules for what fx cannot "
+                         "trace) or drop keep_hooks")
+
+
+def _exported(model: torch.nn.Module, example_inputs: Any, keep_hooks: bool) -> TracedModel:
+    _no_hooks(keep_hooks, "torch.export")
     return capture_with_export(model, example_inputs)
+
+
+def _recorded(model: torch.nn.Module, example_inputs: Any, keep_hooks: bool) -> TracedModel:
+    _no_hooks(keep_hooks, "record")
+    return capture_by_running(model, example_inputs)

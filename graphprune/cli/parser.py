@@ -143,9 +143,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    "(not traced into; their channels are frozen)")
     p.add_argument("--auto-leaf", action="store_true",
                    help="keep every module fx cannot trace opaque (its channels frozen) instead of failing")
-    p.add_argument("--front-end", choices=["auto", "fx", "export"], default="auto",
-                   help="how the model is captured: torch.fx first and torch.export when fx cannot trace (auto), "
-                   "or only one of them")
+    p.add_argument("--front-end", choices=["auto", "fx", "export", "record"], default="auto",
+                   help="how the model is captured: torch.fx, then torch.export, then recording a run on the "
+                   "example input (auto), or only one of them")
     p.add_argument("--attention", choices=["auto", "heads", "head_dim", "both"], default="auto",
                    help="what one prunable unit of a multi-head attention is: whole heads, one offset in every "
                    "head, heads then offsets, or auto (heads when every attention has >= 8 heads)")

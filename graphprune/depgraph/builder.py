@@ -241,7 +241,7 @@ def build_dependency_graph(traced: TracedModel, forced_frozen: dict[str, str] | 
     units = _attention_units(traced, attention, forced_frozen)
     choices: dict[str, int] = {}
     for _ in range(MAX_PASSES):
-        builder = _Builder(traced, choices, dict(forced_frozen or {}), attention=units)
+        builder = _Builder(traced, choices, {**traced.frozen_nodes, **(forced_frozen or {})}, attention=units)
         builder.run()
         graph = assemble_graph(builder)
         nxt = _retry_choices(builder, graph)

@@ -50,6 +50,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..capture.record_capture import specialised_to_example
+from ..capture.record_proof import record_difference
 from ..trace import TracedModel, propagate_shapes
 from .code_graph import Difference, first_difference
 from .hf_config import update_config
@@ -205,6 +207,8 @@ class _Check:
 def _check(candidate: nn.Module, pruned: fx.GraphModule, traced: TracedModel, shapes: dict,
            recapture: Callable[[nn.Module], fx.GraphModule]) -> _Check:
     """Step 3: capture the copy again; same graph as ``pruned``, and the same shapes when run."""
+    if traced.front_end == "record":  # NOTE: recordings replay the example's selections: pruned widths only
+        return _Check(record_difference(candidate, pruned, traced, shapes))
     try:
         code = recapture(candidate)
     except Exception as exc:  # the model's own code refuses the new sizes: that is the answer
@@ -252,11 +256,18 @@ def rewrite_in_place(pruned: fx.GraphModule, traced: TracedModel,
 def choose_output(output: str, pruned: fx.GraphModule, traced: TracedModel,
                   recapture: Callable[[nn.Module], fx.GraphModule]) -> tuple[nn.Module, str, InPlace]:
     """(model, kind ``"module"``/``"graph"``, what the in-place attempt found) for ``output``."""
+    specialised = specialised_to_example(traced)  # a recorded graph that only holds for its example input
     if output == "graph":
+        if specialised:
+            raise InPlaceError(f"output='graph' cannot be returned: {specialised}. Use output='module' or 'auto' "
+                               "(your own class with the pruned layers)")
         return pruned, "graph", InPlace(None, "output='graph' was asked for")
     done = rewrite_in_place(pruned, traced, recapture)
     if done.model is not None:
         return done.model, "module", done
+    if specialised:
+        raise InPlaceError(f"the pruned model cannot be the user's own class: {done.reason}; and the recorded "
+                           f"graph cannot stand in for it: {specialised}")
     if output == "module":
         raise InPlaceError(f"output='module': the pruned model cannot be the user's own class: {done.reason}. "
                            "Compute the size from the tensor (x.shape / x.size() / x.flatten(1)) in that code, "

@@ -57,6 +57,12 @@ register(aten.add.Scalar, aten.sub.Scalar, aten.rsub.Scalar, aten.div.Tensor, at
          aten.masked_fill.Scalar, aten.masked_fill.Tensor, aten.where.self, aten.maximum.default,
          aten.minimum.default, facts=NO_FACTS)(elementwise)
 
+# in-place twins, as recorded by the record front end (``make_fx`` keeps them; export functionalises)
+register(aten.hardswish_.default, aten.leaky_relu_.default, aten.tanh_.default, aten.mish_.default,
+         facts=ZERO_PRESERVING)(elementwise)
+register(aten.hardsigmoid_.default, aten.sigmoid_.default, aten.clamp_.default, aten.clamp_min_.default,
+         aten.elu_.default, aten.exp_.default, aten.div_.Scalar, aten.sub_.Scalar, facts=NO_FACTS)(elementwise)
+
 
 @register(aten._assert_tensor_metadata.default)
 def assert_metadata(ctx) -> None:
@@ -345,6 +351,48 @@ def pool(ctx) -> None:
           aten.upsample_bicubic2d.vec, facts=ZERO_PRESERVING)
 def upsample(ctx) -> None:
     _keep_leading(ctx, ctx.value_of(ctx.arg(0, "input")), None)
+
+
+def _rewrite_creation(rctx) -> None:
+    _rewrite_sizes(rctx, 0, "size")
+
+
+@register(aten.zeros.default, aten.ones.default, aten.empty.memory_format, rewrite=_rewrite_creation)
+def creation(ctx) -> None:
+    """A tensor made from literal sizes (``torch.zeros((n, c, 7, 7))``): its axes follow whatever it meets;
+    the rewrite writes the planned sizes into the literal."""
+    if ctx.out is not None:
+        ctx.touch(*ctx.dims(ctx.out))
+
+
+@register(aten.index_put_.default, aten.index_put.default)
+def index_put(ctx) -> None:
+    """``self[indices] = values`` with ``indices`` on the leading axes: trailing axes of ``values`` are
+    ``self``'s; the indexed axes and the indices stay frozen."""
+    x, indices, values, out = ctx.value_of(ctx.arg(0, "self")), ctx.arg(1, "indices"), \
+        ctx.value_of(ctx.arg(2, "values")), ctx.out
+    if None in (x, values, out) or not isinstance(indices, (list, tuple)) or None in indices:
+        return
+    ctx.same_all(x, out)
+    lead = len(indices)
+    if ctx.ndim(values) == ctx.ndim(x) and lead < ctx.ndim(x):
+        for a in range(lead, ctx.ndim(x)):
+            ctx.same(Dim(values, a), Dim(x, a))
+
+
+def roi_align(ctx) -> None:
+    """torchvision ``roi_align(input (N, C, H, W), rois (K, 5), …) -> (K, C, ph, pw)``: channels pass through."""
+    x, out = ctx.value_of(ctx.arg(0, "input")), ctx.out
+    if x is not None and out is not None:
+        ctx.same(Dim(x, 1), Dim(out, 1))
+
+
+try:  # two-stage detectors pool box features with RoIAlign; the op exists once torchvision is imported
+    import torchvision  # noqa: F401
+
+    register(torch.ops.torchvision.roi_align.default, facts=ZERO_PRESERVING)(roi_align)
+except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - torchvision is a dependency
+    pass
 
 
 @register(aten.constant_pad_nd.default, aten.pad.default)

@@ -1,0 +1,352 @@
+"""torchvision detectors pruned to 0.5 of their backbone + neck + head MACs, graphprune vs Torch-Pruning.
+
+    PYTHONPATH=. python bench/detectors.py                       # all eight, writes bench/results/detectors.{json,md}
+    PYTHONPATH=. python bench/detectors.py --models ssdlite320_mobilenet_v3_large --size 320
+
+Setup (both tools): ``weights=None, weights_backbone=None``, eval mode, BatchNorm statistics and affine
+parameters randomised (``graphprune.testing.randomize_``) so that a zeroed channel is visible; R-CNN, RetinaNet and
+FCOS are built with ``min_size=max_size=<size>`` so the image is not upscaled to 800.  The input is a real photo
+(``grace_hopper.jpg``, shipped with matplotlib's sample data), resized to ``<size>``².
+
+Measured per model and tool:
+
+* **MACs kept** of backbone + FPN + heads (``torch.utils.flop_counter.FlopCounterMode`` over ``heads()``: the
+  backbone, the RPN head and the box / mask / keypoint heads on the dense model's proposals, dense and pruned alike;
+  anchors, box decoding,
+  NMS and post-processing are not counted).
+* **forward**: the pruned detector runs end to end (``model([image])``).
+* **head max |diff|**: pre-NMS head outputs (class logits, box regressions, centerness, mask and keypoint logits)
+  of the pruned model against the *masked reference*: the original with the removed channels zeroed.  Two-stage
+  models are compared on the *same proposals* (the masked reference's RPN output).  graphprune's reference comes
+  from its plan; Torch-Pruning's from the index sets of each group it pruned (``interactive=True``), zeroed on a
+  copy before ``group.prune()``.
+* **ONNX** (``--onnx``): ``torch.onnx.export`` of the pruned detector (TorchScript-based exporter, opset 17, as
+  torchvision's own ONNX tests) and ONNX Runtime's boxes against PyTorch's; ``—`` where not attempted.
+* **prune s**: graphprune: the report's stage times; Torch-Pruning: building the pruner + ``step``.
+
+graphprune: ``prune(model, 0.5, image, front_end="record", output="module")`` — no per-model settings: the
+anchors, the box coder and ``num_classes`` dims are frozen because they feed data-dependent post-processing.
+Torch-Pruning 1.6: ``MagnitudePruner`` (L2, per layer) with the per-model ``ignored_layers`` of its own
+torchvision test (``tests/test_torchvision_models.py``: the detection heads' last layers, FPN / ROI heads for the
+R-CNNs); its channel ratio is bisected (5 steps) so its MACs land near 0.5.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, environment, error_text, fmt, markdown_table, write_json  # noqa: E402
+
+import graphprune  # noqa: E402
+from graphprune.passes.masked_reference import _zero_parameters  # noqa: E402
+from graphprune.testing import randomize_  # noqa: E402
+
+D = torchvision.models.detection
+MODELS = ["fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "retinanet_resnet50_fpn",
+          "fcos_resnet50_fpn", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large", "maskrcnn_resnet50_fpn",
+          "keypointrcnn_resnet50_fpn"]
+FIXED_SIZE = {"ssd300_vgg16": 300, "ssdlite320_mobilenet_v3_large": 320}  # their transform resizes to this
+N_PROPOSALS = None  # two-stage heads run on all of the reference's proposals (MACs as the model spends them)
+
+
+def build(name: str, size: int) -> torch.nn.Module:
+    kwargs = {} if name in FIXED_SIZE else {"min_size": size, "max_size": size}
+    torch.manual_seed(0)
+    return randomize_(getattr(D, name)(weights=None, weights_backbone=None, **kwargs).eval())
+
+
+def photo(size: int) -> torch.Tensor:
+    """grace_hopper.jpg from matplotlib's sample data, (1, 3, size, size) in [0, 1]."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    image = torchvision.io.decode_image(str(path)).float()[None] / 255
+    return torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
+
+
+# ------------------------------------------------------------------------------------------- head outputs
+
+def heads(model: torch.nn.Module, x: torch.Tensor, proposals: list | None = None) -> tuple[list, list]:
+    """Pre-NMS head outputs of a torchvision detector on ``x``; two-stage heads on ``proposals`` (or its own).
+
+    Returns (flat list of head tensors, the proposals used).
+    """
+    images, _ = model.transform(list(x))
+    features = model.backbone(images.tensors)
+    levels = list(features.values()) if isinstance(features, dict) else [features]
+    if not hasattr(model, "rpn"):  # one-stage: RetinaNet, FCOS, SSD, SSDlite
+        out = model.head(levels)
+        return [out[k] for k in sorted(out)], []
+    objectness, deltas = model.rpn.head(levels)
+    if proposals is None:
+        proposals = [p[:N_PROPOSALS] for p in model.rpn(images, features)[0]]
+    roi = model.roi_heads
+    scores, boxes = roi.box_predictor(roi.box_head(roi.box_roi_pool(features, proposals, images.image_sizes)))
+    outs = [*objectness, *deltas, scores, boxes]
+    if getattr(roi, "mask_predictor", None) is not None:
+        outs.append(roi.mask_predictor(roi.mask_head(roi.mask_roi_pool(features, proposals, images.image_sizes))))
+    if getattr(roi, "keypoint_predictor", None) is not None:
+        outs.append(roi.keypoint_predictor(roi.keypoint_head(
+            roi.keypoint_roi_pool(features, proposals, images.image_sizes))))
+    return outs, proposals
+
+
+def head_macs(model: torch.nn.Module, x: torch.Tensor, proposals: list) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        heads(model, x, proposals)
+    return counter.get_total_flops() / 2
+
+
+def max_diff(a: list, b: list) -> float:
+    return max(float((p - q).abs().max()) for p, q in zip(a, b))
+
+
+# ------------------------------------------------------------------------------------------- the tools
+
+@dataclass
+class Row:
+    model: str
+    tool: str
+    macs_ratio: float | None = None
+    forward_ok: bool | None = None
+    head_diff: float | None = None
+    head_scale: float | None = None
+    onnx: str | None = None
+    prune_s: float | None = None
+    front_end: str | None = None
+    output: str | None = None
+    groups_pruned: str | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Dense:
+    """The dense detector's MACs on its own proposals (the pruned ones are counted on the same proposals:
+    how many boxes an RPN keeps depends on its scores, which pruning changes)."""
+
+    proposals: list
+    macs: float
+
+
+def _check(row: Row, name: str, pruned, reference, x, dense: Dense, onnx: bool) -> None:
+    """Fill MACs, forward, head diff (and ONNX) for a pruned detector against its masked reference."""
+    with torch.no_grad():
+        ref_out, proposals = heads(reference, x)
+        out, _ = heads(pruned, x, proposals)
+        row.head_diff = max_diff(out, ref_out)
+        row.head_scale = max(float(t.abs().max()) for t in ref_out)
+        row.macs_ratio = head_macs(pruned, x, dense.proposals) / dense.macs
+        try:
+            pruned(list(x))
+            row.forward_ok = True
+        except Exception as exc:
+            row.forward_ok, row.error = False, f"forward: {error_text(exc)}"
+    if onnx and row.forward_ok:
+        row.onnx = _onnx(pruned, x)
+
+
+def _onnx(model, x) -> str:
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # NOTE: torchvision's detectors export with the TorchScript-based exporter (their own ONNX tests)
+            torch.onnx.export(model, (list(x),), f"{tmp}/m.onnx", opset_version=17, dynamo=False)
+            return _ort_check(model, x, f"{tmp}/m.onnx")
+    except Exception as exc:
+        return f"fails: {error_text(exc, 160, where=False)}"
+
+
+def _ort_check(model, x, path: str) -> str:
+    """ONNX Runtime against PyTorch on the exported detector's first output (boxes: post-NMS, may be empty)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x[0].numpy()})
+    with torch.no_grad():
+        want = model(list(x))[0]["boxes"].numpy()
+    if got[0].shape != want.shape:
+        return f"exports; ORT boxes {got[0].shape} vs PyTorch {want.shape}"
+    return f"ok (ORT boxes {want.shape[0]}, max |diff| {float(np.abs(got[0] - want).max()) if want.size else 0:.1e})"
+
+
+def run_graphprune(name: str, x: torch.Tensor, dense: Dense, onnx: bool) -> Row:
+    row = Row(name, "graphprune")
+    model = build(name, x.shape[-1])
+    try:
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = graphprune.prune(model, 0.5, x, front_end="record", return_result=True, **_module_output())
+        row.prune_s = time.perf_counter() - t
+        row.front_end = result.report.front_end
+        row.output = getattr(result.report, "output_kind", "graph")
+        keep = result.plan.keep_mask(result.graph)
+        row.groups_pruned = f"{sum(1 for g in result.graph.groups if not keep[g.units].all())}/" \
+                            f"{len(result.graph.groups)}"
+        reference = copy.deepcopy(model)
+        _zero_parameters(reference, result.graph, keep)
+        if not isinstance(result.model, type(model)):
+            row.notes.append("result is a GraphModule (replays the example's selections): heads not compared")
+            return row
+        _check(row, name, result.model, reference, x, dense, onnx)
+    except Exception as exc:
+        row.error = f"{type(exc).__name__}: {error_text(exc, 400, where=False)}"
+        traceback.print_exc(limit=4)
+    return row
+
+
+def _module_output() -> dict:
+    import inspect
+
+    return {"output": "module"} if "output" in inspect.signature(graphprune.prune).parameters else {}
+
+
+# NOTE: Torch-Pruning's own torchvision test (tests/test_torchvision_models.py) lists these per model.
+def tp_ignored(name: str, model) -> list:
+    if name.startswith("fasterrcnn"):
+        return [model.rpn.head.cls_logits, model.rpn.head.bbox_pred, model.backbone.fpn, model.roi_heads]
+    if name.startswith("maskrcnn"):
+        return [model.rpn.head.cls_logits, model.rpn.head.bbox_pred, model.roi_heads.box_predictor,
+                model.roi_heads.mask_predictor]
+    if name.startswith("keypointrcnn"):
+        return [model.rpn.head.cls_logits, model.backbone.fpn.layer_blocks, model.rpn.head.bbox_pred,
+                model.roi_heads.box_head.fc6, model.roi_heads.box_predictor, model.roi_heads.keypoint_predictor]
+    if name.startswith("retinanet"):
+        return [model.head.classification_head.cls_logits, model.head.regression_head.bbox_reg]
+    if name.startswith("fcos"):
+        return [model.head.classification_head.cls_logits, model.head.regression_head.bbox_reg,
+                model.head.regression_head.bbox_ctrness]
+    return [model.head]  # SSD, SSDlite
+
+
+def _zero_group(reference: torch.nn.Module, names: dict, group) -> None:
+    """Zero, on ``reference``, the slices one Torch-Pruning group removes (out channels: weight rows, bias, BN
+    statistics; in channels: weight columns)."""
+    with torch.no_grad():
+        for dep, idxs in group:
+            module = dep.target.module
+            if module not in names:
+                continue
+            twin = reference.get_submodule(names[module])
+            handler = getattr(dep.handler, "__name__", str(dep.handler))
+            idx = torch.as_tensor(list(idxs), dtype=torch.long)
+            out = "out" in handler
+            for attr in ("weight", "bias", "running_mean"):
+                t = getattr(twin, attr, None)
+                if not isinstance(t, torch.Tensor) or (attr != "weight" and not out and t.ndim == 1
+                                                       and not isinstance(twin, torch.nn.modules.batchnorm._NormBase)):
+                    continue
+                transposed = isinstance(twin, torch.nn.ConvTranspose2d)
+                axis = 0 if (out != transposed) or t.ndim == 1 else 1
+                if isinstance(twin, torch.nn.Conv2d) and twin.groups > 1 and not out:
+                    continue  # depthwise: its in channels are its out channels, zeroed there
+                if axis < t.ndim:
+                    t.index_fill_(axis, idx, 0.0)
+
+
+def run_torch_pruning(name: str, x: torch.Tensor, dense: Dense, target: float, onnx: bool) -> Row:
+    import torch_pruning as tp
+
+    row = Row(name, "torch-pruning")
+    lo, hi, best = 0.0, 0.8, None
+    try:
+        for step in range(5):  # bisect the channel ratio onto the MACs budget (starting near it)
+            ratio = 0.3 if step == 0 else (lo + hi) / 2
+            model, reference = build(name, x.shape[-1]), build(name, x.shape[-1])
+            names = {m: n for n, m in model.named_modules()}
+            t = time.perf_counter()
+            pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=2),
+                                               pruning_ratio=ratio, global_pruning=False,
+                                               ignored_layers=tp_ignored(name, model))
+            for group in pruner.step(interactive=True):
+                _zero_group(reference, names, group)
+                group.prune()
+            seconds = time.perf_counter() - t
+            with torch.no_grad():
+                macs = head_macs(model, x, dense.proposals) / dense.macs
+            if best is None or abs(macs - target) < abs(best[0] - target):
+                best = (macs, ratio, model, reference, seconds)
+            lo, hi = (ratio, hi) if macs > target else (lo, ratio)
+        macs, ratio, model, reference, row.prune_s = best
+        row.notes.append(f"pruning_ratio={ratio:.3f}")
+        _check(row, name, model, reference, x, dense, onnx)
+    except Exception as exc:
+        row.error = f"{type(exc).__name__}: {error_text(exc, 400, where=False)}"
+        traceback.print_exc(limit=4)
+    return row
+
+
+# ------------------------------------------------------------------------------------------- driver
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--tools", nargs="*", default=["graphprune", "torch-pruning"])
+    parser.add_argument("--merge", nargs="*", default=[], metavar="JSON",
+                        help="earlier result files whose rows are kept (a model/tool run here replaces its row)")
+    parser.add_argument("--onnx", action="store_true", help="try torch.onnx.export of each pruned detector")
+    parser.add_argument("--out-name", default="detectors")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rows: list[Row] = []
+    for name in args.models:
+        size = FIXED_SIZE.get(name, args.size)
+        x = photo(size)
+        with torch.no_grad():
+            _, proposals = heads(build(name, size), x)
+        dense = Dense(proposals, head_macs(build(name, size), x, proposals))
+        if "graphprune" in args.tools:
+            rows.append(run_graphprune(name, x, dense, args.onnx))
+            print(asdict(rows[-1]), flush=True)
+        if "torch-pruning" in args.tools:
+            rows.append(run_torch_pruning(name, x, dense, 0.5, args.onnx))
+            print(asdict(rows[-1]), flush=True)
+        _write(_merged(rows, args.merge), args)
+    if not args.models:  # only re-render (and merge) earlier result files
+        _write(_merged(rows, args.merge), args)
+
+
+def _merged(rows: list[Row], files: list[str]) -> list[Row]:
+    import json
+
+    done = {(r.model, r.tool) for r in rows}
+    earlier = [Row(**d) for f in files for d in json.loads(Path(f).read_text())["rows"]]
+    order = {m: i for i, m in enumerate(MODELS)}
+    merged = rows + [r for r in earlier if (r.model, r.tool) not in done]
+    return sorted(merged, key=lambda r: (order.get(r.model, 99), r.tool != "graphprune"))
+
+
+def _write(rows: list[Row], args) -> None:
+    headers = ["model", "tool", "MACs kept", "forward", "head max |diff|", "head scale", "ONNX", "prune s",
+               "groups pruned", "error / notes"]
+    table = markdown_table(headers, [[r.model, r.tool, fmt(r.macs_ratio), fmt(r.forward_ok), fmt(r.head_diff, ".1e"),
+                                      fmt(r.head_scale, ".1f"), fmt(r.onnx), fmt(r.prune_s, ".1f"),
+                                      fmt(r.groups_pruned), r.error or "; ".join(r.notes)] for r in rows])
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS / f"{args.out_name}.json", {"env": environment(), "size": args.size,
+                                                  "rows": [asdict(r) for r in rows]})
+    from graphprune.files import write_text_atomic
+
+    write_text_atomic(RESULTS / f"{args.out_name}.md", f"# torchvision detectors at 0.5 MACs\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
