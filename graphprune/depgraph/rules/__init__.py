@@ -21,4 +21,4 @@ __all__ = ["OpRule", "OpFacts", "NO_FACTS", "ZERO_PRESERVING", "op_facts", "regi
 
 # Importing the rule modules fills REGISTRY (each imports the decorators from .table, never from here:
 # that would be an import cycle, tests/test_imports.py).
-from . import elementwise, layers, size_reads, shape, indexing, pooling, attention, aten  # noqa: E402,F401
+from . import elementwise, layers, size_reads, shape, indexing, pooling, attention, aten, aten_detection  # noqa: E402,F401
