@@ -67,6 +67,7 @@ class Row:
     table_seconds: dict = field(default_factory=dict)  # {"first": s, "cached": s}
     errors: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)    # {"repeats": n, "sessions": n} of the interleaved batches
+    code: str = ""                                 # graphprune commit and time the row was measured with
 
     def speedup(self, variant: str) -> float | None:
         ms = self.ms.get(variant)
@@ -138,7 +139,7 @@ def run_model(name: str, targets: list[Target], timing: Timing = Timing()) -> li
     rows = []
     for target in targets:
         row = Row(name, target_label(target), macs=dict(macs), errors=dict(errors),
-                  timing={"repeats": timing.repeats, "sessions": timing.sessions})
+                  timing={"repeats": timing.repeats, "sessions": timing.sessions}, code=_code())
         measured = measure_ms([model, *variants.values()], x, target, repeats=timing.repeats,
                               sessions=timing.sessions)
         row.dense_ms, row.ms = measured[0], dict(zip(variants, measured[1:]))
@@ -193,6 +194,18 @@ def render_row(row: Row) -> str:
                        f"{fmt(row.table_seconds.get('prune'), '.1f')} ({fmt(row.table_seconds.get('prune_cached'), '.1f')})"])
 
 
+def _code() -> str:
+    """``<graphprune commit> <UTC time>`` (the commit of the checkout graphprune was imported from)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "-C", str(Path(graphprune.__file__).parent), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
+    return f"{commit or '?'} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
+
+
 def _version(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -212,6 +225,9 @@ def _cpu() -> str:
 def render(rows: list[Row], env: dict) -> str:
     table = markdown_table(HEADERS, [render_row(r).split(" | ") for r in rows])
     errors = [f"- {r.model} {r.target} {k}: {e}" for r in rows for k, e in r.errors.items()]
+    codes: dict[str, list[str]] = {}
+    for r in rows:
+        codes.setdefault(r.code or "earlier runs, before this list (gp latency on the table's step-end menus)", []).append(f"{r.model} {r.target}")
     light = sorted({f"{r.target}: {r.timing['repeats']} rounds x {r.timing['sessions']} session(s)" for r in rows
                     if r.timing and (r.timing["repeats"], r.timing["sessions"]) != (Timing.repeats, Timing.sessions)})
     return "\n".join(["# Latency-true pruning (`bench/latency.py`)", "",
@@ -222,6 +238,7 @@ def render(rows: list[Row], env: dict) -> str:
                       "measured ratio within 5 % below to 5 % above the budget.", "",
                       table, "", *([f"Timed with fewer rounds than the default ({Timing.repeats} rounds x "
                                     f"{Timing.sessions} sessions): " + "; ".join(light), ""] if light else []),
+                      "Measured with (graphprune commit, UTC):", *(f"- {c}: {', '.join(v)}" for c, v in codes.items()), "",
                       *(["Errors:", *errors] if errors else [])])
 
 
