@@ -227,7 +227,8 @@ def render(rows: list[Row], env: dict) -> str:
     errors = [f"- {r.model} {r.target} {k}: {e}" for r in rows for k, e in r.errors.items()]
     codes: dict[str, list[str]] = {}
     for r in rows:
-        codes.setdefault(r.code or "earlier runs, before this list (gp latency on the table's step-end menus)", []).append(f"{r.model} {r.target}")
+        code = r.code or "earlier runs, before this list (gp latency on the table's step-end menus)"
+        codes.setdefault(code, []).append(f"{r.model} {r.target}")
     light = sorted({f"{r.target}: {r.timing['repeats']} rounds x {r.timing['sessions']} session(s)" for r in rows
                     if r.timing and (r.timing["repeats"], r.timing["sessions"]) != (Timing.repeats, Timing.sessions)})
     return "\n".join(["# Latency-true pruning (`bench/latency.py`)", "",
