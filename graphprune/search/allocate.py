@@ -7,11 +7,12 @@ Both built-in strategies are a monotone family of per-group keep counts ``k(t)``
 * ``global_raw``: the same threshold on raw scores (for criteria already comparable across groups, such
   as cost-normalised Group Fisher).
 
-Counts are clipped to ``[min_units, n_g]`` and rounded up to the group's next width on its menu
-(``menus.py``: multiples of ``round_to``, or with ``round_to="auto"`` the latency model's step ends, less
-the widths that free MACs but little time (``time_menus.py``), or a heuristic); each group keeps its top-k
-units by importance, so keep sets are nested and cost is monotone in t.  Bisection finds the largest t whose cost fits the budget; a greedy fill then steps groups to their
-next menu width while they still fit, so the achieved ratio lands just below the budget.
+Counts are clipped to ``[min_units, n_g]`` and rounded up to the group's next width on its menu (``menus.py``:
+multiples of ``round_to``, or with ``round_to="auto"`` the latency model's step ends, less the widths that free
+MACs but little time (``time_menus.py``), or a heuristic); each group keeps its top-k units by importance, so
+keep sets are nested and cost is monotone in t. Bisection finds the largest t whose cost fits the budget; a
+greedy fill then steps groups to their next menu width while they still fit, so the achieved ratio lands just
+below the budget.
 
 The cost is the budget's (``cost.budget_cost``): MACs, params, predicted latency (``cfg.latency``, a
 ``graphprune.latency.LatencyModel``), or several caps at once.

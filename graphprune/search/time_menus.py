@@ -6,12 +6,12 @@ with 16 channels per group narrowed to 8 per group keeps 0.76-0.86 of its time f
 group runs 1.3-1.4x *slower* than 16), while a 1x1 conv halved keeps about half.  A MACs (or params) budget
 spent on such a layer buys little speed, and costs accuracy that a layer whose time does fall would not.
 
-Rule, with a latency model and ``round_to="auto"``: for each group and each width ``k`` on its menu, narrow
-that group alone to ``k`` and compare the predicted time it frees per MAC it frees with the model's own
-rate, ``(dense − reference) ms / (dense − reference) MACs`` with every group at its widest menu width at or
-below ``REFERENCE_KEEP`` of its units (a small cut, like one group's alone: the table's calibration is a power law, so rates measured far apart
-on it would differ for that reason alone).  Widths whose rate is below ``MIN_RATE`` of it
-are dropped; a group left with none is kept whole.  The unfiltered menus stay as the fallback, used when the
+Rule, with a latency model and ``round_to="auto"``: for each group and each width ``k`` on its menu, narrow that
+group alone to ``k`` and compare the predicted time it frees per MAC it frees with the model's own rate,
+``(dense − reference) ms / (dense − reference) MACs`` with every group at its widest menu width at or below
+``REFERENCE_KEEP`` of its units (a small cut, like one group's alone: the table's calibration is a power law, so
+rates measured far apart on it would differ for that reason alone). Widths whose rate is below ``MIN_RATE`` of
+it are dropped; a group left with none is kept whole. The unfiltered menus stay as the fallback, used when the
 budget cannot be met without them (``AllocationConfig.menus``), so a tight budget is still reachable.
 """
 from __future__ import annotations
