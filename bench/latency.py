@@ -144,7 +144,8 @@ def run_model(name: str, targets: list[Target], timing: Timing = Timing()) -> li
                               sessions=timing.sessions)
         row.dense_ms, row.ms = measured[0], dict(zip(variants, measured[1:]))
         source = "TP r8" if "TP r8" in variants else "gp default" if "gp default" in variants else None
-        if source is not None and timing.latency_budget:  # NOTE: where Torch-Pruning fails, the time of graphprune's default is the budget
+        # NOTE: where Torch-Pruning fails, the time of graphprune's default is the budget
+        if source is not None and timing.latency_budget:
             row.budget, row.budget_from = row.ms[source] / row.dense_ms, source
             _latency_budget(row, model, x, target, timing)
         rows.append(row)
@@ -239,7 +240,8 @@ def render(rows: list[Row], env: dict) -> str:
                       "measured ratio within 5 % below to 5 % above the budget.", "",
                       table, "", *([f"Timed with fewer rounds than the default ({Timing.repeats} rounds x "
                                     f"{Timing.sessions} sessions): " + "; ".join(light), ""] if light else []),
-                      "Measured with (graphprune commit, UTC):", *(f"- {c}: {', '.join(v)}" for c, v in codes.items()), "",
+                      "Measured with (graphprune commit, UTC):",
+                      *(f"- {c}: {', '.join(v)}" for c, v in codes.items()), "",
                       *(["Errors:", *errors] if errors else [])])
 
 
