@@ -61,10 +61,13 @@ class Row:
     budget: float | None = None                    # gp latency's budget (TP's measured ratio)
     budget_from: str = "TP r8"                     # whose measured ratio is the budget
     gp_latency_ratio: float | None = None          # measured pruned / dense for gp latency
+    gp_latency_loop_ratio: float | None = None     # the same, as measured by prune's re-plan loop
     met_within_5pct: bool | None = None
     iterations: int | None = None
     table_seconds: dict = field(default_factory=dict)  # {"first": s, "cached": s}
     errors: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)    # {"repeats": n, "sessions": n} of the interleaved batches
+    code: str = ""                                 # graphprune commit and time the row was measured with
 
     def speedup(self, variant: str) -> float | None:
         ms = self.ms.get(variant)
@@ -107,7 +110,16 @@ def torch_pruning_at(model: torch.nn.Module, x: torch.Tensor, macs_goal: float =
     return best
 
 
-def run_model(name: str, targets: list[Target]) -> list[Row]:
+@dataclass(frozen=True)
+class Timing:
+    """How hard each interleaved comparison times: rounds, sessions per model; whether gp latency runs."""
+
+    repeats: int = 15
+    sessions: int = 3
+    latency_budget: bool = True
+
+
+def run_model(name: str, targets: list[Target], timing: Timing = Timing()) -> list[Row]:
     """Every target's row for one model (pruning once per model, the latency budget once per target)."""
     torch.manual_seed(0)
     model = build_model(name).eval()
@@ -126,19 +138,22 @@ def run_model(name: str, targets: list[Target]) -> list[Row]:
         macs[v] = counted_macs(m, (x,)) / dense_macs
     rows = []
     for target in targets:
-        row = Row(name, target_label(target), macs=dict(macs), errors=dict(errors))
-        measured = measure_ms([model, *variants.values()], x, target)
+        row = Row(name, target_label(target), macs=dict(macs), errors=dict(errors),
+                  timing={"repeats": timing.repeats, "sessions": timing.sessions}, code=_code())
+        measured = measure_ms([model, *variants.values()], x, target, repeats=timing.repeats,
+                              sessions=timing.sessions)
         row.dense_ms, row.ms = measured[0], dict(zip(variants, measured[1:]))
         source = "TP r8" if "TP r8" in variants else "gp default" if "gp default" in variants else None
-        if source is not None:  # NOTE: where Torch-Pruning fails, the time of graphprune's default is the budget
+        # NOTE: where Torch-Pruning fails, the time of graphprune's default is the budget
+        if source is not None and timing.latency_budget:
             row.budget, row.budget_from = row.ms[source] / row.dense_ms, source
-            _latency_budget(row, model, x, target)
+            _latency_budget(row, model, x, target, timing)
         rows.append(row)
         print(render_row(row), flush=True)
     return rows
 
 
-def _latency_budget(row: Row, model: torch.nn.Module, x: torch.Tensor, target: Target) -> None:
+def _latency_budget(row: Row, model: torch.nn.Module, x: torch.Tensor, target: Target, timing: Timing) -> None:
     """gp latency at TP's measured ratio; then all three pruned models timed again, interleaved with dense."""
     try:
         t = time.perf_counter()
@@ -152,16 +167,18 @@ def _latency_budget(row: Row, model: torch.nn.Module, x: torch.Tensor, target: T
         row.errors["gp latency"] = error_text(exc)
         return
     row.iterations = res.report.latency_iterations
+    if res.report.measured_ms and res.report.measured_dense_ms:
+        row.gp_latency_loop_ratio = res.report.measured_ms / res.report.measured_dense_ms
     row.macs["gp latency"] = counted_macs(res.model, (x,)) / counted_macs(model, (x,))
     # NOTE: one fresh interleaved batch for the comparison, so the three pruned models share the same load
-    measured = measure_ms([model, res.model], x, target)
+    measured = measure_ms([model, res.model], x, target, repeats=timing.repeats, sessions=timing.sessions)
     row.gp_latency_ratio = measured[1] / measured[0]
     row.ms["gp latency"] = row.dense_ms * row.gp_latency_ratio
     row.met_within_5pct = row.budget * 0.95 <= row.gp_latency_ratio <= row.budget * 1.05
 
 
 HEADERS = ["model", "target", "dense ms", "gp default x (eff)", "TP r8 x (eff)", "gp latency x (eff)",
-           "budget", "gp lat ratio", "met ±5%", "plans", "prune s (cached)"]
+           "budget", "gp lat ratio (in prune)", "met ±5%", "plans", "prune s (cached)"]
 
 
 def _cell(row: Row, v: str) -> str:
@@ -171,10 +188,23 @@ def _cell(row: Row, v: str) -> str:
 
 def render_row(row: Row) -> str:
     budget = fmt(row.budget) + ("" if row.budget_from == "TP r8" else " (gp)")
+    ratio = fmt(row.gp_latency_ratio) + (f" ({fmt(row.gp_latency_loop_ratio)})" if row.gp_latency_loop_ratio else "")
     return " | ".join([row.model, row.target, fmt(row.dense_ms, ".2f"), *(_cell(row, v) for v in
-                       ("gp default", "TP r8", "gp latency")), budget, fmt(row.gp_latency_ratio),
+                       ("gp default", "TP r8", "gp latency")), budget, ratio,
                        fmt(row.met_within_5pct), str(row.iterations) if row.iterations is not None else "—",
                        f"{fmt(row.table_seconds.get('prune'), '.1f')} ({fmt(row.table_seconds.get('prune_cached'), '.1f')})"])
+
+
+def _code() -> str:
+    """``<graphprune commit> <UTC time>`` (the commit of the checkout graphprune was imported from)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "-C", str(Path(graphprune.__file__).parent), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
+    return f"{commit or '?'} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
 
 
 def _version(package: str) -> str:
@@ -196,13 +226,23 @@ def _cpu() -> str:
 def render(rows: list[Row], env: dict) -> str:
     table = markdown_table(HEADERS, [render_row(r).split(" | ") for r in rows])
     errors = [f"- {r.model} {r.target} {k}: {e}" for r in rows for k, e in r.errors.items()]
+    codes: dict[str, list[str]] = {}
+    for r in rows:
+        code = r.code or "earlier runs, before this list (gp latency on the table's step-end menus)"
+        codes.setdefault(code, []).append(f"{r.model} {r.target}")
+    light = sorted({f"{r.target}: {r.timing['repeats']} rounds x {r.timing['sessions']} session(s)" for r in rows
+                    if r.timing and (r.timing["repeats"], r.timing["sessions"]) != (Timing.repeats, Timing.sessions)})
     return "\n".join(["# Latency-true pruning (`bench/latency.py`)", "",
                       f"Machine: {_cpu()}; torch {env.get('torch', '?')}, onnxruntime {env.get('onnxruntime', '?')}, "
                       f"Torch-Pruning {_version('torch-pruning')}, {env.get('date', '')}. Speed-up x = dense ms / model "
                       "ms in one interleaved batch; eff = speed-up x MACs ratio (1.0 = ideal). `gp latency` has the "
                       "budget `budget` = TP r8's measured ratio ((gp): gp default's, where Torch-Pruning failed); `met ±5%` = its "
                       "measured ratio within 5 % below to 5 % above the budget.", "",
-                      table, "", *(["Errors:", *errors] if errors else [])])
+                      table, "", *([f"Timed with fewer rounds than the default ({Timing.repeats} rounds x "
+                                    f"{Timing.sessions} sessions): " + "; ".join(light), ""] if light else []),
+                      "Measured with (graphprune commit, UTC):",
+                      *(f"- {c}: {', '.join(v)}" for c, v in codes.items()), "",
+                      *(["Errors:", *errors] if errors else [])])
 
 
 def main(argv=None) -> int:
@@ -212,6 +252,10 @@ def main(argv=None) -> int:
                    help="RUNTIME:THREADS:BATCH with RUNTIME in " + ", ".join(RUNTIMES))
     p.add_argument("--out", default=str(RESULTS / "latency.json"))
     p.add_argument("--report", action="store_true", help="only re-render the markdown from the JSON")
+    p.add_argument("--repeats", type=int, default=Timing.repeats, help="interleaved rounds per comparison")
+    p.add_argument("--sessions", type=int, default=Timing.sessions, help="sessions per model (fastest kept)")
+    p.add_argument("--no-latency-budget", action="store_true",
+                   help="skip gp latency (its per-layer table at batch 32 takes long on a small CPU)")
     args = p.parse_args(argv)
     out = Path(args.out)
     saved = json.loads(out.read_text()) if out.exists() else {"env": environment(), "rows": []}
@@ -219,7 +263,7 @@ def main(argv=None) -> int:
     if not args.report:
         targets = [parse_target(t) for t in args.targets]
         for name in args.models:
-            new = run_model(name, targets)
+            new = run_model(name, targets, Timing(args.repeats, args.sessions, not args.no_latency_budget))
             done = {(r.model, r.target) for r in new}
             rows = [r for r in rows if (r.model, r.target) not in done] + new
             write_text_atomic(out, json.dumps({"env": environment(), "rows": [asdict(r) for r in rows]}, indent=1))

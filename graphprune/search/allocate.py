@@ -7,11 +7,12 @@ Both built-in strategies are a monotone family of per-group keep counts ``k(t)``
 * ``global_raw``: the same threshold on raw scores (for criteria already comparable across groups, such
   as cost-normalised Group Fisher).
 
-Counts are clipped to ``[min_units, n_g]`` and rounded up to the group's next width on its menu
-(``menus.py``: multiples of ``round_to``, or with ``round_to="auto"`` the latency model's step ends or a
-heuristic); each group keeps its top-k units by importance, so keep sets are nested and cost is monotone
-in t.  Bisection finds the largest t whose cost fits the budget; a greedy fill then steps groups to their
-next menu width while they still fit, so the achieved ratio lands just below the budget.
+Counts are clipped to ``[min_units, n_g]`` and rounded up to the group's next width on its menu (``menus.py``:
+multiples of ``round_to``, or with ``round_to="auto"`` the latency model's step ends, less the widths that free
+MACs but little time (``time_menus.py``), or a heuristic); each group keeps its top-k units by importance, so
+keep sets are nested and cost is monotone in t. Bisection finds the largest t whose cost fits the budget; a
+greedy fill then steps groups to their next menu width while they still fit, so the achieved ratio lands just
+below the budget.
 
 The cost is the budget's (``cost.budget_cost``): MACs, params, predicted latency (``cfg.latency``, a
 ``graphprune.latency.LatencyModel``), or several caps at once.
@@ -31,6 +32,7 @@ from ..depgraph import DependencyGraph
 from ..importance import normalize_per_group
 from .cost import BudgetCost, budget_cost, resolve_ms
 from .menus import WidthMenus, width_menus
+from .time_menus import time_effective_menus
 
 __all__ = ["AllocationConfig", "Allocation", "allocate", "allocate_family", "ratio_family", "STRATEGIES"]
 
@@ -63,13 +65,17 @@ class AllocationConfig:
         ones cannot reach it even at every group's floor."""
         menus = width_menus(np.array([g.n_units for g in graph.groups], dtype=np.int64), self.round_to,
                             self.latency)
+        if self.latency is not None and self.round_to == "auto" and graph.groups:
+            menus = time_effective_menus(graph, menus, self.latency)
         if budget is not None and menus.fallback is not None and graph.groups:
             budget = resolve_ms(budget, self.latency)
             _, lo = _floors(graph, self)
             order = [np.arange(g.n_units) for g in graph.groups]
-            floor = _keep_from_counts(graph, order, _round(lo, lo, menus))
-            if budget_cost(graph, budget, self.latency).ratio(floor) > budget.ratio:
-                return menus.fallback
+            cost = budget_cost(graph, budget, self.latency)
+            # NOTE: each fallback is finer than the menus before it; the first whose floor fits is used
+            while menus.fallback is not None and \
+                    cost.ratio(_keep_from_counts(graph, order, _round(lo, lo, menus))) > budget.ratio:
+                menus = menus.fallback
         return menus
 
 

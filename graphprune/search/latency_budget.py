@@ -13,7 +13,7 @@ times in all.  The next cap aims a little inside the budget (``aim`` = goal · (
    [cap / 2, 1.5 cap], and the factor rule when the points do not slope upwards (noise).
 
 Goal and measurement are in the budget's own units (a fraction of the measured dense time, or ms).  The first
-plan that meets the budget is returned when it is within ``CLOSE`` (5 %) below it; a plan that meets it by more
+plan that meets the budget is returned when it is within ``CLOSE`` (3 %) below it; a plan that meets it by more
 is loosened again the same way while plans remain, and the met plan measured closest to the budget is returned.
 If none meets it, ``BudgetError`` names the numbers.
 """
@@ -31,7 +31,10 @@ from .cost import resolve_ms
 __all__ = ["LatencyCheck", "LatencyOutcome", "latency_provider", "meet_latency"]
 
 TOLERANCE = 0.02
-CLOSE = 0.05  # a plan measured more than this far below the budget is loosened again (if plans remain)
+# NOTE: a plan measured more than CLOSE below the budget is loosened again (if plans remain).  3 %, not the
+# 5 % a user (or bench/latency.py) checks against: a second measurement of the same two models moves their
+# ratio by a few percent on a shared CPU, and plans accepted at -5 % landed at -6 to -8 % when re-measured.
+CLOSE = 0.03
 MAX_ITERATIONS = 6
 
 
