@@ -11,17 +11,19 @@ FCOS are built with ``min_size=max_size=<size>`` so the image is not upscaled to
 Measured per model and tool:
 
 * **MACs kept** of backbone + FPN + heads (``torch.utils.flop_counter.FlopCounterMode`` over ``heads()``: the
-  backbone, the RPN head and the box / mask / keypoint heads on the dense model's proposals, dense and pruned alike;
-  anchors, box decoding,
-  NMS and post-processing are not counted).
+  backbone, the RPN head, the box head on the dense model's ~1000 proposals and the mask / keypoint heads on its
+  ≤100 post-processed detections, as ``RoIHeads`` feeds them in eval mode; dense and pruned counted on the same
+  boxes; anchors, box decoding, NMS and post-processing are not counted).
 * **forward**: the pruned detector runs end to end (``model([image])``).
 * **head max |diff|**: pre-NMS head outputs (class logits, box regressions, centerness, mask and keypoint logits)
   of the pruned model against the *masked reference*: the original with the removed channels zeroed.  Two-stage
-  models are compared on the *same proposals* (the masked reference's RPN output).  graphprune's reference comes
+  models are compared on the *same boxes* (the masked reference's proposals and detections; the dense model's
+  detections where the reference has none).  graphprune's reference comes
   from its plan; Torch-Pruning's from the index sets of each group it pruned (``interactive=True``), zeroed on a
   copy before ``group.prune()``.
 * **ONNX** (``--onnx``): ``torch.onnx.export`` of the pruned detector (TorchScript-based exporter, opset 17, as
-  torchvision's own ONNX tests) and ONNX Runtime's boxes against PyTorch's; ``—`` where not attempted.
+  torchvision's own ONNX tests) and ONNX Runtime against PyTorch on every (post-NMS) output, each named; "not
+  informative" when both return 0 boxes; ``—`` where not attempted.
 * **prune s**: graphprune: the report's stage times; Torch-Pruning: building the pruner + ``step``.
 
 graphprune: ``prune(model, 0.5, image, front_end="record", output="module")`` — no per-model settings: the
@@ -239,6 +241,18 @@ def run_graphprune(name: str, x: torch.Tensor, dense: Dense, onnx: bool) -> Row:
     return row
 
 
+def run_dense(name: str, x: torch.Tensor, onnx: bool) -> Row:
+    """The unpruned detector through the same ONNX check: what export + ONNX Runtime do without pruning."""
+    row = Row(name, "dense")
+    model = build(name, x.shape[-1])
+    with torch.no_grad():
+        model(list(x))
+    row.forward_ok, row.macs_ratio = True, 1.0
+    if onnx:
+        row.onnx = _onnx(model, x)
+    return row
+
+
 def _module_output() -> dict:
     import inspect
 
@@ -326,7 +340,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=MODELS)
     parser.add_argument("--size", type=int, default=320)
-    parser.add_argument("--tools", nargs="*", default=["graphprune", "torch-pruning"])
+    parser.add_argument("--tools", nargs="*", default=["graphprune", "torch-pruning"],
+                        help="graphprune, torch-pruning, and dense (the unpruned detector's ONNX check only)")
     parser.add_argument("--merge", nargs="*", default=[], metavar="JSON",
                         help="earlier result files whose rows are kept (a later file's model/tool row replaces an earlier "
                              "one's; a row run here replaces both)")
@@ -339,6 +354,9 @@ def main(argv=None) -> None:
         size = FIXED_SIZE.get(name, args.size)
         x = photo(size)
         dense = dense_of(name, x)
+        if "dense" in args.tools:
+            rows.append(run_dense(name, x, args.onnx))
+            print(asdict(rows[-1]), flush=True)
         if "graphprune" in args.tools:
             rows.append(run_graphprune(name, x, dense, args.onnx))
             print(asdict(rows[-1]), flush=True)
@@ -364,7 +382,8 @@ def _merged(rows: list[Row], files: list[str]) -> list[Row]:
     for row in [Row(**d) for f in files for d in json.loads(Path(f).read_text())["rows"]] + rows:
         merged[row.model, row.tool] = row  # a later file's row replaces an earlier one's; this run's, any file's
     order = {m: i for i, m in enumerate(MODELS)}
-    return sorted(merged.values(), key=lambda r: (order.get(r.model, 99), r.tool != "graphprune"))
+    tools = {"dense": 0, "graphprune": 1}
+    return sorted(merged.values(), key=lambda r: (order.get(r.model, 99), tools.get(r.tool, 2)))
 
 
 def render(rows: list[Row]) -> str:
@@ -388,7 +407,27 @@ def _write(rows: list[Row], args) -> None:
     write_text_atomic(RESULTS / f"{args.out_name}.md", text)
 
 
-NOTES = """TODO
+NOTES = """\
+Command: `PYTHONPATH=. python bench/detectors.py --onnx --models … --tools …` per batch of rows, merged with
+`--models --merge a.json b.json …` (shared 2-core CPU under heavy load: prune seconds are noisy).  Input:
+grace_hopper.jpg (matplotlib sample data) at 320² (SSD300 at 300²), random weights, randomised BatchNorm statistics.
+
+Notes:
+- MACs kept = backbone + FPN + heads (FlopCounterMode), dense and pruned counted on the dense model's boxes: the
+  box head on the proposals, the Mask / Keypoint R-CNN heads on the ≤100 detections the model feeds them (counted on
+  all ~1000 proposals, as an earlier version did, graphprune's 0.5 budget read 0.474 / 0.895).
+- head max |diff|: pre-NMS head outputs vs the original with the removed channels zeroed (same boxes); head scale
+  = largest |output|. Torch-Pruning's FCOS is not mask-equivalent (0.54 of 6.1): it prunes GroupNorm channels one by
+  one, which changes the group statistics; graphprune prunes whole groups there.
+- Torch-Pruning with the ignore lists of its own torchvision test cannot reach 0.5 on the Faster R-CNNs, whose FPN /
+  ROI heads it ignores (R50 0.572 at ratio 0.77, MobileNet 0.972: the ignored box head dominates).
+- ONNX: every pruned detector exports (TorchScript exporter, opset 17) and runs in ONNX Runtime.  The outputs are
+  post-NMS: "not informative" (or, in rows from before the check named each output, "ORT boxes 0") means both
+  runtimes returned no box, so nothing was compared.  SSDlite's boxes and labels differ (2.7e+02) for both tools while
+  its scores agree (3e-04): on random weights its 300 scores take ~20 distinct values, and which tied box / class
+  each runtime's top-k keeps differs.  The *dense* torchvision SSDlite export shows the same (boxes 2.7e+02, scores
+  2.6e-04, labels differ; 18 distinct scores of 300; with torchvision's own init instead of randomised BatchNorm:
+  boxes 2.9e+02): export / ONNX Runtime tie order, not pruning.
 """
 
 
