@@ -422,8 +422,9 @@ Notes:
 - Torch-Pruning with the ignore lists of its own torchvision test cannot reach 0.5 on the Faster R-CNNs, whose FPN /
   ROI heads it ignores (R50 0.572 at ratio 0.77, MobileNet 0.972: the ignored box head dominates).
 - ONNX: every pruned detector exports (TorchScript exporter, opset 17) and runs in ONNX Runtime.  The outputs are
-  post-NMS: "not informative" (or, in rows from before the check named each output, "ORT boxes 0") means both
-  runtimes returned no box, so nothing was compared.  SSDlite's boxes and labels differ (2.7e+02) for both tools while
+  post-NMS: "not informative" means both runtimes returned no box (random weights), so nothing was compared:
+  9 of the 16 pruned rows; ORT matches PyTorch on all outputs of SSD300, Mask R-CNN (graphprune) and Keypoint
+  R-CNN (both).  SSDlite's boxes and labels differ (2.7e+02) for both tools while
   its scores agree (3e-04): on random weights its 300 scores take ~20 distinct values, and which tied box / class
   each runtime's top-k keeps differs.  The *dense* torchvision SSDlite export shows the same (boxes 2.7e+02, scores
   2.6e-04, labels differ; 18 distinct scores of 300; with torchvision's own init instead of randomised BatchNorm:
