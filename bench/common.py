@@ -314,11 +314,15 @@ def environment() -> dict:
     import platform
 
     import onnxruntime
-    import torch_pruning
     import torchvision
 
+    try:  # NOTE: the bench extra installs it; the smoke tests run these scripts with the test extra only
+        import torch_pruning
+        tp_version = getattr(torch_pruning, "__version__", "?")
+    except ImportError:
+        tp_version = "not installed"
     return {"torch": torch.__version__, "torchvision": torchvision.__version__,
-            "torch_pruning": getattr(torch_pruning, "__version__", "?"), "onnxruntime": onnxruntime.__version__,
+            "torch_pruning": tp_version, "onnxruntime": onnxruntime.__version__,
             "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d %H:%M")}
 

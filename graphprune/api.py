@@ -165,7 +165,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             (whole heads: q, k, v rows and output-projection columns; GQA: a kv head with its query heads),
             ``"head_dim"`` (one offset in every head; the softmax scale keeps the original head dim), ``"both"``
             (heads first, then offsets of the heads left: two rounds, ``sqrt(budget)`` each), or ``"auto"``:
-            heads when every attention has at least 8 heads, else head dims.  Dead heads are scored 0.
+            heads when every attention has at least 8 heads and none is an ``nn.MultiheadAttention``
+            (there a head unit spans the residual stream), else head dims.  Dead heads are scored 0.
 
     Returns:
         A new, physically smaller model: a deep copy of the user's class (``output="module"``) or a

@@ -225,7 +225,7 @@ def _attention_units(traced: TracedModel, attention: str | None, forced_frozen: 
     if attention == "auto":
         probe = _Builder(traced, {}, dict(forced_frozen or {}), attention="heads")
         probe.run()
-        return auto_units([s.heads for s in probe.head_splits.values()])
+        return auto_units(list(probe.head_splits.values()))
     return "heads" if attention == "both" else attention
 
 

@@ -13,7 +13,7 @@ offset ``e % d``.  Which of the two coordinates carries the unit is a choice (``
 * ``"both"`` — both kinds of units, one after the other: the heads are pruned first, then offsets within the
   heads that are left (``api.prune`` runs the search twice; see ``split_budget``).
 * ``"auto"`` (default) — ``"heads"`` when every attention in the model has at least ``AUTO_MIN_HEADS`` heads
-  (kv heads for GQA), else ``"head_dim"``.  Rule: whole heads keep the per-head GEMM shape, so they are at
+  (kv heads for GQA) and none is an ``nn.MultiheadAttention`` (see ``auto_units``), else ``"head_dim"``.  Rule: whole heads keep the per-head GEMM shape, so they are at
   least as fast per MAC saved; but
   with few heads one head is a coarse step (1/3 of the attention for ViT-Tiny's 3 heads), too coarse for a
   budget search, so offsets are used there.  Measured (``bench/attention_units.py``, ORT CPU, equal MACs): whole
@@ -169,9 +169,17 @@ def split_order(ctx, out: str, out_axes: list[int], candidates: list[int]) -> li
     return candidates
 
 
-def auto_units(head_counts: list[int]) -> str:
-    """``"auto"`` resolved: ``"heads"`` when every attention has at least ``AUTO_MIN_HEADS`` heads."""
-    return "heads" if head_counts and min(head_counts) >= AUTO_MIN_HEADS else "head_dim"
+def auto_units(splits: list[HeadSplit]) -> str:
+    """``"auto"`` resolved: ``"heads"`` when every attention has at least ``AUTO_MIN_HEADS`` heads and none is an
+    ``nn.MultiheadAttention`` (one merged width, ``head_axis == dim_axis``), else ``"head_dim"``.
+
+    NOTE: ``MultiheadAttention`` ties its embedding width to whole heads, so there a head unit is a head of every
+    layer *and* ``d`` channels of the residual stream at once: a step too coarse for the search (torchvision
+    ViT-B/16 kept 12/12 heads and cut the MLPs to ~640) and costly to score (4.7 GB vs 1.3 GB peak, search 7.4 s vs
+    0.6 s); ViT-L ran out of 14 GiB.  ``attention="heads"`` still asks for it."""
+    if not splits or any(s.head_axis == s.dim_axis for s in splits):
+        return "head_dim"
+    return "heads" if min(s.heads for s in splits) >= AUTO_MIN_HEADS else "head_dim"
 
 
 def heads_kept(graph, keep: np.ndarray) -> list[tuple[str, int, int, int, int]]:

@@ -218,6 +218,8 @@ def test_auto_prefers_whole_heads_only_with_enough_heads():
 def test_multihead_attention_by_whole_heads():
     pattern = next(p for p in PATTERNS if p.name == "vit_multihead_attention")
     model, x = randomize_(pattern.build().eval()), pattern.make_input()
+    # auto never picks whole heads for nn.MultiheadAttention: there a head unit spans the residual stream
+    assert build_dependency_graph(trace(model, x)).attention == "head_dim"
     graph = build_dependency_graph(trace(model, x), attention="heads")
     stream = next(g for g in graph.groups if Dim("@attn.in_proj_weight", 1) in g.members)
     assert stream.n_units == model.attn.num_heads  # MHA ties the embedding width to whole heads
