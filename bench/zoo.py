@@ -62,6 +62,7 @@ class ZooRow:
     gp_traced: bool | None = None
     gp_front_end: str = ""  # "fx", or "export" when fx could not trace (graphprune.capture)
     gp_pruned: bool = False
+    gp_output: str = ""  # report.output_kind: "module" (the user's own class) or "graph" (GraphModule)
     gp_groups: int | None = None
     gp_groups_pruned: int | None = None
     gp_frozen: int | None = None
@@ -172,6 +173,7 @@ def _run_graphprune(row: ZooRow, spec: ModelSpec, cfg: WorkerConfig, out: Path) 
             row.gp_macs_ratio, row.gp_params_ratio = res.report.macs_ratio, res.report.params_ratio
             row.gp_groups, row.gp_groups_pruned = res.report.groups_total, res.report.groups_pruned
             row.gp_frozen = len(res.graph.frozen)
+            row.gp_output = getattr(res.report, "output_kind", "")
             _save(row, out, "graphprune.forward")
             _check_pruned(row, res, model, x, dense, out)
     except Exception as exc:  # record every failure with its reason

@@ -4,7 +4,7 @@ from __future__ import annotations
 from common import fmt, markdown_table
 from zoo import BUDGET, MASK_RTOL, TP_RATIO, ZooRow
 
-TABLE_HEADERS = ["model", "params M", "GMACs", "gp OK", "TP OK", "gp traced", "gp pruned", "gp MACs (own)", "gp MACs (FC)",
+TABLE_HEADERS = ["model", "params M", "GMACs", "gp OK", "TP OK", "gp traced", "gp pruned", "gp output", "gp MACs (own)", "gp MACs (FC)",
                  "gp fwd", "gp mask diff", "gp ONNX", "ORT abs diff", "gp s", "TP MACs (tp)",
                  "TP MACs (FC)", "TP s"]
 
@@ -12,7 +12,7 @@ TABLE_HEADERS = ["model", "params M", "GMACs", "gp OK", "TP OK", "gp traced", "g
 def _table_row(r: ZooRow) -> list[str]:
     onnx = {"ok": "✓", "failed": "✗", "": "—"}.get(r.gp_onnx, "skip")
     return [r.model + ("" if r.size in (0, 224) else f" ({r.size})"), fmt(r.params_m, ".1f"), fmt(r.dense_gmacs, ".2f"),
-            fmt(r.gp_ok), fmt(r.tp_ok), fmt(r.gp_traced), fmt(r.gp_pruned), fmt(r.gp_macs_ratio),
+            fmt(r.gp_ok), fmt(r.tp_ok), fmt(r.gp_traced), fmt(r.gp_pruned), r.gp_output or "—", fmt(r.gp_macs_ratio),
             fmt(r.gp_macs_ratio_counted), fmt(r.gp_forward_ok), fmt(r.gp_mask_rel_diff, ".1e"), onnx,
             fmt(r.gp_ort_abs_diff, ".1e"), fmt(r.gp_seconds, ".1f"), fmt(r.tp_macs_ratio),
             fmt(r.tp_macs_ratio_counted), fmt(r.tp_seconds, ".1f")]
