@@ -23,7 +23,8 @@ import torch
 import torch.fx as fx
 
 from ..trace import TracedModel
-from .record_capture import _key, _scope_name, capture_by_running
+from .record_capture import capture_by_running
+from .record_freeze import _key, _scope_name
 
 __all__ = ["record_difference"]
 
