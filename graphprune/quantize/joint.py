@@ -24,6 +24,7 @@ import numpy as np
 
 from ..budget import BudgetError
 from ..depgraph import DependencyGraph
+from ..search.menus import heuristic_step
 from .cost import QuantBudget, QuantCost
 
 __all__ = ["JointSpace", "JointConfig", "Candidate", "joint_search", "decode_genome", "width_step"]
@@ -113,11 +114,11 @@ class JointSpace:
 def width_step(n: int, round_to: int | str = "auto") -> int:
     """Kept widths are multiples of this (a group kept whole is exempt).
 
-    ``"auto"``: 8 for groups of at least 32 units, 4 for at least 8, else exact — CPU int8 / fp32 kernels
-    (ORT's QLinearConv, MLAS) run odd widths badly; ``round_to=N``: N; 1: exact.
+    ``"auto"``: the pruning heuristic's step (``search.menus.heuristic_step``: 8 / 4 / exact by group size) — CPU
+    int8 / fp32 kernels (ORT's QLinearConv, MLAS) run odd widths badly; ``round_to=N``: N; 1: exact.
     """
     if round_to == "auto":
-        return 8 if n >= 32 else 4 if n >= 8 else 1
+        return heuristic_step(n)
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"round_to must be 'auto' or a positive int, got {round_to!r}")
     return min(round_to, n)

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["WidthMenus", "width_menus", "heuristic_menu", "coarse_menu", "HEURISTIC_POLICY", "COARSE_POLICY",
-           "BLOCKED_LAYOUT_RUNTIMES", "LAYOUT_BLOCK"]
+__all__ = ["WidthMenus", "width_menus", "heuristic_menu", "heuristic_step", "coarse_menu", "HEURISTIC_POLICY",
+           "COARSE_POLICY", "BLOCKED_LAYOUT_RUNTIMES", "LAYOUT_BLOCK"]
 
 # NOTE: ONNX Runtime (NCHWc) and OpenVINO CPU run convs in a channel-blocked layout (16 channels on AVX-512)
 # and convert at every layer whose channels are not a multiple of the block.  Standalone pieces pay that
@@ -40,9 +40,14 @@ def coarse_menu(n: int) -> np.ndarray:
     return np.unique(np.append(np.arange(16, n + 1, 16), n)).astype(np.int64)
 
 
+def heuristic_step(n: int) -> int:
+    """The width step without a measurement: 8 for groups of at least 32 units, 4 for at least 8, else 1."""
+    return 8 if n >= 32 else 4 if n >= 8 else 1
+
+
 def heuristic_menu(n: int) -> np.ndarray:
     """Multiples of 8 for ``n >= 32``, of 4 for ``n >= 8``, every count below; ``n`` itself always."""
-    step = 8 if n >= 32 else 4 if n >= 8 else 1
+    step = heuristic_step(n)
     return np.unique(np.append(np.arange(step, n + 1, step), n)).astype(np.int64)
 
 
