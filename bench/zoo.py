@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ModelSpec, watch_process, write_json, zoo_specs  # noqa: E402
+from zoo_build import build, output_shape  # noqa: E402
 from zoo_hf import HF, first  # noqa: E402
 
 BUDGET = 0.5
@@ -117,52 +118,17 @@ def _save(row: ZooRow, out: Path, stage: str | None = None) -> None:
     write_json(out, asdict(row))
 
 
-def _build(spec: ModelSpec):
-    """(model with non-trivial norm statistics, example input) for a torchvision, ``timm:`` or ``hf:`` name."""
-    from common import build_model, example_input
-    from graphprune.testing import randomize_
-
-    if spec.name.startswith(HF):
-        import zoo_hf
-
-        model, x = zoo_hf.build(spec.name)
-        return randomize_(model), x
-    return _unzero_layers(randomize_(build_model(spec.name))), example_input(spec.input_shape)
-
-
-def _unzero_layers(model):
-    """Give zero-initialised Linear / Conv weights small random values (N(0, 0.02)).
-
-    NOTE: some timm heads start at zero (Hiera): the dense output is then identically 0 and the mask check would
-    pass vacuously, so the zoo prunes a model whose output depends on its channels."""
-    import torch
-
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)) and not m.weight.any():
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.02)
-    return model
-
-
-def _output_shape(model, x) -> tuple[int, ...]:
-    import torch
-
-    with torch.no_grad():
-        return tuple(first(model(x)).shape)
-
-
 def _run_graphprune(row: ZooRow, spec: ModelSpec, cfg: WorkerConfig, out: Path) -> None:
     """Prune with graphprune and check the result; fills the ``gp_*`` fields of ``row``."""
     import graphprune
     from common import error_text, graphprune_error_kind, graphprune_seconds, n_params, time_limit
     from graphprune.testing import counted_macs
 
-    model, x = _build(spec)
+    model, x = build(spec)
     _save(row, out, "dense")
     dense = counted_macs(model, (x,))
     row.dense_gmacs = dense / 1e9
-    row.output_shape = list(_output_shape(model, x))
+    row.output_shape = list(output_shape(model, x))
     _save(row, out, "graphprune.prune")
     try:
         with time_limit(cfg.gp_limit, "graphprune"):
@@ -256,8 +222,8 @@ def _run_torch_pruning(row: ZooRow, spec: ModelSpec, cfg: WorkerConfig, dense: f
     from common import error_text, time_limit, torch_pruning_prune
     from graphprune.testing import counted_macs
 
-    model, x = _build(spec)
-    want = row.output_shape or list(_output_shape(model, x))
+    model, x = build(spec)
+    want = row.output_shape or list(output_shape(model, x))
     try:
         with time_limit(cfg.tp_limit, "torch-pruning"):
             if spec.name.startswith(HF):
