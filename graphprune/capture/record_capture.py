@@ -64,6 +64,21 @@ __all__ = ["capture_by_running", "data_dependent_nodes", "record_graph", "specia
 RECORDED_CONSTANT = "_recorded_constant"
 
 
+def _one_fake_mode() -> contextlib.AbstractContextManager:
+    """A tracing context holding one FakeTensorMode for the whole recording.
+
+    NOTE: ``make_fx(tracing_mode="real")`` stores a fake copy of every value in ``node.meta["val"]`` and, finding
+    no fake mode in a tracing context, builds a new ``FakeTensorMode`` per value — each one extracting the Python
+    stack (deep inside a detector).  Sharing one cut an SSDlite recording from 2.4 s to 1.6 s, same graph and metadata.
+    """
+    try:
+        from torch._guards import TracingContext, tracing
+        from torch._subclasses.fake_tensor import FakeTensorMode
+    except ImportError:  # private API: without it the recording is only slower
+        return contextlib.nullcontext()
+    return tracing(TracingContext(FakeTensorMode(allow_fallback_kernels=True)))
+
+
 @contextlib.contextmanager
 def _module_scopes(model: torch.nn.Module) -> Iterator[list[tuple[str, str]]]:
     """Write the stack of running module calls into ``fx.traceback.current_meta`` (copied onto each node).
@@ -120,7 +135,7 @@ def record_graph(model: torch.nn.Module, inputs: tuple) -> fx.GraphModule:
     def run(state, *args):
         return functional_call(model, state, args)
 
-    with _module_scopes(model) as stack, torch.no_grad():
+    with _module_scopes(model) as stack, torch.no_grad(), _one_fake_mode():
         try:
             return make_fx(run, tracing_mode="real", pre_dispatch=True,
                            _error_on_data_dependent_ops=False)(state, *inputs)
