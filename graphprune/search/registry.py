@@ -26,6 +26,7 @@ from ..budget import Budget
 from ..depgraph import DependencyGraph
 from ..evaluate import CandidateEvaluator, EvalConfig, classification_eval_fn
 from .allocate import AllocationConfig
+from .distributed import shard_if_active
 from .search_context import SearchContext, SearchResult
 from .evolution import EvolutionConfig, evolutionary_search
 from .latency_importance import is_latency_criterion, latency_normalised_scores
@@ -88,6 +89,7 @@ def run_search(name: str, graph: DependencyGraph, scores: np.ndarray, budget: Bu
         eval_graph, trained = supernet_graph(graph, scores, train_data, as_supernet_config(supernet), cfg,
                                              budget.metric)
     evaluator = CandidateEvaluator(eval_graph, eval_fn, calib_data, eval_config) if eval_fn is not None else None
+    evaluator = shard_if_active(evaluator)  # inside distributed.sharded_evaluation(): split across ranks
     ctx = SearchContext(graph, scores, budget, cfg, evaluator, seed, progress)
     search = SEARCHES[name]
     result = search.run(ctx, **{**search.options, **(options or {})})

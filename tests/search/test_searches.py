@@ -17,7 +17,7 @@ from graphprune.testing import PATTERNS, randomize_
 
 FAST = {"sensitivity": {"levels": (0.3,)}, "evolutionary": {"population": 3, "generations": 2},
         "rl": {"episodes": 3, "batch_episodes": 2},
-        "rate_distortion": {"points": 3}}
+        "rate_distortion": {"points": 3, "unit_order": "scores"}}
 IMAGE_PATTERNS = [p for p in PATTERNS if p.name in ("residual", "inverted_residual_depthwise", "inception_concat",
                                                     "dense_concat", "flatten_linear", "squeeze_excite")]
 
