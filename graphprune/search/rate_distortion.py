@@ -41,8 +41,9 @@ from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
 from ..budget import BudgetError
-from ..evaluate import CandidateEvaluator, split_batch
+from ..evaluate import CandidateEvaluator, EvalConfig, split_batch
 from .allocate import PRECISION, _floor_message, _keep_from_counts
+from .distributed import ShardedEvaluator
 from .menus import WidthMenus
 from .search_context import SearchContext, SearchResult
 
@@ -147,6 +148,8 @@ def _keep(ctx: SearchContext, counts: np.ndarray) -> np.ndarray:
 class _Distortion:
     """``D(keep)`` on the evaluator's calibration inputs (module docstring, 1)."""
 
+    config = EvalConfig(cache=False)  # read by ShardedEvaluator
+
     def __init__(self, evaluator: CandidateEvaluator, strategy: str):
         self.evaluator = evaluator
         self.inputs = [split_batch(b)[0] for b in evaluator.calib]
@@ -174,21 +177,37 @@ class _Distortion:
         err = sum(float(((a - b) ** 2).sum()) for a, b in zip(self._outputs(keep), self.reference))
         return err / max(self.samples, 1)
 
+    def evaluate_many(self, keeps: list[np.ndarray], progress=None) -> list[float]:
+        out = []
+        for keep in keeps:
+            out.append(self(keep))
+            if progress is not None:
+                progress.update()
+        return out
 
-def unit_distortion(ctx: SearchContext, measure: _Distortion) -> np.ndarray:
+
+def _measurer(ctx: SearchContext) -> _Distortion | ShardedEvaluator:
+    """``D`` for ``ctx``; split across ranks like the candidates when the search runs inside
+    ``distributed.sharded_evaluation()`` (the per-unit measurements are this strategy's hot path)."""
+    evaluator = ctx.need_evaluator("rate_distortion")
+    if isinstance(evaluator, ShardedEvaluator):
+        return ShardedEvaluator(_Distortion(evaluator.inner, "rate_distortion"), evaluator.group)
+    return _Distortion(evaluator, "rate_distortion")
+
+
+def unit_distortion(ctx: SearchContext, measure: _Distortion | ShardedEvaluator) -> np.ndarray:
     """``d_u`` for every unit of a group that may shrink (0 elsewhere); one measurement per unit."""
     d = np.zeros(ctx.graph.n_units)
-    groups = [gi for gi in range(len(ctx.n)) if ctx.lo[gi] < ctx.n[gi]]
-    bar = tqdm(total=int(sum(ctx.n[gi] for gi in groups)), desc="unit distortion", disable=not ctx.progress,
-               leave=False)
+    units = [u for gi, g in enumerate(ctx.graph.groups) if ctx.lo[gi] < ctx.n[gi]
+             for u in range(g.first_unit, g.first_unit + g.n_units)]
     full = ctx.graph.full_keep()
-    for gi in groups:
-        g = ctx.graph.groups[gi]
-        for u in range(g.first_unit, g.first_unit + g.n_units):
-            keep = full.copy()
-            keep[u] = False
-            d[u] = measure(keep)
-            bar.update()
+    keeps = []
+    for u in units:
+        keep = full.copy()
+        keep[u] = False
+        keeps.append(keep)
+    bar = tqdm(total=len(keeps), desc="unit distortion", disable=not ctx.progress, leave=False)
+    d[units] = measure.evaluate_many(keeps, bar)
     bar.close()
     return d
 
@@ -205,23 +224,26 @@ def _curve(ctx: SearchContext, gi: int, widths: np.ndarray, measured: dict[int, 
     return RDCurve(np.asarray(widths), np.array(rate), np.interp(widths, ks, dist))
 
 
-def measure_curves(ctx: SearchContext, measure: _Distortion, points: int) -> dict[int, dict[int, float]]:
+def measure_curves(ctx: SearchContext, measure: _Distortion | ShardedEvaluator,
+                   points: int) -> dict[int, dict[int, float]]:
     """Per group, ``{width: D_g(width)}`` at ``points`` widths of its menu (the full width is 0, not measured)."""
-    measured: dict[int, dict[int, float]] = {}
     plan: dict[int, list[int]] = {}
     for gi in range(len(ctx.n)):
         allowed = ctx.allowed(gi)
         picks = np.unique(allowed[np.round(np.linspace(0, len(allowed) - 1, points)).astype(int)])
         plan[gi] = [int(k) for k in picks if k < ctx.n[gi]]
-    bar = tqdm(total=sum(map(len, plan.values())), desc="rd curves", disable=not ctx.progress, leave=False)
-    for gi, widths in plan.items():
-        measured[gi] = {int(ctx.n[gi]): 0.0}
-        for k in widths:
-            counts = ctx.n.copy()
-            counts[gi] = k
-            measured[gi][k] = measure(_keep(ctx, counts))
-            bar.update()
+    points_at = [(gi, k) for gi, widths in plan.items() for k in widths]
+    keeps = []
+    for gi, k in points_at:
+        counts = ctx.n.copy()
+        counts[gi] = k
+        keeps.append(_keep(ctx, counts))
+    bar = tqdm(total=len(keeps), desc="rd curves", disable=not ctx.progress, leave=False)
+    values = measure.evaluate_many(keeps, bar)
     bar.close()
+    measured = {gi: {int(ctx.n[gi]): 0.0} for gi in plan}
+    for (gi, k), value in zip(points_at, values):
+        measured[gi][k] = value
     return measured
 
 
@@ -242,14 +264,14 @@ def _refill(ctx: SearchContext, curves: list[RDCurve], chosen: np.ndarray, menus
     """The same plan on curves over the finer ``menus`` widths, filled by slope."""
     counts = [c.counts[i] for c, i in zip(curves, chosen)]
     fine = [_curve(ctx, gi, _widths(ctx, menus, gi), measured[gi]) for gi in range(len(curves))]
-    start = np.array([int(np.searchsorted(c.counts, k)) for c, k in zip(fine, counts)])
+    start = np.array([max(int(np.searchsorted(c.counts, k, side="right")) - 1, 0) for c, k in zip(fine, counts)])
     return fine, fill_by_slope(fine, start, _plan_fits(ctx, fine))
 
 
 def rate_distortion_search(ctx: SearchContext, config: RateDistortionConfig = RateDistortionConfig()) -> SearchResult:
     """Keep mask for ``ctx.budget`` by equal-slope rate-distortion allocation (module docstring)."""
     start = time.perf_counter()
-    measure = _Distortion(ctx.need_evaluator("rate_distortion"), "rate_distortion")
+    measure = _measurer(ctx)
     if config.unit_order == "distortion":
         ctx = dataclasses.replace(ctx, scores=unit_distortion(ctx, measure))
     measured = measure_curves(ctx, measure, config.points)

@@ -11,7 +11,8 @@ from graphprune import Budget
 from graphprune.importance import score_units
 from graphprune.search import run_search
 
-SEARCHES = {"evolutionary": {"population": 5, "generations": 3}, "sensitivity": {"levels": (0.25, 0.5)}}
+SEARCHES = {"evolutionary": {"population": 5, "generations": 3}, "sensitivity": {"levels": (0.25, 0.5)},
+            "rate_distortion": {"points": 3}}
 
 
 def _model() -> nn.Module:
@@ -33,7 +34,8 @@ def run_searches() -> dict:
     for name, options in SEARCHES.items():
         r = run_search(name, graph, scores, Budget.macs(0.5), calib_data=calib, options=options, progress=False)
         out[name] = {"keep": r.keep.astype(int).tolist(), "score": r.score, "ratio": r.ratio,
-                     "history": r.history, "evaluations": r.evaluations, "info": r.info.get("drops")}
+                     "history": r.history, "evaluations": r.evaluations,
+                     "info": r.info.get("drops", r.info.get("predicted_distortion"))}
     return out
 
 
@@ -54,6 +56,11 @@ if __name__ == "__main__":
         return score
 
     CandidateEvaluator.__call__ = counted
+    from graphprune.search import rate_distortion
+
+    distortions = []
+    measure_one = rate_distortion._Distortion.__call__
+    rate_distortion._Distortion.__call__ = lambda self, keep: distortions.append(1) or measure_one(self, keep)
     dist.init_process_group("gloo")
     try:
         with sharded_evaluation():
@@ -61,6 +68,8 @@ if __name__ == "__main__":
         result["world_size"] = dist.get_world_size()
         result["per_rank"] = [None] * dist.get_world_size()
         dist.all_gather_object(result["per_rank"], len(evaluated))
+        result["per_rank_distortion"] = [None] * dist.get_world_size()
+        dist.all_gather_object(result["per_rank_distortion"], len(distortions))
         if dist.get_rank() == 0:
             with open(sys.argv[1], "w") as f:
                 json.dump(result, f)
