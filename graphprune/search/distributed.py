@@ -55,7 +55,7 @@ def sharded_evaluation(group: Any = None) -> Iterator[None]:
 
 def shard_if_active(evaluator: Any) -> Any:
     """``evaluator`` wrapped in a :class:`ShardedEvaluator` inside :func:`sharded_evaluation`, else itself."""
-    if evaluator is None or not _ACTIVE or not dist.is_initialized():
+    if evaluator is None or not _ACTIVE or not (dist.is_available() and dist.is_initialized()):
         return evaluator
     return ShardedEvaluator(evaluator, _ACTIVE[-1])
 

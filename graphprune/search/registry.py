@@ -11,6 +11,9 @@ A row is ``Search(run, options)``: ``run(ctx, **options) -> SearchResult``.  Bui
                     allocation (``rate_distortion.py``)                                        forwards
 =================  =======================================================================  ==========
 
+Inside ``distributed.sharded_evaluation()`` (under torchrun) the evaluator is a ``ShardedEvaluator``: the
+candidate batches a search hands to ``evaluate_many`` are split across the ranks, with the same answer.
+
 The data-free families (``uniform``, ``global``, ``global_raw``, ``learned``) are in ``allocate.STRATEGIES``;
 ``graphprune.strategies.REGISTRY`` is the table of every strategy (kind, inputs, description), with one
 row per name here.
