@@ -14,6 +14,7 @@ score and every score in the history are bit-for-bit those of the 1-worker run.
     python bench/distributed_search.py                          # both runs (torchrun 1, then 2), then the table
     torchrun --nproc_per_node=2 bench/distributed_search.py     # one run: adds its row to the results, re-renders
     python bench/distributed_search.py --population 4 --generations 2 --model resnet20 --out /tmp/ds   # smoke
+    python bench/distributed_search.py --search rate_distortion --model resnet20   # its measurements split
 
 Writes ``bench/results/distributed_search.{json,md}`` (``--out``).  The machine's load is recorded beside the
 times (``os.getloadavg``): on a shared machine the 2-worker speed-up is bounded by the idle cores.
@@ -42,6 +43,7 @@ EXAMPLE = torch.zeros(1, 1, 28, 28)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="resnet56", help="checkpoints/<model>.pt (Fashion-MNIST baseline)")
+    p.add_argument("--search", default="evolutionary", choices=["evolutionary", "rate_distortion"])
     p.add_argument("--budget", type=float, default=0.5, help="fraction of dense MACs kept")
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--generations", type=int, default=4)
@@ -78,7 +80,7 @@ def worker(args) -> dict | None:
     from graphprune import Budget
     from graphprune.evaluate import CandidateEvaluator, EvalConfig, classification_eval_fn
     from graphprune.importance import score_units
-    from graphprune.search import run_search
+    from graphprune.search import rate_distortion, run_search
     from graphprune.search.distributed import sharded_evaluation
     from graphprune.train import load_checkpoint
 
@@ -100,13 +102,21 @@ def worker(args) -> dict | None:
             return score
 
         CandidateEvaluator.__call__ = counted
+        measure_one = rate_distortion._Distortion.__call__
+
+        def measured(self, keep):  # the rate-distortion measurements this rank ran
+            local["n"] += 1
+            return measure_one(self, keep)
+
+        rate_distortion._Distortion.__call__ = measured
         dist.barrier()
         start = time.perf_counter()
+        options = {"population": args.population, "generations": args.generations} \
+            if args.search == "evolutionary" else {}
         with sharded_evaluation():
-            result = run_search("evolutionary", graph, scores, Budget.macs(args.budget), calib_data=calib,
+            result = run_search(args.search, graph, scores, Budget.macs(args.budget), calib_data=calib,
                                 eval_fn=classification_eval_fn(held, "neg_loss"),
-                                eval_config=EvalConfig(calib_batches=len(calib)), progress=False,
-                                options={"population": args.population, "generations": args.generations})
+                                eval_config=EvalConfig(calib_batches=len(calib)), progress=False, options=options)
         dist.barrier()
         seconds = time.perf_counter() - start
         per_rank: list = [None] * world
@@ -124,40 +134,51 @@ def worker(args) -> dict | None:
 
 # ---------------------------------------------------------------------------------------------- report
 def _setting(args) -> dict:
-    return {k: getattr(args, k) for k in ("model", "budget", "population", "generations", "calib", "eval", "data",
-                                          "threads")}
+    keys = ("search", "model", "budget", "population", "generations", "calib", "eval", "data", "threads")
+    setting = {k: getattr(args, k) for k in keys}
+    if args.search != "evolutionary":
+        del setting["population"], setting["generations"]
+    return setting
 
 
 def record(args, row: dict) -> dict:
-    """Add ``row`` to the results file (replacing an earlier row of the same worker count and setting)."""
+    """Add ``row`` to the results file: one experiment per setting, one row per worker count (replaced when
+    run again)."""
     path = Path(args.out + ".json")
     report = json.loads(path.read_text()) if path.exists() else {}
-    if report.get("setting") != _setting(args):
-        report = {"setting": _setting(args), "runs": {}}
-    report["runs"][str(row["workers"])] = row
-    report["environment"] = environment()
-    base = report["runs"].get("1")
-    for run in report["runs"].values():
+    experiments = [e for e in report.get("experiments", []) if e["setting"] != _setting(args)]
+    experiment = next((e for e in report.get("experiments", []) if e["setting"] == _setting(args)),
+                      {"setting": _setting(args), "runs": {}})
+    experiment["runs"][str(row["workers"])] = row
+    base = experiment["runs"].get("1")
+    for run in experiment["runs"].values():
         run["equal_to_1_worker"] = None if base is None else \
             (run["keep"], run["score"], run["history"]) == (base["keep"], base["score"], base["history"])
         run["speedup_vs_1_worker"] = None if base is None else base["seconds"] / run["seconds"]
+    report = {"experiments": experiments + [experiment], "environment": environment()}
     write_json(path, report)
     Path(args.out + ".md").write_text(render(report) + "\n")
     return report
 
 
+def _title(s: dict) -> str:
+    what = f"Evolutionary search ({s['population']} × {s['generations']} candidates" \
+        if s["search"] == "evolutionary" else "Rate-distortion allocation (per-unit and curve measurements"
+    return (f"{what}, {s['model']}, {s['budget']} of MACs, {s['calib']} calib + {s['eval']} eval images, "
+            f"{s['data']}, {s['threads']} thread(s) per worker)")
+
+
 def render(report: dict) -> str:
-    s = report["setting"]
-    head = (f"Evolutionary search ({s['population']} × {s['generations']} candidates, {s['model']}, "
-            f"{s['budget']} of MACs, {s['calib']} calib + {s['eval']} eval images, {s['data']}), candidate "
-            f"evaluation split over torchrun workers (gloo, {s['threads']} thread(s) each). Equal: plan, score "
-            f"and score history bit for bit those of 1 worker. Load: 1-min load average before / after.\n\n")
-    rows = [[w, fmt(r["seconds"], ".2f"), fmt(r["speedup_vs_1_worker"], ".2f"), r["evaluations"],
-             "/".join(map(str, r["evaluations_per_rank"])), fmt(r["score"], ".4f"), fmt(r["ratio"], ".4f"),
-             fmt(r["equal_to_1_worker"]), f"{r['load_before'][0]:.2f} / {r['load_after'][0]:.2f}"]
-            for w, r in sorted(report["runs"].items(), key=lambda kv: int(kv[0]))]
-    return head + markdown_table(["workers", "search s", "speed-up", "evaluations", "per rank", "score", "MACs",
-                                  "equal", "load"], rows)
+    parts = ["Candidate evaluation split over torchrun workers (gloo). Equal: plan, score and score history bit "
+             "for bit those of 1 worker. Load: 1-min load average before / after the run."]
+    for e in report["experiments"]:
+        rows = [[w, fmt(r["seconds"], ".2f"), fmt(r["speedup_vs_1_worker"], ".2f"), r["evaluations"],
+                 "/".join(map(str, r["evaluations_per_rank"])), fmt(r["score"], ".4f"), fmt(r["ratio"], ".4f"),
+                 fmt(r["equal_to_1_worker"]), f"{r['load_before'][0]:.2f} / {r['load_after'][0]:.2f}"]
+                for w, r in sorted(e["runs"].items(), key=lambda kv: int(kv[0]))]
+        parts.append(_title(e["setting"]) + "\n\n" + markdown_table(
+            ["workers", "search s", "speed-up", "evaluations", "per rank", "score", "MACs", "equal", "load"], rows))
+    return "\n\n".join(parts)
 
 
 def drive(args, argv: list[str]) -> dict:

@@ -114,8 +114,10 @@ class ShardedEvaluator:
                 pending.append(i)
                 seen.add(key)
         mine = pending[self.rank::self.world] if sharded else pending
-        local = [(i, float(self.inner(keeps[i]))) for i in mine]
-        gathered = self._all_gather(local) if sharded else [local]
+        if not sharded:
+            gathered = [[(i, float(self.inner(keeps[i]))) for i in mine]]
+        else:
+            gathered = self._evaluate_and_gather(keeps, mine)
         scores: dict[int, float] = {}
         for part in gathered:
             for i, score in part:
@@ -129,7 +131,19 @@ class ShardedEvaluator:
         self.seconds += time.perf_counter() - start
         return out
 
-    def _all_gather(self, local: list[tuple[int, float]]) -> list[list[tuple[int, float]]]:
+    def _evaluate_and_gather(self, keeps: list[np.ndarray], mine: list[int]) -> list[list[tuple[int, float]]]:
+        """This rank's share, then every rank's.  NOTE: a failure is gathered too (as its text), so that every
+        rank raises instead of the others waiting forever in the collective."""
+        failure: BaseException | None = None
+        try:
+            local: Any = [(i, float(self.inner(keeps[i]))) for i in mine]
+        except Exception as error:  # noqa: BLE001 — re-raised below, on this rank and the others
+            failure, local = error, f"{type(error).__name__}: {error}"
         gathered: list[Any] = [None] * self.world
         dist.all_gather_object(gathered, local, group=self.group)
+        if failure is not None:
+            raise failure
+        failed = [(rank, part) for rank, part in enumerate(gathered) if isinstance(part, str)]
+        if failed:
+            raise RuntimeError(f"rank {failed[0][0]} failed evaluating its candidates: {failed[0][1]}")
         return gathered

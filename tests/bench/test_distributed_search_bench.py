@@ -19,8 +19,9 @@ def test_tiny_run_is_equal_for_one_and_two_workers(tmp_path):
     out = tmp_path / "ds"
     report = _bench().main(["--model", "resnet20", "--population", "3", "--generations", "1", "--data", "synthetic",
                             "--calib", "8", "--eval", "8", "--out", str(out)])
-    runs = report["runs"]
+    (experiment,) = report["experiments"]
+    runs = experiment["runs"]
     assert set(runs) == {"1", "2"} and runs["2"]["equal_to_1_worker"] is True
     assert runs["2"]["evaluations"] == runs["1"]["evaluations"] == sum(runs["2"]["evaluations_per_rank"])
-    assert json.loads((tmp_path / "ds.json").read_text())["runs"]["2"]["keep"] == runs["1"]["keep"]
+    assert json.loads((tmp_path / "ds.json").read_text())["experiments"][0]["runs"]["2"]["keep"] == runs["1"]["keep"]
     assert "| 2 |" in (tmp_path / "ds.md").read_text()

@@ -84,3 +84,18 @@ def test_one_rank_group_evaluates_each_new_candidate_once(tmp_path):
         assert evaluator.calls == 2 and len(inner.seen) == 2
     finally:
         dist.destroy_process_group()
+
+
+def test_a_failing_evaluation_raises_instead_of_hanging(tmp_path):
+    import torch.distributed as dist
+
+    class Failing(_Counting):
+        def __call__(self, keep):
+            raise ValueError("eval_fn broke on this candidate")
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="eval_fn broke"):
+            ShardedEvaluator(Failing()).evaluate_many([np.ones(3, bool)])
+    finally:
+        dist.destroy_process_group()
