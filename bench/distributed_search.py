@@ -22,6 +22,7 @@ times (``os.getloadavg``): on a shared machine the 2-worker speed-up is bounded 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -72,15 +73,41 @@ def _data(args) -> tuple[list, list]:
     return chunk(0, args.calib), chunk(args.calib, args.calib + args.eval)
 
 
+@contextlib.contextmanager
+def _counting(local: dict):
+    """Within the block, ``local["n"]`` counts the evaluations this rank runs itself: cache misses of its
+    candidate evaluator, and rate-distortion measurements."""
+    from graphprune.evaluate import CandidateEvaluator
+    from graphprune.search import rate_distortion
+
+    run_one, measure_one = CandidateEvaluator.__call__, rate_distortion._Distortion.__call__
+
+    def counted(self, keep):
+        calls = self.calls
+        score = run_one(self, keep)
+        local["n"] += self.calls - calls
+        return score
+
+    def measured(self, keep):
+        local["n"] += 1
+        return measure_one(self, keep)
+
+    CandidateEvaluator.__call__, rate_distortion._Distortion.__call__ = counted, measured
+    try:
+        yield
+    finally:
+        CandidateEvaluator.__call__, rate_distortion._Distortion.__call__ = run_one, measure_one
+
+
 def worker(args) -> dict | None:
     """One rank's search; rank 0 returns the run's row."""
     import torch.distributed as dist
 
     import graphprune
     from graphprune import Budget
-    from graphprune.evaluate import CandidateEvaluator, EvalConfig, classification_eval_fn
+    from graphprune.evaluate import EvalConfig, classification_eval_fn
     from graphprune.importance import score_units
-    from graphprune.search import rate_distortion, run_search
+    from graphprune.search import run_search
     from graphprune.search.distributed import sharded_evaluation
     from graphprune.train import load_checkpoint
 
@@ -93,27 +120,11 @@ def worker(args) -> dict | None:
         graph = graphprune.inspect(model, EXAMPLE)
         scores = score_units(graph, "l2")
         local = {"n": 0}
-        run_one = CandidateEvaluator.__call__
-
-        def counted(self, keep):  # NOTE: what this rank evaluated itself (cache misses of its own evaluator)
-            calls = self.calls
-            score = run_one(self, keep)
-            local["n"] += self.calls - calls
-            return score
-
-        CandidateEvaluator.__call__ = counted
-        measure_one = rate_distortion._Distortion.__call__
-
-        def measured(self, keep):  # the rate-distortion measurements this rank ran
-            local["n"] += 1
-            return measure_one(self, keep)
-
-        rate_distortion._Distortion.__call__ = measured
         dist.barrier()
         start = time.perf_counter()
         options = {"population": args.population, "generations": args.generations} \
             if args.search == "evolutionary" else {}
-        with sharded_evaluation():
+        with sharded_evaluation(), _counting(local):
             result = run_search(args.search, graph, scores, Budget.macs(args.budget), calib_data=calib,
                                 eval_fn=classification_eval_fn(held, "neg_loss"),
                                 eval_config=EvalConfig(calib_batches=len(calib)), progress=False, options=options)
@@ -202,7 +213,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     if "RANK" not in os.environ:  # not under torchrun: the driver
         return drive(args, argv)
     args.load_before = os.getloadavg()
-    row = worker(args)
+    threads = torch.get_num_threads()
+    try:
+        row = worker(args)
+    finally:
+        torch.set_num_threads(threads)  # NOTE: the smoke test runs a 1-worker rank in its own process
     return record(args, row) if row is not None else None
 
 
