@@ -11,6 +11,7 @@ from graphprune import Budget, BudgetError
 from graphprune.evaluate import CandidateEvaluator
 from graphprune.importance import score_units
 from graphprune.search import AllocationConfig, SearchContext, run_search
+from graphprune.search.cost import budget_cost
 from graphprune.search.rate_distortion import (RateDistortionConfig, RDCurve, candidate_lambdas, equal_slope_allocation,
                                                fill_by_slope, lagrangian_choice, rate_distortion_search)
 from graphprune.passes import masked_model
@@ -145,6 +146,29 @@ def test_prune_with_rate_distortion_is_mask_equivalent(budget):
         got, want = res.model(x), masked_model(res.graph, keep).eval()(x)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
     check_rewrite(model, x, keep, graph=res.graph)  # and the oracle's MACs / params counts agree
+
+
+@pytest.mark.parametrize("kind", ["params", "latency", "macs&latency"])
+def test_rates_are_the_budgets_cost(kind):
+    """Curves are in the budget's cost units: params, predicted latency (a fake table), or several caps."""
+    from latency_fake import X, FakeLatency, convnet
+
+    torch.manual_seed(0)
+    graph = graphprune.inspect(convnet(), X)
+    latency = FakeLatency(graph)
+    budget = {"params": Budget.params(0.5), "latency": Budget.latency(0.5),
+              "macs&latency": Budget.macs(0.6) & Budget.latency(0.5)}[kind]
+    cfg = AllocationConfig(latency=latency)
+    r = run_search("rate_distortion", graph, score_units(graph, "l2"), budget, cfg,
+                   calib_data=[(torch.randn(2, *X.shape[1:]), torch.tensor([0, 1]))], options={"points": 3})
+    if kind == "params":
+        assert graph.cost(r.keep).params <= 0.5 * graph.cost().params
+    else:
+        assert latency.predict_ms(r.keep) <= 0.5 * latency.dense_ms + 1e-12
+    if kind == "macs&latency":
+        assert graph.cost(r.keep).macs <= 0.6 * graph.cost().macs
+    assert r.ratio == pytest.approx(budget_cost(graph, budget, latency).ratio(r.keep))
+    assert r.ratio >= 0.5 - 0.1
 
 
 def test_without_calib_data_is_a_clear_error():
