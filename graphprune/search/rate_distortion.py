@@ -85,19 +85,29 @@ def lagrangian_choice(curves: list[RDCurve], lam: float) -> np.ndarray:
     return np.array([int(np.argmin(c.distortion + lam * c.rate)) for c in curves], dtype=np.int64)
 
 
+def _hull_slopes(c: RDCurve) -> np.ndarray:
+    """Slopes ``−ΔD/ΔR`` between consecutive corners of the curve's lower convex hull in the (R, D) plane:
+    the only λ at which its Lagrangian choice changes (points above the hull are never chosen)."""
+    hull: list[tuple[float, float]] = []
+    for i in np.lexsort((c.distortion, c.rate)):  # by rate, then distortion
+        r, d = float(c.rate[i]), float(c.distortion[i])
+        if hull and hull[-1][0] == r:
+            continue  # same rate, no less distortion: never better
+        while len(hull) >= 2 and (hull[-1][0] - hull[-2][0]) * (d - hull[-2][1]) - \
+                (hull[-1][1] - hull[-2][1]) * (r - hull[-2][0]) <= 0:
+            hull.pop()  # NOTE: not a left turn: the middle point lies on or above the chord
+        hull.append((r, d))
+    h = np.array(hull).reshape(-1, 2)
+    return np.maximum((h[:-1, 1] - h[1:, 1]) / (h[1:, 0] - h[:-1, 0]), 0.0)
+
+
 def candidate_lambdas(curves: list[RDCurve]) -> np.ndarray:
-    """One λ inside each interval between consecutive breakpoints (the slopes at which some curve's choice
-    changes), ascending, ending with ∞ (every curve at its narrowest point).
+    """One λ inside each interval between consecutive breakpoints (the hull slopes at which some curve's
+    choice changes), ascending, ending with ∞ (every curve at its narrowest point).
 
     NOTE: the midpoints, not the slopes themselves: at a slope two points tie up to rounding, and which one
     ``argmin`` takes there would be float noise (breaking the monotonicity the bisection needs)."""
-    slopes = [np.array([0.0])]
-    for c in curves:
-        dr = c.rate[None, :] - c.rate[:, None]  # [i, j] = R_j − R_i
-        dd = c.distortion[:, None] - c.distortion[None, :]  # D_i − D_j
-        upper = np.triu(np.ones_like(dr, dtype=bool), 1) & (dr > 0)
-        slopes.append(np.maximum(dd[upper] / dr[upper], 0.0))
-    s = np.unique(np.concatenate(slopes))
+    s = np.unique(np.concatenate([np.array([0.0])] + [_hull_slopes(c) for c in curves]))
     return np.concatenate([[0.0], (s[:-1] + s[1:]) / 2, [2 * s[-1] + 1.0, np.inf]])
 
 

@@ -86,6 +86,23 @@ def test_with_unit_costs_the_fill_reaches_the_optimum_and_spends_the_budget_exac
         assert distortion == pytest.approx(_brute_force(curves, budget))
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_on_non_convex_curves_the_breakpoints_are_the_hull_slopes(seed):
+    """Measured curves need not be convex: the candidate λs still reach every plan any λ would choose, and the
+    chosen plan is still optimal for the rate it spends."""
+    rng = np.random.default_rng(seed)
+    curves = []
+    for _ in range(3):
+        distortion = np.concatenate([np.sort(rng.uniform(0, 5, 5))[::-1], [0.0]])  # non-increasing, not convex
+        curves.append(RDCurve(np.arange(6), np.cumsum(rng.uniform(0.2, 2.0, 6)), distortion))
+    reachable = {tuple(lagrangian_choice(curves, lam)) for lam in candidate_lambdas(curves)}
+    for lam in np.concatenate([[0.0], np.logspace(-3, 3, 400)]):
+        assert tuple(lagrangian_choice(curves, lam)) in reachable, lam
+    for plan in reachable:
+        rate, distortion = _totals(curves, plan)
+        assert distortion == pytest.approx(_brute_force(curves, rate))
+
+
 def test_nothing_fits_is_an_error():
     curves = [RDCurve(np.array([1, 2]), np.array([0.5, 1.0]), np.array([1.0, 0.0]))]
     with pytest.raises(ValueError, match="narrowest point"):
