@@ -17,12 +17,16 @@
      linearly in k in between.
 4. **Equal slope** (Lagrangian): for a multiplier λ >= 0 every group independently takes the width
    minimising ``D_g(k) + λ·R_g(k)`` (ties: the narrower).  The choice only changes where λ crosses a slope
-   ``(D_g(i) − D_g(j)) / (R_g(j) − R_g(i))`` of some group's curve, and the kept widths shrink as λ grows,
-   so λ is bisected over one value between each pair of consecutive slopes: the smallest whose plan fits
-   the budget (true cost, not the sum of the ``R_g``).  Every group then sits where one more unit of cost buys the same distortion drop λ.
+   ``(D_g(i) − D_g(j)) / (R_g(j) − R_g(i))`` between consecutive corners of some group's lower convex hull
+   in the (R, D) plane, and the kept widths shrink as λ grows, so λ is bisected over one value between
+   each pair of consecutive slopes: the smallest whose plan fits the budget (true cost, not the sum of the
+   ``R_g``).  Every group then sits where one more unit of cost buys the same distortion drop λ.
 5. **Fill**: the budget left over (the Lagrangian only reaches the convex hull's corners) is spent one
    menu step at a time on the step with the largest distortion drop per cost that still fits; with coarse
    menus leaving more than ``allocate.PRECISION`` unused, the finer fallback menus take it up.
+
+Steps 1–3 do not depend on the budget: ``rate_distortion_profile`` measures them once, and
+``rate_distortion_search(ctx, config, profile)`` allocates for any budget from them.
 
 Assumed, not measured: **distortion is additive across groups** (``D(plan) ≈ Σ_g D_g(k_g)``, each term
 measured with the other groups whole), as are the rates when choosing (the final plan's true cost is what
@@ -48,8 +52,8 @@ from .distributed import ShardedEvaluator
 from .menus import WidthMenus
 from .search_context import SearchContext, SearchResult
 
-__all__ = ["RateDistortionConfig", "RDCurve", "lagrangian_choice", "candidate_lambdas", "equal_slope_allocation", "fill_by_slope",
-           "rate_distortion_search"]
+__all__ = ["RateDistortionConfig", "RDCurve", "RDProfile", "lagrangian_choice", "candidate_lambdas",
+           "equal_slope_allocation", "fill_by_slope", "rate_distortion_profile", "rate_distortion_search"]
 
 
 @dataclass(frozen=True)
@@ -280,15 +284,41 @@ def _refill(ctx: SearchContext, curves: list[RDCurve], chosen: np.ndarray, menus
     return fine, fill_by_slope(fine, start, _plan_fits(ctx, fine))
 
 
-def rate_distortion_search(ctx: SearchContext, config: RateDistortionConfig = RateDistortionConfig()) -> SearchResult:
-    """Keep mask for ``ctx.budget`` by equal-slope rate-distortion allocation (module docstring)."""
-    start = time.perf_counter()
-    measure = _measurer(ctx)
-    per_unit = None
+@dataclass
+class RDProfile:
+    """The budget-independent measurements: per-unit distortions (None: ``ctx.scores`` order the units) and,
+    per group index, ``{width: D_g(width)}``.  Measure once, allocate for every budget (as ``sensitivity``'s
+    ``drops``); another budget's menus read the curves by interpolation."""
+
+    unit_scores: np.ndarray | None
+    measured: dict[int, dict[int, float]]
+    evaluations: int = 0
+
+
+def rate_distortion_profile(ctx: SearchContext, config: RateDistortionConfig = RateDistortionConfig()) -> RDProfile:
+    """Module docstring, steps 1–3 (the measurements)."""
+    measure, unit_scores, calls = _measurer(ctx), None, 0
     if config.unit_order == "distortion":
         per_unit = _measurer(ctx, recalibrate=False)  # NOTE: one unit barely moves BN statistics: no recalibration
-        ctx = dataclasses.replace(ctx, scores=unit_distortion(ctx, per_unit))
+        unit_scores = unit_distortion(ctx, per_unit)
+        calls += per_unit.calls
+        ctx = dataclasses.replace(ctx, scores=unit_scores)
     measured = measure_curves(ctx, measure, config.points)
+    return RDProfile(unit_scores, measured, calls + measure.calls)
+
+
+def rate_distortion_search(ctx: SearchContext, config: RateDistortionConfig = RateDistortionConfig(),
+                           profile: RDProfile | None = None) -> SearchResult:
+    """Keep mask for ``ctx.budget`` by equal-slope rate-distortion allocation (module docstring); ``profile``
+    (from ``rate_distortion_profile``) skips the measurements."""
+    start = time.perf_counter()
+    evaluations = 0
+    if profile is None:
+        profile = rate_distortion_profile(ctx, config)
+        evaluations = profile.evaluations
+    if profile.unit_scores is not None:
+        ctx = dataclasses.replace(ctx, scores=profile.unit_scores)
+    measure, measured = _measurer(ctx), profile.measured
     curves = [_curve(ctx, gi, ctx.allowed(gi), measured[gi]) for gi in range(len(ctx.n))]
     fits = _plan_fits(ctx, curves)
     try:
@@ -308,6 +338,6 @@ def rate_distortion_search(ctx: SearchContext, config: RateDistortionConfig = Ra
             "measured_distortion": measure(keep), "unit_order": config.unit_order,
             "curves": {ctx.graph.groups[gi].name: {int(k): v for k, v in sorted(m.items())}
                        for gi, m in measured.items()}}
-    calls = measure.calls + (per_unit.calls if per_unit is not None else 0)
-    return SearchResult(keep, ctx.ratio_of(keep), None, calls, time.perf_counter() - start, info=info)
+    return SearchResult(keep, ctx.ratio_of(keep), None, evaluations + measure.calls, time.perf_counter() - start,
+                        info=info)
 

@@ -13,7 +13,8 @@ from graphprune.importance import score_units
 from graphprune.search import AllocationConfig, SearchContext, run_search
 from graphprune.search.cost import budget_cost
 from graphprune.search.rate_distortion import (RateDistortionConfig, RDCurve, candidate_lambdas, equal_slope_allocation,
-                                               fill_by_slope, lagrangian_choice, rate_distortion_search)
+                                               fill_by_slope, lagrangian_choice, rate_distortion_profile,
+                                               rate_distortion_search)
 from graphprune.passes import masked_model
 from graphprune.testing import PATTERNS, check_rewrite, randomize_
 
@@ -146,6 +147,23 @@ def test_spends_the_budget_on_the_branch_that_matters(unit_order):
     per_unit = 32 if unit_order == "distortion" else 0
     assert r.evaluations == per_unit + 2 * 4 + 1
     assert r.info["measured_distortion"] >= 0 and r.info["lambda"] >= 0
+
+
+def test_one_profile_serves_every_budget():
+    torch.manual_seed(0)
+    model = Branches().eval()
+    x = torch.randn(8, 3, 6, 6)
+    graph = graphprune.inspect(model, x)
+    evaluator = CandidateEvaluator(graph, lambda m: 0.0, [x])
+    ctx = lambda b: SearchContext(graph, score_units(graph, "l2"), Budget.macs(b), AllocationConfig(round_to=1),
+                                  progress=False, evaluator=evaluator)
+    config = RateDistortionConfig(points=4)
+    profile = rate_distortion_profile(ctx(0.5), config)
+    assert profile.evaluations == 32 + 2 * 3  # every unit, then P-1 widths per group
+    for b in (0.3, 0.5, 0.7):
+        fresh, reused = rate_distortion_search(ctx(b), config), rate_distortion_search(ctx(b), config, profile)
+        assert np.array_equal(fresh.keep, reused.keep) and reused.evaluations == 1  # the final plan's D only
+        assert fresh.info["curves"] == reused.info["curves"]
 
 
 @pytest.mark.parametrize("budget", [0.3, 0.55, 0.8])
