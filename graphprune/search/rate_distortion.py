@@ -6,7 +6,8 @@
    elements and averaged over the N calibration samples.
 2. **Unit importance** (``unit_order="distortion"``): ``d_u = D(all units but u)``, one measurement per
    prunable unit (BatchNorm statistics not recalibrated here: one unit barely moves them, and that halves
-   the cost); within a group the units with the smallest ``d_u`` are removed first.
+   the cost); within a group the units with the smallest ``d_u`` are removed first.  ``unit_order=
+   "linearised"`` estimates every ``d_u`` to first order from a few backward passes (``unit_distortion.py``).
    ``unit_order="scores"`` keeps the importance ``prune`` computed (``ctx.scores``) and skips these
    measurements.
 3. **Curves** per group g: the widths it may keep (its menu, floor to ``n_g``), and at each width k
@@ -51,22 +52,27 @@ from .allocate import PRECISION, _floor_message, _keep_from_counts
 from .distributed import ShardedEvaluator
 from .menus import WidthMenus
 from .search_context import SearchContext, SearchResult
+from .unit_distortion import linearised_unit_distortion
 
 __all__ = ["RateDistortionConfig", "RDCurve", "RDProfile", "lagrangian_choice", "candidate_lambdas",
            "equal_slope_allocation", "fill_by_slope", "rate_distortion_profile", "rate_distortion_search"]
 
 
+UNIT_ORDERS = ("distortion", "linearised", "scores")
+
+
 @dataclass(frozen=True)
 class RateDistortionConfig:
     """``points``: widths measured per group curve (floor and full width included); ``unit_order``:
-    ``"distortion"`` (measure each unit's removal) or ``"scores"`` (the given importance)."""
+    ``"distortion"`` (measure each unit's removal), ``"linearised"`` (its first-order estimate from a few
+    backward passes, ``unit_distortion.py``) or ``"scores"`` (the given importance)."""
 
     points: int = 6
     unit_order: str = "distortion"
 
     def __post_init__(self) -> None:
-        if self.unit_order not in ("distortion", "scores"):
-            raise ValueError(f"unit_order must be 'distortion' or 'scores', got {self.unit_order!r}")
+        if self.unit_order not in UNIT_ORDERS:
+            raise ValueError(f"unit_order must be one of {UNIT_ORDERS}, got {self.unit_order!r}")
         if self.points < 2:
             raise ValueError(f"points must be >= 2 (the floor and the full width), got {self.points}")
 
@@ -302,6 +308,10 @@ def rate_distortion_profile(ctx: SearchContext, config: RateDistortionConfig = R
         per_unit = _measurer(ctx, recalibrate=False)  # NOTE: one unit barely moves BN statistics: no recalibration
         unit_scores = unit_distortion(ctx, per_unit)
         calls += per_unit.calls
+    elif config.unit_order == "linearised":
+        evaluator = ctx.need_evaluator("rate_distortion")
+        unit_scores = linearised_unit_distortion(ctx.graph, getattr(evaluator, "inner", evaluator).calib)
+    if unit_scores is not None:
         ctx = dataclasses.replace(ctx, scores=unit_scores)
     measured = measure_curves(ctx, measure, config.points)
     return RDProfile(unit_scores, measured, calls + measure.calls)

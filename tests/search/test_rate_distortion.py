@@ -130,7 +130,7 @@ class Branches(torch.nn.Module):
         return self.b1(torch.relu(self.a1(x))) + self.b2(torch.relu(self.a2(x)))
 
 
-@pytest.mark.parametrize("unit_order", ["distortion", "scores"])
+@pytest.mark.parametrize("unit_order", ["distortion", "linearised", "scores"])
 def test_spends_the_budget_on_the_branch_that_matters(unit_order):
     torch.manual_seed(0)
     model = Branches().eval()
@@ -144,9 +144,29 @@ def test_spends_the_budget_on_the_branch_that_matters(unit_order):
     assert 0.6 - 0.02 <= r.ratio <= 0.6
     assert r.ratio == pytest.approx(ctx.ratio_of(r.keep))
     # one measurement per unit (distortion order), P-1 per group, and the final plan's
-    per_unit = 32 if unit_order == "distortion" else 0
+    per_unit = 32 if unit_order == "distortion" else 0  # linearised: backward passes, not counted
     assert r.evaluations == per_unit + 2 * 4 + 1
     assert r.info["measured_distortion"] >= 0 and r.info["lambda"] >= 0
+
+
+def test_linearised_unit_distortion_is_exact_where_the_outputs_are_linear_in_the_gates():
+    from graphprune.search.rate_distortion import _Distortion
+    from graphprune.search.unit_distortion import linearised_unit_distortion
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(5, 3, 6, 6)
+    graph = graphprune.inspect(model, x[:1])
+    measure = _Distortion(CandidateEvaluator(graph, lambda m: 0.0, [x]), "test", recalibrate=False)
+    measured = []
+    for u in range(graph.n_units):
+        keep = graph.full_keep()
+        keep[u] = False
+        measured.append(measure(keep))
+    exact = linearised_unit_distortion(graph, [x], probes=200)  # 144 output elements a sample: one-hot
+    assert np.allclose(exact, measured, rtol=1e-5)
+    sampled = linearised_unit_distortion(graph, [x], probes=64)  # Gaussian directions: an estimate
+    assert np.array_equal(np.argsort(sampled), np.argsort(measured))
 
 
 def test_one_profile_serves_every_budget():
