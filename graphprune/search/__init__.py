@@ -1,9 +1,10 @@
 """Stage 4: search — how much of each group to keep.
 
 Data-free allocation (``allocate``: uniform, global, global_raw) and searches that score candidates on
-the masked, BN-recalibrated model (``SEARCHES``: sensitivity, evolutionary, rl), plus the
+the masked, BN-recalibrated model (``SEARCHES``: sensitivity, evolutionary, rl, rate_distortion), plus the
 budget-conditioned policy ``ConditionalSearch`` (imported lazily: it needs torch_geometric).  The
-supernet option (``SupernetConfig``, ``train_supernet``) trains the weights candidates are scored on.
+supernet option (``SupernetConfig``, ``train_supernet``) trains the weights candidates are scored on;
+``distributed.sharded_evaluation()`` splits candidate batches across torchrun processes.
 """
 from .allocate import Allocation, AllocationConfig, STRATEGIES, allocate, allocate_family, ratio_family
 from .search_context import SearchContext, SearchResult
