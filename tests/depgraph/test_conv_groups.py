@@ -113,3 +113,15 @@ def test_menus_count_channels_of_whole_group_units():
     assert coarse_menu(40).tolist() == [16, 32, 40]  # one channel per unit, as before
     assert heuristic_menu(32, 4).tolist() == list(range(2, 33, 2))
     assert heuristic_menu(40).tolist() == list(range(8, 41, 8))
+
+
+def test_latency_pieces_time_whole_group_convs_at_fewer_groups():
+    from graphprune.latency.pieces import node_pieces
+
+    model, x = _pattern()
+    specs = {p.node: p.spec for p in node_pieces(graphprune.inspect(model, x, grouped="groups"))[0]}
+    assert specs["grouped_0"].layer(8, 24) == (24, 24, 3)  # 3 of 4 groups of 8 -> 8
+    assert specs["grouped2"].layer(8, 12) == (24, 12, 3)  # 3 of 4 groups of 8 -> 4
+    assert specs["grouped_0"].prunable == ("out",)
+    offsets = {p.node: p.spec for p in node_pieces(graphprune.inspect(model, x, grouped="group_width"))[0]}
+    assert offsets["grouped_0"].layer(6, 24) == (24, 24, 4)  # 4 groups of 6 -> 6
