@@ -125,3 +125,18 @@ def test_latency_pieces_time_whole_group_convs_at_fewer_groups():
     assert specs["grouped_0"].prunable == ("out",)
     offsets = {p.node: p.spec for p in node_pieces(graphprune.inspect(model, x, grouped="group_width"))[0]}
     assert offsets["grouped_0"].layer(6, 24) == (24, 24, 4)  # 4 groups of 6 -> 6
+
+
+@pytest.mark.parametrize("output", ["module", "graph"])
+def test_saved_whole_group_models_load_back(tmp_path, output):
+    from graphprune.export.saving import load_pruned, save_pruned
+
+    model, x = _pattern()
+    res = graphprune.prune(model, 0.6, x, return_result=True, output=output)
+    assert res.model.get_submodule("grouped.0").groups < 4
+    path = save_pruned(res.model, tmp_path / "m.pt", res.plan)
+    fresh = randomize_(P.GroupedConv().eval(), seed=1)
+    loaded = load_pruned(path, model=fresh, example_inputs=x if output == "graph" else None)
+    assert loaded.get_submodule("grouped.0").groups == res.model.get_submodule("grouped.0").groups
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), res.model(x), atol=1e-6)
