@@ -170,7 +170,8 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             (there a head unit spans the residual stream), else head dims.  Dead heads are scored 0.
         grouped: what one prunable unit of a grouped convolution is (``depgraph/conv_groups.py``): ``"groups"``
             (whole groups: the group count shrinks, the width per group stays), ``"group_width"`` (one offset
-            in every group: the group count stays), or ``"auto"`` (whole groups).
+            in every group: the group count stays), or ``"auto"`` (whole groups where a conv has at least 4
+            groups, else offsets).
 
     Returns:
         A new, physically smaller model: a deep copy of the user's class (``output="module"``) or a

@@ -22,7 +22,7 @@ import numpy as np
 import torch.fx as fx
 
 from ..trace import TracedModel
-from .conv_groups import GroupedConv, auto_units as auto_grouped, check_grouped
+from .conv_groups import GroupedConv, check_grouped
 from .heads import HeadSplit, auto_units, check_attention, has_attention
 from .rule_context import Dim, RuleContext
 from .graph import DependencyGraph
@@ -59,7 +59,7 @@ class _Builder:
     attr_values: dict[str, str] = field(default_factory=dict)  # get_attr node -> its "@parameter" value
     attention: str = "head_dim"  # what a unit of a head split is ("heads" or "head_dim", see heads.py)
     head_splits: dict[str, HeadSplit] = field(default_factory=dict)
-    grouped: str = "group_width"  # what a unit of a grouped conv is ("groups" or "group_width", see conv_groups.py)
+    grouped: str = "group_width"  # what a unit of a grouped conv is (conv_groups.py; "auto": per conv)
     grouped_convs: dict[str, GroupedConv] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -244,7 +244,7 @@ def build_dependency_graph(traced: TracedModel, forced_frozen: dict[str, str] | 
     (``depgraph/conv_groups.py``); the graph records it and every grouped conv (``graph.grouped_convs``).
     """
     units = _attention_units(traced, attention, forced_frozen)
-    conv_units = auto_grouped(check_grouped(grouped or getattr(traced, "grouped", "auto")))
+    conv_units = check_grouped(grouped or getattr(traced, "grouped", "auto"))  # "auto": per conv, by its groups
     choices: dict[str, int] = {}
     for _ in range(MAX_PASSES):
         builder = _Builder(traced, choices, {**traced.frozen_nodes, **(forced_frozen or {})}, attention=units,

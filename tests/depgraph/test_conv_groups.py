@@ -66,9 +66,14 @@ def test_random_plans_are_exact_either_way(grouped):
         check_rewrite(model, x, graph=g, seed=seed)
 
 
-def test_auto_is_whole_groups_and_bad_values_are_named():
+def test_auto_takes_whole_groups_from_four_groups_up_and_bad_values_are_named():
     model, x = _pattern()
-    assert graphprune.inspect(model, x).grouped == "groups"
+    g = graphprune.inspect(model, x)
+    assert g.grouped == "auto" and {c.units for c in g.grouped_convs.values()} == {"groups"}  # 4 groups each
+    two = nn.Sequential(nn.Conv2d(3, 16, 1), nn.Conv2d(16, 16, 3, padding=1, groups=2), nn.Conv2d(16, 4, 1))
+    g2 = graphprune.inspect(two.eval(), x)
+    assert [c.units for c in g2.grouped_convs.values()] == ["group_width"]  # 2 groups: a group is half the layer
+    assert _group_with(g2, "0.weight").n_units == 8
     with pytest.raises(ValueError, match="grouped must be one of"):
         check_grouped("group")
     with pytest.raises(ValueError, match="grouped must be one of"):

@@ -6,7 +6,8 @@ input-feature axes couple to the producer's channels.  Grouped convolutions:
 1. ``groups == 1``: input channel i is weight column i.
 2. depthwise-like (one input channel per group): input channel j and the output channels of group j
    form one set; pruning it removes the whole group and ``groups`` shrinks.
-3. other grouped convs, by the builder's ``grouped`` units (``depgraph/conv_groups.py``): ``"groups"``: the
+3. other grouped convs, by the builder's ``grouped`` units (``depgraph/conv_groups.py``; ``"auto"`` per conv by
+   its group count): ``"groups"``: the
    input and output channels of one group form one set, so whole groups go and the group width stays;
    ``"group_width"``: the k-th channel of every group forms one set (on input and output separately), so all
    groups keep the same width and ``groups`` stays.
@@ -20,7 +21,7 @@ import numpy as np
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..conv_groups import GroupedConv
+from ..conv_groups import GroupedConv, auto_units
 from ..rule_context import Dim
 from .table import ZERO_PRESERVING, OpFacts, register, register_module
 
@@ -53,7 +54,7 @@ def _grouped(ctx, x: Dim, w_in: Dim, out: Dim, groups: int) -> None:
     cin, cout = ctx.shape(x.value)[x.axis], ctx.shape(out.value)[out.axis]
     a, b = cin // groups, cout // groups
     ci, co = np.arange(cin), np.arange(cout)
-    units = ctx.grouped
+    units = auto_units(ctx.grouped, groups)
     ctx.grouped_convs[ctx.node.name] = GroupedConv(ctx.node.name, x, out, groups, a, b, units)
     if units == "groups":
         ctx.link(x, ci, out, ci // a * b)  # every input channel of group g with g's first output channel
