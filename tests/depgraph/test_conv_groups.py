@@ -105,8 +105,9 @@ def test_regnet_at_half_the_macs_keeps_its_group_width(tmp_path):
 
 def test_plan_replays_with_its_units():
     model, x = _pattern()
-    res = graphprune.prune(model, 0.6, x, return_result=True, round_to=1, grouped="group_width")
+    res = graphprune.prune(model, 0.6, x, return_result=True, round_to=1, grouped="group_width", output="module")
     assert res.plan.info["grouped"] == "group_width"
+    assert res.model.get_submodule("grouped.0").groups == 4  # the in-place copy takes the rule's group count
     again = graphprune.apply_plan(P.GroupedConv().eval(), res.plan, x)
     assert again.get_submodule("grouped.0").weight.shape == res.model.get_submodule("grouped.0").weight.shape
 
