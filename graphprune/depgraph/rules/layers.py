@@ -6,11 +6,10 @@ input-feature axes couple to the producer's channels.  Grouped convolutions:
 1. ``groups == 1``: input channel i is weight column i.
 2. depthwise-like (one input channel per group): input channel j and the output channels of group j
    form one set; pruning it removes the whole group and ``groups`` shrinks.
-3. other grouped convs, by the builder's ``grouped`` units (``depgraph/conv_groups.py``; ``"auto"`` per conv by
-   its group count): ``"groups"``: the
-   input and output channels of one group form one set, so whole groups go and the group width stays;
-   ``"group_width"``: the k-th channel of every group forms one set (on input and output separately), so all
-   groups keep the same width and ``groups`` stays.
+3. other grouped convs, by the builder's ``grouped`` units (``depgraph/conv_groups.py``; ``"auto"`` decides
+   per conv by its group count): ``"groups"``: the input and output channels of one group form one set, so
+   whole groups go and the group width stays; ``"group_width"``: the k-th channel of every group forms one
+   set (on input and output separately), so all groups keep the same width and ``groups`` stays.
 
 GroupNorm prunes whole normalisation groups (so the remaining groups' statistics are unchanged);
 LayerNorm prunes normalised axes and is marked inexact (its mean and variance change).
