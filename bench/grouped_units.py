@@ -73,8 +73,8 @@ def run(name: str, target: Target, budget: float, size: int, repeats: int, sessi
 
 
 def render(rows: list[Row]) -> str:
-    table = [[r.model, r.target, f"{r.dense_ms:.2f}", *(f"{r.speedup(v):.2f} ({r.efficiency(v):.2f})" for v in VARIANTS),
-              " / ".join(f"{a:.1f}" for a in r.load)] for r in rows]
+    cells = lambda r: [f"{r.speedup(v):.2f} ({r.efficiency(v):.2f})" for v in VARIANTS]  # noqa: E731
+    table = [[r.model, r.target, f"{r.dense_ms:.2f}", *cells(r), " / ".join(f"{a:.1f}" for a in r.load)] for r in rows]
     head = ["model", "target", "dense ms", *(f"{v} x (eff)" for v in VARIANTS), "load 1/5/15 min"]
     kept = [f"- {r.model} {v}: {r.groups[v]}" for r in rows for v in VARIANTS]
     return ("# Grouped-conv units (`bench/grouped_units.py`)\n\nSpeed-up x = dense ms / variant ms in one interleaved "

@@ -37,8 +37,8 @@ import numpy as np
 
 from .rule_context import Dim
 
-__all__ = ["GROUPED_UNITS", "AUTO_MIN_GROUPS", "GroupedConv", "check_grouped", "auto_units", "unit_channels", "groups_kept",
-           "describe_groups"]
+__all__ = ["GROUPED_UNITS", "AUTO_MIN_GROUPS", "GroupedConv", "check_grouped", "auto_units", "unit_channels",
+           "groups_kept", "describe_groups"]
 
 GROUPED_UNITS = ("auto", "groups", "group_width")
 AUTO_MIN_GROUPS = 4
