@@ -30,6 +30,7 @@ from .search.registry import unit_scores
 from .strategies import Strategy, strategy_row
 from .capture import capture
 from .dead_units import zero_dead_scores
+from .depgraph.conv_groups import check_grouped, describe_groups
 from .depgraph.heads import check_attention, describe_heads, split_budget
 
 __all__ = ["prune", "inspect", "apply_plan", "PruneResult", "PruneReport", "count_cost"]
@@ -115,7 +116,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
           search_options: dict | None = None, train_data: Any = None,
           supernet: Any = None, keep_hooks: bool = False, target: Any = None,
           latency_model: Any = None, output: str = "auto",
-          attention: str = "auto") -> torch.nn.Module | PruneResult:
+          attention: str = "auto", grouped: str = "auto") -> torch.nn.Module | PruneResult:
     """Prune ``model`` so its MACs (or params) keep at most ``budget`` of the dense model's.
 
     Args:
@@ -167,6 +168,10 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
             (heads first, then offsets of the heads left: two rounds, ``sqrt(budget)`` each), or ``"auto"``:
             heads when every attention has at least 8 heads and none is an ``nn.MultiheadAttention``
             (there a head unit spans the residual stream), else head dims.  Dead heads are scored 0.
+        grouped: what one prunable unit of a grouped convolution is (``depgraph/conv_groups.py``): ``"groups"``
+            (whole groups: the group count shrinks, the width per group stays), ``"group_width"`` (one offset
+            in every group: the group count stays), or ``"auto"`` (whole groups where a conv has at least 4
+            groups, else offsets).
 
     Returns:
         A new, physically smaller model: a deep copy of the user's class (``output="module"``) or a
@@ -178,13 +183,14 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
                                min_channels=min_channels, max_prune_ratio=max_prune_ratio,
                                ignored_layers=ignored_layers, output=output)
     b, ignored_layers = opts.budget, opts.ignored_layers
+    check_grouped(grouped)
     if check_attention(attention) == "both":
         return _prune_both(model, b, example_inputs, dict(
             strategy=strategy, importance=importance, round_to=round_to, min_channels=min_channels,
             max_prune_ratio=max_prune_ratio, ignored_layers=ignored_layers, leaf_modules=leaf_modules,
             concrete_args=concrete_args, front_end=front_end, eval_fn=eval_fn, calib_data=calib_data,
             search_options=search_options, train_data=train_data, supernet=supernet, keep_hooks=keep_hooks,
-            target=target, latency_model=latency_model, output=output), return_result)
+            target=target, latency_model=latency_model, output=output, grouped=grouped), return_result)
     row = strategy_row(strategy)
     row.check_inputs(eval_fn=eval_fn, calib_data=calib_data, train_data=train_data, supernet=supernet)
     _check_importance_data(importance, calib_data, row)
@@ -206,7 +212,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     traced = capture(model, example_inputs, front_end=front_end, leaf_modules=leaf_modules,
                      concrete_args=concrete_args, keep_hooks=keep_hooks)
     seconds["trace"] = time.perf_counter() - t
-    traced.attention = attention
+    traced.attention, traced.grouped = attention, grouped
     warn_hooks_not_kept(traced)
     floors = dict(round_to=opts.round_to, min_units=opts.min_channels, max_prune_ratio=opts.max_prune_ratio)
     search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options, supernet=supernet,
@@ -226,10 +232,11 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
                                                             keep_hooks))
     report.output_reason, report.output_notes, report.size_attributes = \
         in_place.reason, in_place.notes, in_place.attributes
-    report.attention = describe_heads(graph, keep)
+    report.attention, report.grouped = describe_heads(graph, keep), describe_groups(graph, keep)
     plan = Plan.from_keep(graph, keep, budget=b.ratio, metric=b.metric, strategy=strategy,
                           importance=importance if isinstance(importance, str) else "custom",
-                          achieved=getattr(report, f"{b.metric}_ratio"), attention=graph.attention)
+                          achieved=getattr(report, f"{b.metric}_ratio"), attention=graph.attention,
+                          grouped=graph.grouped)
     if return_result:
         return PruneResult(pruned, plan, report, graph)
     return pruned

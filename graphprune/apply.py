@@ -26,6 +26,8 @@ def apply_plan(model: torch.nn.Module, plan: Plan, example_inputs: Any, **trace_
                         "applies to the first round's pruned model, not to a dense one; save the pruned model instead")
     # NOTE: unit ids mean whole heads or head-dim offsets depending on the plan's attention units
     trace_kw.setdefault("attention", plan.info.get("attention", "auto"))
+    # NOTE: likewise whole groups or group-width offsets of grouped convs (plans from before the option: offsets)
+    trace_kw.setdefault("grouped", plan.info.get("grouped", "group_width"))
     graph = inspect(model, example_inputs, **trace_kw)
     warn_hooks_not_kept(graph.traced)
     return rewrite(graph, plan.keep_mask(graph))

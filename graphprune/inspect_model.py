@@ -16,12 +16,13 @@ __all__ = ["inspect", "count_cost"]
 
 
 def inspect(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterable = (),
-            concrete_args: dict | None = None, front_end: str = "auto", attention: str = "auto") -> DependencyGraph:
+            concrete_args: dict | None = None, front_end: str = "auto", attention: str = "auto",
+            grouped: str = "auto") -> DependencyGraph:
     """The dependency graph of ``model``: groups, frozen dims with reasons, costs (see ``.summary()``);
-    ``front_end`` and ``attention`` as in ``prune`` (torch.fx first, torch.export when fx cannot trace; what a
-    unit of multi-head attention is)."""
+    ``front_end``, ``attention`` and ``grouped`` as in ``prune`` (torch.fx first, torch.export when fx cannot
+    trace; what a unit of multi-head attention / of a grouped conv is)."""
     return build_dependency_graph(capture(model, example_inputs, front_end=front_end, leaf_modules=leaf_modules,
-                                          concrete_args=concrete_args), attention=attention)
+                                          concrete_args=concrete_args), attention=attention, grouped=grouped)
 
 
 def count_cost(model: torch.nn.Module, example_inputs: Any, **trace_kw: Any):

@@ -47,6 +47,7 @@ class PruneReport:
     output_notes: list[str] = field(default_factory=list)  # HF config fields set or left, size attributes set
     size_attributes: dict[str, int] = field(default_factory=dict)  # int attributes set in place, for rebuild_like
     attention: str = ""  # attention units and heads kept per attention (depgraph/heads.py), "" without attention
+    grouped: str = ""  # grouped-conv units and groups kept per conv (depgraph/conv_groups.py), "" without any
 
     def add_latency(self, outcome: LatencyOutcome | None) -> None:
         """Copy the re-plan loop's final predicted and measured times (``search.latency_budget``)."""
@@ -89,6 +90,7 @@ class PruneReport:
     def _latency_text(self) -> str:
         text = f"; widths: {self.width_policy}" if self.width_policy else ""
         text += f"; {self.attention}" if self.attention else ""
+        text += f"; {self.grouped}" if self.grouped else ""
         if self.measured_ms is not None:
             text += (f"; {self.target}: measured {self.measured_dense_ms:.3f} -> {self.measured_ms:.3f} ms "
                      f"({self.latency_ratio:.3f}), predicted {self.predicted_dense_ms:.3f} -> "

@@ -135,6 +135,7 @@ class TracedModel:
     keep_hooks: bool = False
     front_end: str = "fx"
     attention: str = "auto"  # what a unit of multi-head attention is (depgraph/heads.py); set by prune
+    grouped: str = "auto"  # what a unit of a grouped conv is (depgraph/conv_groups.py); set by prune
     frozen_nodes: dict[str, str] = field(default_factory=dict)  # node -> why its tensors are frozen (record)
 
 

@@ -142,7 +142,7 @@ def _prune_kw(args: argparse.Namespace, x: torch.Tensor, budget=None) -> dict:
     return dict(strategy=args.strategy, importance=args.importance, round_to=args.round_to,
                 ignored_layers=args.ignore, leaf_modules=_leaves(args), front_end=args.front_end,
                 target=_target(args, budget), output=getattr(args, "output", "graph"),  # inspect: the plan only
-                attention=args.attention,
+                attention=args.attention, grouped=args.grouped,
                 **strategy_inputs(args, x))
 
 

@@ -149,6 +149,10 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", choices=["auto", "heads", "head_dim", "both"], default="auto",
                    help="what one prunable unit of a multi-head attention is: whole heads, one offset in every "
                    "head, heads then offsets, or auto (heads when every attention has >= 8 heads)")
+    p.add_argument("--grouped", choices=["auto", "groups", "group_width"], default="auto",
+                   help="what one prunable unit of a grouped convolution is: a whole group (the group count "
+                   "shrinks), one offset in every group (the width per group shrinks), or auto (whole groups "
+                   "where a conv has >= 4 groups)")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch.fx as fx
 
 from ..trace import TracedModel
+from .conv_groups import GroupedConv, check_grouped
 from .heads import HeadSplit, auto_units, check_attention, has_attention
 from .rule_context import Dim, RuleContext
 from .graph import DependencyGraph
@@ -58,6 +59,8 @@ class _Builder:
     attr_values: dict[str, str] = field(default_factory=dict)  # get_attr node -> its "@parameter" value
     attention: str = "head_dim"  # what a unit of a head split is ("heads" or "head_dim", see heads.py)
     head_splits: dict[str, HeadSplit] = field(default_factory=dict)
+    grouped: str = "group_width"  # what a unit of a grouped conv is (conv_groups.py; "auto": per conv)
+    grouped_convs: dict[str, GroupedConv] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.gm = self.traced.gm
@@ -230,18 +233,22 @@ def _attention_units(traced: TracedModel, attention: str | None, forced_frozen: 
 
 
 def build_dependency_graph(traced: TracedModel, forced_frozen: dict[str, str] | None = None,
-                           attention: str | None = None) -> DependencyGraph:
+                           attention: str | None = None, grouped: str | None = None) -> DependencyGraph:
     """Build the channel dependency graph of a traced model (see module docstring).
 
     ``forced_frozen`` maps node names to a reason: every tensor those nodes touch is frozen.  ``prune``
     uses it to fence off a node whose pruned form failed verification, then tries again.  ``attention``
     (default: ``traced.attention``, else ``"auto"``) says what a unit of multi-head attention is
-    (``depgraph/heads.py``); the graph records it and every head split (``graph.head_splits``).
+    (``depgraph/heads.py``); the graph records it and every head split (``graph.head_splits``).  ``grouped``
+    (default: ``traced.grouped``, else ``"auto"``) says what a unit of a grouped conv is
+    (``depgraph/conv_groups.py``); the graph records it and every grouped conv (``graph.grouped_convs``).
     """
     units = _attention_units(traced, attention, forced_frozen)
+    conv_units = check_grouped(grouped or getattr(traced, "grouped", "auto"))  # "auto": per conv, by its groups
     choices: dict[str, int] = {}
     for _ in range(MAX_PASSES):
-        builder = _Builder(traced, choices, {**traced.frozen_nodes, **(forced_frozen or {})}, attention=units)
+        builder = _Builder(traced, choices, {**traced.frozen_nodes, **(forced_frozen or {})}, attention=units,
+                           grouped=conv_units)
         builder.run()
         graph = assemble_graph(builder)
         nxt = _retry_choices(builder, graph)
@@ -249,4 +256,5 @@ def build_dependency_graph(traced: TracedModel, forced_frozen: dict[str, str] | 
             break
         choices = nxt
     graph.attention, graph.head_splits = units, builder.head_splits
+    graph.grouped, graph.grouped_convs = conv_units, builder.grouped_convs
     return graph

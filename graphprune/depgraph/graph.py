@@ -102,6 +102,8 @@ class DependencyGraph:
         self.unmodeled_macs = 0.0  # cost of ops without a rule (frozen, so constant)
         self.attention = "head_dim"  # what a unit of multi-head attention is (depgraph/heads.py)
         self.head_splits: dict = {}  # reshape node name -> heads.HeadSplit
+        self.grouped = "group_width"  # what a unit of a grouped conv is (depgraph/conv_groups.py)
+        self.grouped_convs: dict = {}  # conv node name -> conv_groups.GroupedConv
 
     # ---- sizes and costs under a keep mask over units ------------------------------------------
     @property

@@ -116,6 +116,16 @@ class RuleContext:
         """Head splits recorded so far (node name -> ``heads.HeadSplit``)."""
         return self._b.head_splits
 
+    @property
+    def grouped(self) -> str:
+        """What a unit of a grouped conv is here: ``"groups"`` or ``"group_width"`` (``depgraph/conv_groups.py``)."""
+        return self._b.grouped
+
+    @property
+    def grouped_convs(self) -> dict:
+        """Grouped convs recorded so far (node name -> ``conv_groups.GroupedConv``)."""
+        return self._b.grouped_convs
+
     def choose(self, options: list[Dim]) -> int:
         """Index of the option to use where a rule could carry channels on any of ``options``.
 

@@ -60,6 +60,8 @@ class JobReport:
             rows.append(("widths", r.width_policy))
         if r.attention:
             rows.append(("attention", r.attention))
+        if r.grouped:
+            rows.append(("grouped convs", r.grouped))
         rows.append(("output", "the model's own class (rewritten in place)" if r.output_kind == "module"
                      else f"torch.fx GraphModule ({r.output_reason})"))
         if r.measured_ms is not None:

@@ -11,8 +11,9 @@ Widths are class sizes (what ``graph.class_sizes(keep)`` returns), turned into l
 
 1. ``groups == 1``: ``c_in = in``.
 2. grouped (``in`` channels per group, ``groups`` fixed): ``c_in = in · groups``.
-3. depthwise-like (one input channel per group, ``mult`` outputs each): pruning removes whole groups, so
-   ``groups = c_in = out / mult`` and the ``in`` axis (size 1) is frozen.
+3. depthwise-like (one input channel per group, ``mult`` outputs each), and grouped convs pruned by whole
+   groups (``depgraph/conv_groups.py``, ``in`` channels per group, ``mult`` outputs): pruning removes whole
+   groups, so ``groups = out / mult``, ``c_in = in · groups``, and the ``in`` axis is never pruned.
 
 Identical specs (ResNets repeat their blocks) share one key, so each distinct layer is timed once.  Nodes
 with cost terms that are not conv/linear (matmul, attention, transposed conv) get no piece; the table
@@ -48,7 +49,8 @@ class PieceSpec:
             replaced by the target's batch.
         spatial: conv input spatial size; ``()`` for linear.
         kernel, stride, padding, dilation: conv settings (``padding`` is ``"same"``/``"valid"`` or ints).
-        groups: traced group count; mult: output channels per group of a depthwise-like conv, else 0.
+        groups: traced group count; mult: output channels per group of a conv that loses whole groups
+            (depthwise-like, or grouped with whole-group units), else 0.
         full_in, full_out: traced widths of the ``in`` (per group) and ``out`` axes.
         prunable: which of ``("in", "out")`` some group can shrink (the others stay at full width).
     """
@@ -79,7 +81,7 @@ class PieceSpec:
         """``(c_in, c_out, groups)`` of the layer at widths ``w_in`` (per group) and ``w_out``."""
         if self.mult:
             groups = max(1, w_out // self.mult)
-            return groups, groups * self.mult, groups
+            return groups * w_in, groups * self.mult, groups
         if self.groups > 1:
             # NOTE: a grouped conv loses the same offsets in every group, so its real output widths are
             # multiples of the group count; a width between them is timed at the next one (ORT refuses others)
@@ -127,7 +129,9 @@ def _conv_piece(graph: DependencyGraph, node: fx.Node, s: dict, batch: int, touc
     if len(x_shape) != nd + 2:  # unbatched conv: no piece, priced by MACs
         return None
     groups = int(s["groups"])
-    mult = w_shape[0] // groups if groups > 1 and w_shape[1] == 1 else 0
+    whole = getattr(graph, "grouped_convs", {}).get(node.name)
+    whole_groups = whole is not None and whole.units == "groups"
+    mult = w_shape[0] // groups if groups > 1 and (w_shape[1] == 1 or whole_groups) else 0
     pad = s["padding"] if isinstance(s["padding"], str) else _tuple(s["padding"], nd)
     in_class = graph.dim_class[Dim(s["weight"], 1)]
     out_class = graph.dim_class[Dim(node.name, 1)]

@@ -5,10 +5,10 @@ attributes still hold the old values.  Rewrites those attributes, one row of ``S
 (the first row whose type the module is an instance of wins, so subclasses such as timm's ``LayerNorm2d``
 take their base's row):
 
-1. ``Conv1d/2d/3d``: ``out_channels = w.shape[0]``; a depthwise-like conv (one input channel per group)
-   loses whole groups, ``groups = out_channels / (old out_channels / old groups)``; other convs keep their
-   group count; ``in_channels = w.shape[1] * groups``.  (graphprune prunes grouped convs either way,
-   ``depgraph/rules/layers.py``.)
+1. ``Conv1d/2d/3d``: ``out_channels = w.shape[0]``; a depthwise-like conv (one input channel per group),
+   and a conv of at least 4 groups whose per-group input width is unchanged (``grouped="auto"``'s whole
+   groups, ``depgraph/conv_groups.py``), loses whole groups, ``groups = out_channels / (old out_channels /
+   old groups)``; other convs keep their group count; ``in_channels = w.shape[1] * groups``.
 2. ``ConvTranspose``: ``in_channels = w.shape[0]``, ``out_channels = w.shape[1] * groups``.
 3. ``Linear``: ``out_features, in_features = w.shape``; ``Embedding``: ``num_embeddings, embedding_dim``.
 4. ``BatchNorm`` / ``InstanceNorm``: ``num_features`` from γ or the running mean; ``PReLU``:
@@ -30,14 +30,20 @@ from typing import Callable, Mapping
 import torch
 import torch.nn as nn
 
+from ..depgraph.conv_groups import AUTO_MIN_GROUPS
+
 __all__ = ["SIZE_RULES", "resize_attributes", "rebuild_like"]
 
 
 def _conv(m: nn.Module) -> None:
-    out = m.weight.shape[0]
-    if m.groups > 1 and m.in_channels == m.groups:  # depthwise-like: whole groups go
-        per_group = m.out_channels // m.groups
-        m.groups = out // per_group
+    out, per_group_in = m.weight.shape[0], m.in_channels // m.groups
+    per_group_out = m.out_channels // m.groups
+    # NOTE: shapes alone cannot tell whole groups from offsets when the per-group input width is unchanged;
+    # this follows grouped="auto" (depgraph/conv_groups.py).  A wrong guess fails loudly (the input width no
+    # longer fits); prune's in-place copy and saved files carry the real group count.
+    whole = per_group_in == 1 or (m.groups >= AUTO_MIN_GROUPS and m.weight.shape[1] == per_group_in)
+    if m.groups > 1 and whole and out % per_group_out == 0:
+        m.groups = out // per_group_out
     m.out_channels, m.in_channels = out, m.weight.shape[1] * m.groups
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..budget import Budget, BudgetError
 from ..depgraph import DependencyGraph
+from ..depgraph.conv_groups import unit_channels
 from ..importance import normalize_per_group
 from .cost import BudgetCost, budget_cost, resolve_ms
 from .menus import WidthMenus, width_menus
@@ -64,7 +65,7 @@ class AllocationConfig:
         """The width menus for ``graph``; with ``budget``, the finer fallback menus when the preferred (coarse)
         ones cannot reach it even at every group's floor."""
         menus = width_menus(np.array([g.n_units for g in graph.groups], dtype=np.int64), self.round_to,
-                            self.latency)
+                            self.latency, unit_channels(graph))
         if self.latency is not None and self.round_to == "auto" and graph.groups:
             menus = time_effective_menus(graph, menus, self.latency)
         if budget is not None and menus.fallback is not None and graph.groups:

@@ -11,10 +11,15 @@
   saved; when the budget cannot be met that way, :func:`heuristic_menu` (multiples of 8 for groups of 32+
   units, of 4 for 8+, every width below).
 
+A unit may be several channels of its producing layer (a whole group of a grouped conv,
+``depgraph/conv_groups.py``): ``unit_channels`` gives that number per group and both heuristic menus count
+channels, so a group of 16-channel units steps by one unit.
+
 Rounding maps a count up to the next menu entry (floors too); the greedy fill steps to the next entry.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +40,11 @@ COARSE_POLICY = ("heuristic: multiples of 16, groups under 16 units kept whole (
                  "needs finer widths)")
 
 
-def coarse_menu(n: int) -> np.ndarray:
-    """Multiples of 16 and ``n`` itself; a group under 16 units keeps all of them."""
-    return np.unique(np.append(np.arange(16, n + 1, 16), n)).astype(np.int64)
+def coarse_menu(n: int, unit: int = 1) -> np.ndarray:
+    """Counts that are multiples of 16 channels (``unit`` channels per unit), and ``n`` itself; a group under
+    that step keeps all of its units."""
+    step = LAYOUT_BLOCK // math.gcd(LAYOUT_BLOCK, int(unit))
+    return np.unique(np.append(np.arange(step, n + 1, step), n)).astype(np.int64)
 
 
 def heuristic_step(n: int) -> int:
@@ -45,9 +52,10 @@ def heuristic_step(n: int) -> int:
     return 8 if n >= 32 else 4 if n >= 8 else 1
 
 
-def heuristic_menu(n: int) -> np.ndarray:
-    """Multiples of 8 for ``n >= 32``, of 4 for ``n >= 8``, every count below; ``n`` itself always."""
-    step = heuristic_step(n)
+def heuristic_menu(n: int, unit: int = 1) -> np.ndarray:
+    """Multiples of 8 for ``n >= 32``, of 4 for ``n >= 8``, every count below (counted in channels when a unit
+    is ``unit`` channels); ``n`` itself always."""
+    step = max(1, heuristic_step(n * int(unit)) // int(unit))
     return np.unique(np.append(np.arange(step, n + 1, step), n)).astype(np.int64)
 
 
@@ -113,19 +121,23 @@ def _checked_menu(menu: Any, n: int, gi: int) -> np.ndarray:
     return menu
 
 
-def width_menus(n: np.ndarray, round_to: int | str, latency: Any = None) -> WidthMenus:
-    """The menus for ``round_to`` (an int >= 1, or ``"auto"``) and an optional latency model."""
+def width_menus(n: np.ndarray, round_to: int | str, latency: Any = None,
+                unit_channels: np.ndarray | None = None) -> WidthMenus:
+    """The menus for ``round_to`` (an int >= 1, or ``"auto"``) and an optional latency model; ``unit_channels``:
+    channels per unit of each group (default 1) for the heuristic menus."""
+    units = np.ones(len(n), dtype=np.int64) if unit_channels is None else np.asarray(unit_channels)
     if round_to == "auto":
         if latency is not None:
             menus = [_checked_menu(latency.width_menu(gi), int(k), gi) for gi, k in enumerate(n)]
             steps = WidthMenus(n, menus=menus, policy=f"latency steps of {latency.target.key}")
             if getattr(getattr(latency, "target", None), "runtime", None) in BLOCKED_LAYOUT_RUNTIMES:
-                return WidthMenus(n, menus=[coarse_menu(int(k)) for k in n], fallback=steps,
+                return WidthMenus(n, menus=[coarse_menu(int(k), int(u)) for k, u in zip(n, units)], fallback=steps,
                                   policy=f"{steps.policy}, multiples of {LAYOUT_BLOCK} first ({latency.target.runtime} "
                                          f"runs a {LAYOUT_BLOCK}-channel blocked layout)")
             return steps
-        fine = WidthMenus(n, menus=[heuristic_menu(int(k)) for k in n], policy=HEURISTIC_POLICY)
-        return WidthMenus(n, menus=[coarse_menu(int(k)) for k in n], policy=COARSE_POLICY, fallback=fine)
+        fine = WidthMenus(n, menus=[heuristic_menu(int(k), int(u)) for k, u in zip(n, units)], policy=HEURISTIC_POLICY)
+        return WidthMenus(n, menus=[coarse_menu(int(k), int(u)) for k, u in zip(n, units)], policy=COARSE_POLICY,
+                          fallback=fine)
     if isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer)) or round_to < 1:
         raise ValueError(f"round_to must be 'auto' or an int >= 1, got {round_to!r}")
     return WidthMenus(n, step=int(round_to), policy="exact widths" if round_to == 1

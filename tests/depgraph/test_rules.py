@@ -36,17 +36,7 @@ def test_depthwise_couples_input_and_output_channels():
     assert grp.n_units == 48  # one unit = one depthwise group (its 2 multiplier outputs included)
 
 
-def test_grouped_conv_prunes_the_same_offset_in_every_group():
-    model = P.GroupedConv().eval()
-    x = torch.randn(1, 3, 8, 8)
-    g = _graph(model, x)
-    grp = _group_with(g, "grouped.0.weight")
-    assert grp.n_units == 8  # 32 channels in 4 groups: 8 offsets
-    keep = g.full_keep()
-    keep[grp.first_unit + np.arange(3)] = False
-    r = check_rewrite(model, x, keep=keep, graph=g)
-    conv = r.pruned.get_submodule("grouped.0")
-    assert conv.groups == 4 and conv.out_channels == 20
+# grouped convs (whole groups, offsets in every group): tests/depgraph/test_conv_groups.py
 
 
 def test_concat_maps_each_branch_to_its_slice():

@@ -6,8 +6,10 @@ input-feature axes couple to the producer's channels.  Grouped convolutions:
 1. ``groups == 1``: input channel i is weight column i.
 2. depthwise-like (one input channel per group): input channel j and the output channels of group j
    form one set; pruning it removes the whole group and ``groups`` shrinks.
-3. other grouped convs: the k-th channel of every group forms one set (on input and output separately),
-   so all groups keep the same width and ``groups`` stays.
+3. other grouped convs, by the builder's ``grouped`` units (``depgraph/conv_groups.py``; ``"auto"`` decides
+   per conv by its group count): ``"groups"``: the input and output channels of one group form one set, so
+   whole groups go and the group width stays; ``"group_width"``: the k-th channel of every group forms one
+   set (on input and output separately), so all groups keep the same width and ``groups`` stays.
 
 GroupNorm prunes whole normalisation groups (so the remaining groups' statistics are unchanged);
 LayerNorm prunes normalised axes and is marked inexact (its mean and variance change).
@@ -18,6 +20,7 @@ import numpy as np
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..conv_groups import GroupedConv, auto_units
 from ..rule_context import Dim
 from .table import ZERO_PRESERVING, OpFacts, register, register_module
 
@@ -41,17 +44,32 @@ def _conv(ctx, x, w, b, groups) -> None:
     elif cin // groups == 1:
         ctx.link(Dim(x, c), np.repeat(np.arange(groups), cout // groups), Dim(out, c), np.arange(cout))
     else:
-        ci, co = np.arange(cin), np.arange(cout)
-        ctx.link(Dim(x, c), ci, Dim(w, 1), ci % (cin // groups))
-        ctx.link(Dim(out, c), co, Dim(out, c), co % (cout // groups))
+        _grouped(ctx, Dim(x, c), Dim(w, 1), Dim(out, c), groups)
     ctx.macs([Dim(out, a) for a in range(ctx.ndim(out))] + [Dim(w, a) for a in range(1, ctx.ndim(w))])
 
 
+def _grouped(ctx, x: Dim, w_in: Dim, out: Dim, groups: int) -> None:
+    """Case 3 of the module docstring; records the conv on the builder (``ctx.grouped_convs``)."""
+    cin, cout = ctx.shape(x.value)[x.axis], ctx.shape(out.value)[out.axis]
+    a, b = cin // groups, cout // groups
+    ci, co = np.arange(cin), np.arange(cout)
+    units = auto_units(ctx.grouped, groups)
+    ctx.grouped_convs[ctx.node.name] = GroupedConv(ctx.node.name, x, out, groups, a, b, units)
+    if units == "groups":
+        ctx.link(x, ci, out, ci // a * b)  # every input channel of group g with g's first output channel
+        ctx.link(out, co, out, co // b * b)  # and every output channel of g with it
+        ctx.touch(w_in)  # the per-group input width stays
+        return
+    ctx.link(x, ci, w_in, ci % a)
+    ctx.link(out, co, out, co % b)
+
+
 def _conv_new_groups(rctx, x, groups: int, weight_in: int) -> int:
-    """Depthwise-like convs lose whole groups; others keep their group count."""
-    if groups > 1 and weight_in == 1:
+    """A grouped conv's new group count: its new input channels over its (new) input channels per group.
+    Depthwise-like convs and whole-group units lose groups; offsets in every group keep the count."""
+    if groups > 1:
         c = rctx.ndim(x) - (rctx.weight_ndim - 1)
-        return rctx.new_size(Dim(x, c))
+        return rctx.new_size(Dim(x, c)) // weight_in
     return groups
 
 
