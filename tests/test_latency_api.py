@@ -51,7 +51,7 @@ def test_latency_budget_is_met_and_reported(strategy):
 
 def test_replans_when_the_measurement_disagrees():
     """Measured = 1.2 × predicted: the first plan misses, the cap tightens by the bias, the second meets (4 %
-    below: this small net has no plan between it and a too-slow one, so the loop stops and says so)."""
+    below: this small net has no plan between it and a too-slow one; the loop looks, then says why it stopped)."""
     factory = Factory(measure_scale=1.2)
     res = graphprune.prune(convnet(), Budget.latency(0.5), X, latency_model=factory, return_result=True)
     r, latency = res.report, factory.made[0]
@@ -60,7 +60,7 @@ def test_replans_when_the_measurement_disagrees():
     assert first[1] / first[0] > 0.5 * 1.02  # the first plan missed
     assert r.measured_ms / r.measured_dense_ms <= 0.5 * 1.02
     assert r.predicted_ms / r.predicted_dense_ms <= 0.5 / 1.2 + 1e-9
-    assert "gap around the goal" in r.latency_stop
+    assert r.latency_stop  # why it stopped: a gap in the widths near the goal, or the plans ran out
 
 
 def test_ms_budget_meets_the_absolute_time_and_replans_on_it():

@@ -14,7 +14,8 @@ tolerance)):
    (cap, measured) points, solved for ``aim`` (the model's error grows as widths shrink, so a constant factor
    converges slowly), clipped to [cap / 2, 1.5 cap]; the factor rule when the points do not slope upwards;
 3. once a too-fast plan (cap ``lo``) and a too-slow one (cap ``hi``) bracket the goal: regula falsi between
-   the two, kept inside the middle 80 % of [lo, hi] (so the bracket shrinks by at least a tenth each plan);
+   the two, kept inside the middle 80 % of [lo, hi]; the midpoint when the last two plans fell on the same
+   side (regula falsi creeps towards an end that stays put);
 4. a cap that gives a plan already measured (widths are discrete) is moved halfway towards the other side of
    the bracket and planned again without measuring, up to ``MAX_REPLANS`` times; when the two sides of the
    bracket are adjacent plans (a gap in the width menus around the goal), the next plans use the finest
@@ -22,9 +23,9 @@ tolerance)):
    them.
 
 Noise: a measurement of the same two models moves by a few percent on a quiet CPU and by 20 % or more on a
-loaded one at 2 threads.  A plan about to be returned is measured again (``CONFIRM`` times at most, the
-median decides), and a plan whose measurement contradicts an earlier plan's (tighter cap, slower model, by
-more than ``tolerance``) is measured once more before it steers the next cap.
+loaded one.  A plan about to be returned is measured again (``CONFIRM`` times at most, the median decides),
+and while a plan's measurement contradicts an earlier plan's by more than ``tolerance`` (predicted faster,
+measured slower), the one measured fewest times is measured again (up to ``CONFIRM`` each).
 
 The returned plan is the met plan (median measured ≤ goal · (1 + tolerance)) measured closest to the goal;
 :attr:`LatencyOutcome.stop` says why the loop stopped.  If none meets it, ``BudgetError`` names the numbers.
@@ -218,12 +219,13 @@ class _Loop:
             self.seconds["measure"] = self.seconds.get("measure", 0.0) + time.perf_counter() - start
 
     def contradicted(self, i: int) -> list[int]:
-        """Earlier plans whose measurement contradicts plan ``i``'s by more than ``tolerance``: a tighter cap
-        measured slower, or a looser one faster (noise, the model cannot be slower for fewer channels)."""
+        """Earlier plans whose measurement contradicts plan ``i``'s by more than ``tolerance``: predicted faster
+        but measured slower, or the other way round (noise: the table's order of plans is what it measures)."""
         c, v, out = self.checks[i], self.value(self.checks[i]), []
         for j, d in enumerate(self.checks[:i]):
             w = self.value(d)
-            if (d.cap < c.cap and w > v * (1 + self.tolerance)) or (d.cap > c.cap and v > w * (1 + self.tolerance)):
+            if (d.predicted_ms < c.predicted_ms and w > v * (1 + self.tolerance)) or \
+                    (d.predicted_ms > c.predicted_ms and v > w * (1 + self.tolerance)):
                 out.append(j)
         return out
 
@@ -269,8 +271,8 @@ def meet_latency(plan: Callable[..., tuple], budget: Budget, dense_model: Any, e
             loop.aliases.append((cap if cap is not None else loop.checks[loop.repeated].cap, loop.repeated))
             repeats += 1
             cap, refined, why = _unmeasured_cap(loop, finest, repeats)
-            repeats = 0 if refined != finest else repeats
-            finest = refined
+            if refined != finest:  # NOTE: which caps repeat which plan was learnt on the coarser menus
+                repeats, finest, loop.aliases = 0, refined, []
             if cap is None:
                 loop.outcome.stop = why
                 break
@@ -288,20 +290,18 @@ def meet_latency(plan: Callable[..., tuple], budget: Budget, dense_model: Any, e
 
 def _offers_finest(plan: Callable[..., tuple]) -> bool:
     try:
-        return "finest" in inspect.signature(plan).parameters
+        params = inspect.signature(plan).parameters.values()
     except (TypeError, ValueError):
         return False
+    return any(p.name == "finest" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _settle(loop: _Loop, i: int) -> str:
     """Re-measure plan ``i`` where noise may decide (module docstring); why to stop after it, or ``""``."""
     c = loop.checks[i]
-    against = loop.contradicted(i)
-    if against:
-        loop.measure(i)
-        for j in against:
-            if len(loop.checks[j].pairs) < 2:
-                loop.measure(j)
+    # NOTE: the median of three outvotes one outlier; the plan measured fewest times is measured next
+    while (against := loop.contradicted(i)) and min(len(loop.checks[j].pairs) for j in [i, *against]) < CONFIRM:
+        loop.measure(min([i, *against], key=lambda j: len(loop.checks[j].pairs)))
     while loop.verdict(c) == "close" and len(c.pairs) < CONFIRM:
         single = [_in_goal_units(loop.goal, p, d)[0] for d, p in c.pairs]
         w = loop.wanted()
@@ -323,6 +323,8 @@ def _next_cap(loop: _Loop) -> float:
     if lo_i is not None and hi_i is not None:  # rule 3
         v_lo, v_hi = loop.value(loop.checks[lo_i]), loop.value(loop.checks[hi_i])
         t = (aim - v_lo) / (v_hi - v_lo) if v_hi > v_lo else 0.5
+        if len(loop.checks) >= 2 and len({loop.verdict(c) for c in loop.checks[-2:]}) == 1:
+            t = 0.5  # NOTE: regula falsi creeps when one end stays put (a curved response): bisect then
         return lo + (hi - lo) * min(max(t, 0.1), 0.9)
     checks = loop.checks
     last = checks[-1]
