@@ -143,7 +143,8 @@ def test_a_contradicting_measurement_is_measured_again():
     plans = Plans(FINE, response=lambda p: 1.2 * p, noise=[1.0, 1.6])
     _, outcome = meet_latency(plans, Budget.latency(0.5), None, None)
     second = outcome.checks[1]
-    assert len(second.pairs) == 3 and second.measured_ms / DENSE_MS == pytest.approx(1.2 * second.predicted_ms / DENSE_MS)
+    assert len(second.pairs) == 3
+    assert second.measured_ms == pytest.approx(1.2 * second.predicted_ms)  # the outlier outvoted
     assert outcome.met and in_window(ratio(outcome), 0.5)
 
 
