@@ -27,7 +27,8 @@ loaded one.  A plan about to be returned is measured again (``CONFIRM`` times at
 and while a plan's measurement contradicts an earlier plan's by more than ``tolerance`` (predicted faster,
 measured slower), the one measured fewest times is measured again (up to ``CONFIRM`` each).
 
-The returned plan is the met plan (median measured ≤ goal · (1 + tolerance)) measured closest to the goal;
+The returned plan is the met plan (median measured ≤ goal · (1 + tolerance)) measured closest to the goal,
+confirmed the same way (a plan returned after a gap or when the plans ran out is re-measured too);
 :attr:`LatencyOutcome.stop` says why the loop stopped.  If none meets it, ``BudgetError`` names the numbers.
 """
 from __future__ import annotations
@@ -224,8 +225,8 @@ class _Loop:
         c, v, out = self.checks[i], self.value(self.checks[i]), []
         for j, d in enumerate(self.checks[:i]):
             w = self.value(d)
-            if (d.predicted_ms < c.predicted_ms and w > v * (1 + self.tolerance)) or \
-                    (d.predicted_ms > c.predicted_ms and v > w * (1 + self.tolerance)):
+            if (d.predicted_ms <= c.predicted_ms and w > v * (1 + self.tolerance)) or \
+                    (d.predicted_ms >= c.predicted_ms and v > w * (1 + self.tolerance)):
                 out.append(j)
         return out
 
@@ -302,12 +303,8 @@ def _settle(loop: _Loop, i: int) -> str:
     # NOTE: the median of three outvotes one outlier; the plan measured fewest times is measured next
     while (against := loop.contradicted(i)) and min(len(loop.checks[j].pairs) for j in [i, *against]) < CONFIRM:
         loop.measure(min([i, *against], key=lambda j: len(loop.checks[j].pairs)))
-    while loop.verdict(c) == "close" and len(c.pairs) < CONFIRM:
-        single = [_in_goal_units(loop.goal, p, d)[0] for d, p in c.pairs]
-        w = loop.wanted()
-        if len(single) >= 2 and all(w * (1 - CLOSE) <= v <= w * (1 + loop.tolerance) for v in single):
-            break
-        loop.measure(i)
+    if loop.verdict(c) == "close":
+        _confirm(loop, i)
     n, v = len(c.pairs), loop.value(c)
     if loop.verdict(c) == "close":
         return f"plan {i + 1} measured {v:.4g} (median of {n}) against {loop.wanted():.4g}, within the window"
@@ -357,13 +354,25 @@ def _unmeasured_cap(loop: _Loop, finest: bool, repeats: int) -> tuple[float | No
 
 
 def _returned(loop: _Loop) -> tuple[tuple, LatencyOutcome]:
-    """The met plan measured closest to the goal, or ``BudgetError`` when none met it."""
-    met = [i for i, c in enumerate(loop.checks) if loop.verdict(c) != "slow"]
-    if not met:
-        raise BudgetError(_missed(loop.outcome, loop.goal, f"({loop.outcome.stop})"))
-    best = max(met, key=lambda i: loop.value(loop.checks[i]))
-    loop.outcome.met, loop.outcome.chosen = True, best
-    return loop.planned[best], loop.outcome
+    """The met plan measured closest to the goal, confirmed like a plan in the window (``_confirm``), or
+    ``BudgetError`` when none met it."""
+    while met := [i for i, c in enumerate(loop.checks) if loop.verdict(c) != "slow"]:
+        best = max(met, key=lambda i: loop.value(loop.checks[i]))
+        _confirm(loop, best)
+        if loop.verdict(loop.checks[best]) != "slow":
+            loop.outcome.met, loop.outcome.chosen = True, best
+            return loop.planned[best], loop.outcome
+    raise BudgetError(_missed(loop.outcome, loop.goal, f"({loop.outcome.stop})"))
+
+
+def _confirm(loop: _Loop, i: int) -> None:
+    """Measure plan ``i`` until two measurements agree on its verdict, or ``CONFIRM`` of them (the median)."""
+    c = loop.checks[i]
+    while len(c.pairs) < CONFIRM:
+        single = {loop.verdict(LatencyCheck(c.cap, 1.0, 1.0, d, p)) for d, p in c.pairs}
+        if len(c.pairs) >= 2 and len(single) == 1:
+            return
+        loop.measure(i)
 
 
 def _clipped(cap: float, last_cap: float) -> float:
