@@ -96,6 +96,7 @@ class PruneReport:
             text += (f"; {self.target}: measured {self.measured_dense_ms:.3f} -> {self.measured_ms:.3f} ms "
                      f"({self.latency_ratio:.3f}), predicted {self.predicted_dense_ms:.3f} -> "
                      f"{self.predicted_ms:.3f} ms, {self.latency_iterations} plan(s)")
+            text += f" (stopped: {self.latency_stop})" if self.latency_stop else ""
         return text
 
 
