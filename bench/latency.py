@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -68,6 +69,9 @@ class Row:
     errors: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)    # {"repeats": n, "sessions": n} of the interleaved batches
     code: str = ""                                 # graphprune commit and time the row was measured with
+    latency_plans: list = field(default_factory=list)  # per plan: [cap, predicted ratio, measured ratio, n]
+    latency_stop: str = ""                         # why prune's re-plan loop stopped
+    load: list = field(default_factory=list)       # 1-min load average: before gp latency, after its check
 
     def speedup(self, variant: str) -> float | None:
         ms = self.ms.get(variant)
@@ -117,6 +121,7 @@ class Timing:
     repeats: int = 15
     sessions: int = 3
     latency_budget: bool = True
+    cached_rerun: bool = True  # prune a second time, on cached tables, to time that
 
 
 def run_model(name: str, targets: list[Target], timing: Timing = Timing()) -> list[Row]:
@@ -155,18 +160,23 @@ def run_model(name: str, targets: list[Target], timing: Timing = Timing()) -> li
 
 def _latency_budget(row: Row, model: torch.nn.Module, x: torch.Tensor, target: Target, timing: Timing) -> None:
     """gp latency at TP's measured ratio; then all three pruned models timed again, interleaved with dense."""
+    row.load = [os.getloadavg()[0]]
     try:
         t = time.perf_counter()
         res = graphprune.prune(model, Budget.latency(row.budget), x, target=target, return_result=True)
         row.table_seconds["prune"] = time.perf_counter() - t
         row.table_seconds.update({k: v for k, v in res.report.seconds.items() if "latency" in k})
-        t = time.perf_counter()
-        graphprune.prune(model, Budget.latency(row.budget), x, target=target)  # cached tables now
-        row.table_seconds["prune_cached"] = time.perf_counter() - t
+        if timing.cached_rerun:
+            t = time.perf_counter()
+            graphprune.prune(model, Budget.latency(row.budget), x, target=target)  # cached tables now
+            row.table_seconds["prune_cached"] = time.perf_counter() - t
     except Exception as exc:
         row.errors["gp latency"] = error_text(exc)
         return
     row.iterations = res.report.latency_iterations
+    row.latency_stop = res.report.latency_stop
+    row.latency_plans = [[c.cap, c.predicted_ms / c.predicted_dense_ms, c.measured_ms / c.measured_dense_ms,
+                          len(getattr(c, "pairs", [])) or 1] for c in res.report.latency_checks]
     if res.report.measured_ms and res.report.measured_dense_ms:
         row.gp_latency_loop_ratio = res.report.measured_ms / res.report.measured_dense_ms
     row.macs["gp latency"] = counted_macs(res.model, (x,)) / counted_macs(model, (x,))
@@ -175,6 +185,7 @@ def _latency_budget(row: Row, model: torch.nn.Module, x: torch.Tensor, target: T
     row.gp_latency_ratio = measured[1] / measured[0]
     row.ms["gp latency"] = row.dense_ms * row.gp_latency_ratio
     row.met_within_5pct = row.budget * 0.95 <= row.gp_latency_ratio <= row.budget * 1.05
+    row.load.append(os.getloadavg()[0])
 
 
 HEADERS = ["model", "target", "dense ms", "gp default x (eff)", "TP r8 x (eff)", "gp latency x (eff)",
@@ -226,6 +237,9 @@ def _cpu() -> str:
 def render(rows: list[Row], env: dict) -> str:
     table = markdown_table(HEADERS, [render_row(r).split(" | ") for r in rows])
     errors = [f"- {r.model} {r.target} {k}: {e}" for r in rows for k, e in r.errors.items()]
+    loops = [f"- {r.model} {r.target} (load {'/'.join(f'{x:.1f}' for x in r.load)}): " +
+             "; ".join(f"{c:.3f}: {p:.3f} -> {m:.3f} ({n})" for c, p, m, n in r.latency_plans) +
+             f"; stop: {r.latency_stop}" for r in rows if r.latency_plans]
     codes: dict[str, list[str]] = {}
     for r in rows:
         code = r.code or "earlier runs, before this list (gp latency on the table's step-end menus)"
@@ -242,6 +256,8 @@ def render(rows: list[Row], env: dict) -> str:
                                     f"{Timing.sessions} sessions): " + "; ".join(light), ""] if light else []),
                       "Measured with (graphprune commit, UTC):",
                       *(f"- {c}: {', '.join(v)}" for c, v in codes.items()), "",
+                      *(["Re-plan loops (cap, predicted -> measured ratio, measurements; load average before "
+                         "and after):", *loops, ""] if loops else []),
                       *(["Errors:", *errors] if errors else [])])
 
 
@@ -254,6 +270,8 @@ def main(argv=None) -> int:
     p.add_argument("--report", action="store_true", help="only re-render the markdown from the JSON")
     p.add_argument("--repeats", type=int, default=Timing.repeats, help="interleaved rounds per comparison")
     p.add_argument("--sessions", type=int, default=Timing.sessions, help="sessions per model (fastest kept)")
+    p.add_argument("--no-cached-rerun", action="store_true",
+                   help="skip the second gp latency prune on cached tables (it re-measures every plan)")
     p.add_argument("--no-latency-budget", action="store_true",
                    help="skip gp latency (its per-layer table at batch 32 takes long on a small CPU)")
     args = p.parse_args(argv)
@@ -263,7 +281,8 @@ def main(argv=None) -> int:
     if not args.report:
         targets = [parse_target(t) for t in args.targets]
         for name in args.models:
-            new = run_model(name, targets, Timing(args.repeats, args.sessions, not args.no_latency_budget))
+            new = run_model(name, targets, Timing(args.repeats, args.sessions, not args.no_latency_budget,
+                                                      not args.no_cached_rerun))
             done = {(r.model, r.target) for r in new}
             rows = [r for r in rows if (r.model, r.target) not in done] + new
             write_text_atomic(out, json.dumps({"env": environment(), "rows": [asdict(r) for r in rows]}, indent=1))

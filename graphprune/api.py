@@ -218,8 +218,9 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options, supernet=supernet,
                      train_data=train_data)
     latency_for = latency_provider(b, target, latency_model)
-    run = lambda bb: _search_and_rewrite(traced, bb, row, importance, floors, ignored_layers, seconds,  # noqa: E731
-                                         search_kw, latency_for)
+    run = lambda bb, finest=False: _search_and_rewrite(  # noqa: E731  (finest: search/latency_budget.py rule 4)
+        traced, bb, row, importance, {**floors, "finest_menus": finest}, ignored_layers, seconds, search_kw,
+        latency_for)
     (graph, keep, pruned, cfg), outcome = meet_latency(run, b, model, example_inputs, seconds=seconds) \
         if b.needs_latency else (run(b), None)
     report = report_of(graph, keep, b, seconds, dropped=list(pruned.meta[MODULE_STATE_KEY].dropped),

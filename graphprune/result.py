@@ -40,6 +40,8 @@ class PruneReport:
     measured_dense_ms: float | None = None
     measured_ms: float | None = None
     latency_iterations: int = 0
+    latency_checks: list = field(default_factory=list)  # every plan's LatencyCheck (cap, predicted, measured)
+    latency_stop: str = ""  # why the re-plan loop stopped (search/latency_budget.py)
     budget_text: str = ""
     front_end: str = "fx"  # "fx" (symbolic tracing) or "export" (torch.export, when fx could not trace)
     output_kind: str = "graph"  # "module" (the user's own class, rewritten in place) or "graph" (fx GraphModule)
@@ -54,6 +56,7 @@ class PruneReport:
         if outcome is not None and outcome.checks:
             c = outcome.final
             self.target, self.latency_iterations = outcome.target, outcome.iterations
+            self.latency_checks, self.latency_stop = list(outcome.checks), outcome.stop
             self.predicted_dense_ms, self.predicted_ms = c.predicted_dense_ms, c.predicted_ms
             self.measured_dense_ms, self.measured_ms = c.measured_dense_ms, c.measured_ms
 
@@ -95,6 +98,7 @@ class PruneReport:
             text += (f"; {self.target}: measured {self.measured_dense_ms:.3f} -> {self.measured_ms:.3f} ms "
                      f"({self.latency_ratio:.3f}), predicted {self.predicted_dense_ms:.3f} -> "
                      f"{self.predicted_ms:.3f} ms, {self.latency_iterations} plan(s)")
+            text += f" (stopped: {self.latency_stop})" if self.latency_stop else ""
         return text
 
 

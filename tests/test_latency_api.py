@@ -50,15 +50,17 @@ def test_latency_budget_is_met_and_reported(strategy):
 
 
 def test_replans_when_the_measurement_disagrees():
-    """Measured = 1.2 × predicted: the first plan misses, the cap tightens by the bias, the second meets."""
+    """Measured = 1.2 × predicted: the first plan misses, the cap tightens by the bias, the second meets (4 %
+    below: this small net has no plan between it and a too-slow one; the loop looks, then says why it stopped)."""
     factory = Factory(measure_scale=1.2)
     res = graphprune.prune(convnet(), Budget.latency(0.5), X, latency_model=factory, return_result=True)
     r, latency = res.report, factory.made[0]
-    assert r.latency_iterations == 2
+    assert r.latency_iterations >= 2 and r.latency_checks[1].measured_ms == r.measured_ms  # the second returned
     first = latency.measured[0]
     assert first[1] / first[0] > 0.5 * 1.02  # the first plan missed
     assert r.measured_ms / r.measured_dense_ms <= 0.5 * 1.02
     assert r.predicted_ms / r.predicted_dense_ms <= 0.5 / 1.2 + 1e-9
+    assert r.latency_stop  # why it stopped: a gap in the widths near the goal, or the plans ran out
 
 
 def test_ms_budget_meets_the_absolute_time_and_replans_on_it():
@@ -146,7 +148,7 @@ def test_job_report_shows_the_width_policy_and_latency():
     _, report, _ = run_job("convnet", convnet(), X, Budget.latency(0.5), latency_model=Factory(measure_scale=1.2))
     text = report.table()
     assert "0.500 of latency" in text and "widths" in text and "latency steps of ort-cpu-t1-b1-fp32" in text
-    assert "latency on ort-cpu-t1-b1-fp32" in text and "2 plan(s)" in text
+    assert "latency on ort-cpu-t1-b1-fp32" in text and "plan(s)" in text
     assert report.prune.measured_ms / report.prune.measured_dense_ms <= 0.5 * 1.02
 
 

@@ -53,6 +53,9 @@ class AllocationConfig:
         max_prune_ratio: no group loses more than this fraction of its units.
         ignored: group names that keep all units.
         latency: a ``graphprune.latency.LatencyModel`` for latency budgets and latency menus (or None).
+        finest_menus: use the last of the menus' fallbacks from the start (the latency table's step ends, with
+            ``round_to="auto"``): the latency re-plan loop asks for it when the preferred menus have a gap around
+            the goal (``search/latency_budget.py``).
     """
 
     round_to: int | str = "auto"
@@ -60,6 +63,7 @@ class AllocationConfig:
     max_prune_ratio: float = 0.95
     ignored: frozenset[str] = field(default_factory=frozenset)
     latency: Any = field(default=None, compare=False)
+    finest_menus: bool = False
 
     def menus(self, graph: DependencyGraph, budget: Budget | None = None) -> WidthMenus:
         """The width menus for ``graph``; with ``budget``, the finer fallback menus when the preferred (coarse)
@@ -68,6 +72,8 @@ class AllocationConfig:
                             self.latency, unit_channels(graph))
         if self.latency is not None and self.round_to == "auto" and graph.groups:
             menus = time_effective_menus(graph, menus, self.latency)
+        while self.finest_menus and menus.fallback is not None:
+            menus = menus.fallback
         if budget is not None and menus.fallback is not None and graph.groups:
             budget = resolve_ms(budget, self.latency)
             _, lo = _floors(graph, self)
