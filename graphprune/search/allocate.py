@@ -30,9 +30,10 @@ import numpy as np
 from ..budget import Budget, BudgetError
 from ..depgraph import DependencyGraph
 from ..importance import normalize_per_group
-from .cost import BudgetCost, budget_cost, resolve_ms
+from .cost import BudgetCost, TimeProxyCost, budget_cost, resolve_ms
 from .menus import WidthMenus, width_menus
 from .time_menus import time_effective_menus
+from .time_shaping import shape_for_time
 
 __all__ = ["AllocationConfig", "Allocation", "allocate", "allocate_family", "ratio_family", "STRATEGIES"]
 
@@ -52,6 +53,8 @@ class AllocationConfig:
         max_prune_ratio: no group loses more than this fraction of its units.
         ignored: group names that keep all units.
         latency: a ``graphprune.latency.LatencyModel`` for latency budgets and latency menus (or None).
+        time_shaping: with ``round_to="auto"``, a threshold strategy and a MACs or params budget, move budget
+            toward layers that are fast per MAC while the time falls (``time_shaping.py``).
     """
 
     round_to: int | str = "auto"
@@ -59,6 +62,7 @@ class AllocationConfig:
     max_prune_ratio: float = 0.95
     ignored: frozenset[str] = field(default_factory=frozenset)
     latency: Any = field(default=None, compare=False)
+    time_shaping: bool = True
 
     def menus(self, graph: DependencyGraph, budget: Budget | None = None) -> WidthMenus:
         """The width menus for ``graph``; with ``budget``, the finer fallback menus when the preferred (coarse)
@@ -224,8 +228,34 @@ def allocate_family(graph: DependencyGraph, scores: np.ndarray, budget: Budget, 
                 ratio_of(_keep_from_counts(graph, order, counts)) < budget.ratio - PRECISION:
             # NOTE: coarse steps left more than PRECISION of the budget unused: finer steps take it up
             counts = _fill(graph, order, counts, n, menus.fallback, ratio_of, budget, scores)
+        if _shapes_time(family, cfg, budget):
+            counts = _shaped(graph, order, counts, n, lo, menus, cost, budget, scores, cfg)
     keep = _keep_from_counts(graph, order, counts)
     return Allocation(keep=keep, ratio=ratio_of(keep), iterations=it, width_policy=menus.policy)
+
+
+def _shapes_time(family: Callable, cfg: AllocationConfig, budget: Budget) -> bool:
+    """Time shaping applies to the threshold strategies at ``round_to="auto"`` under a MACs / params budget (a
+    latency budget already prices time; ``uniform`` and the searches' projections keep their proportions)."""
+    return cfg.time_shaping and cfg.round_to == "auto" and not budget.needs_latency and \
+        family in (_global_counts, _global_raw_counts)
+
+
+def _shaped(graph, order, counts, n, lo, menus, cost, budget, scores, cfg) -> np.ndarray:
+    """``counts`` after ``time_shaping.shape_for_time`` on the latency model's prediction (else the proxy)."""
+    keep_of = lambda c: _keep_from_counts(graph, order, c)  # noqa: E731
+    time_of = cfg.latency.predict_ms if cfg.latency is not None else TimeProxyCost(graph).of
+    norm = normalize_per_group(graph, scores)
+
+    def refill(trial: np.ndarray, skip: int) -> np.ndarray:
+        cap = n.copy()
+        cap[skip] = trial[skip]  # NOTE: the narrowed group does not grow back
+        out = _fill(graph, order, trial, cap, menus, cost.ratio, budget, scores)
+        if menus.fallback is not None and cost.ratio(keep_of(out)) < budget.ratio - PRECISION:
+            out = _fill(graph, order, out, cap, menus.fallback, cost.ratio, budget, scores)
+        return out
+    return shape_for_time(counts, lo, menus, keep_of, time_of, cost.of, lambda k: float(norm[k].sum()), refill,
+                          [g.name for g in graph.groups]).counts
 
 
 def _floor_message(budget: Budget, cost: BudgetCost, floor_ratio: float, menus: WidthMenus,
