@@ -14,6 +14,10 @@ keep sets are nested and cost is monotone in t. Bisection finds the largest t wh
 greedy fill then steps groups to their next menu width while they still fit, so the achieved ratio lands just
 below the budget.
 
+With ``round_to="auto"``, a threshold strategy and a MACs or params budget, the filled counts are then shaped for
+time (``time_shaping.py``): budget moves from groups whose width costs much time per MAC (activation-heavy early
+layers, depthwise stages) to the others while the predicted time falls, within bounds on importance.
+
 The cost is the budget's (``cost.budget_cost``): MACs, params, predicted latency (``cfg.latency``, a
 ``graphprune.latency.LatencyModel``), or several caps at once.
 
