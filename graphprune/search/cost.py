@@ -12,9 +12,11 @@ the budget (``budget_cost``):
 Time without a measurement (:class:`TimeProxyCost`): ``MACs + MACS_PER_ELEMENT · activation elements``.  Element-wise
 ops, depthwise convs and layout conversions take time in proportion to the activations they write, not to MACs
 (MACs grow with the product of two widths, activations with one).  Measured on ONNX Runtime CPU, 1 thread, batch 1
-(``SiLU`` alone is 22 % of EfficientNet-B0's kernel time; ``x*sigmoid``, SE gating, NCHWc reorders, pooling another
-17 %), dense times of ResNet-18 and MobileNetV2 fit ``a · MACs + b · elements`` with ``b / a`` = 15.6 MACs per
-element; the same fit puts EfficientNet-B0's elements at 39 % of its time (its kernel profile: ~40 %).
+(per-node profile): SiLU alone is 22 % of EfficientNet-B0's kernel time, the SE gating multiply, NCHWc reorders and
+pooling another 13 %; ReLU, batch norm and residual adds after a conv cost nothing (fused into it), so they are
+not counted (``EPILOGUE_OPS``).  Dense times of ResNet-18/50 and MobileNetV2/V3 fit ``a · MACs + b · elements``
+with ``b / a`` = 30-42 MACs per element (2-core VM at load ~7); ``MACS_PER_ELEMENT`` is half that, on purpose:
+the proxy only ranks groups for ``time_shaping.py``, and the smaller weight already finds the measured gains.
 """
 from __future__ import annotations
 
@@ -30,10 +32,15 @@ from ..depgraph.rule_context import Dim
 __all__ = ["BudgetCost", "FastCost", "LatencyCost", "CombinedCost", "ActivationCost", "TimeProxyCost",
            "MACS_PER_ELEMENT", "budget_cost", "resolve_ms"]
 
-MACS_PER_ELEMENT = 16.0  # time of writing one activation element, in MACs (module docstring)
-# NOTE: ops whose output costs no time of its own at inference: views, and batch norm (folded into the conv)
-FREE_OPS = ("view", "reshape", "flatten", "permute", "transpose", "contiguous", "getitem", "squeeze", "unsqueeze",
-            "expand", "dropout", "identity", "batch_norm", "batchnorm", "size", "alias", "detach")
+MACS_PER_ELEMENT = 16.0  # time of writing one activation element, in MACs (conservative: module docstring)
+# NOTE: ops whose output costs no time of its own at inference: views, and a conv's epilogue — batch norm,
+# the residual add and ReLU-like activations right after a conv are fused into it (ONNX Runtime's Conv+Add+Relu
+# and NCHWc fusions, OpenVINO's, cuDNN's).  SiLU / GELU / hardswish, a standalone batch norm (pre-activation),
+# concat, pooling and the SE gating multiply are not fused, and are counted.
+VIEW_OPS = ("view", "reshape", "flatten", "permute", "transpose", "contiguous", "getitem", "squeeze", "unsqueeze",
+            "expand", "dropout", "identity", "size", "alias", "detach")
+EPILOGUE_OPS = ("batch_norm", "batchnorm", "add", "relu", "hardtanh", "leaky_relu", "leakyrelu", "sigmoid", "clamp")
+CONV_OPS = ("conv",)
 
 
 class BudgetCost(Protocol):
@@ -93,7 +100,7 @@ class LatencyCost:
 
 
 class ActivationCost:
-    """Elements of every activation the model computes (``FREE_OPS`` outputs left out), as a polynomial of the
+    """Elements of every activation the model computes (views and fused conv epilogues left out), as a polynomial of the
     class sizes: one term per value, the product of its axes' sizes."""
 
     def __init__(self, graph: DependencyGraph):
@@ -122,16 +129,27 @@ class ActivationCost:
         return f"{ratio:.4f} of activation elements"
 
 
+def _op_name(gm, node) -> str:
+    what = type(gm.get_submodule(node.target)).__name__ if node.op == "call_module" else \
+        getattr(node.target, "__name__", str(node.target))
+    return what.lower()
+
+
 def _computed_values(graph: DependencyGraph) -> list[str]:
-    """Names of the traced nodes that compute an activation (not a view, a folded batch norm, a parameter)."""
+    """Names of the traced nodes that compute an activation: not a view, a parameter, or a conv's fused
+    epilogue (an ``EPILOGUE_OPS`` node whose input is a conv, or an epilogue of one, used by it alone)."""
     gm = graph.traced.gm
-    out = []
+    out, fused = [], set()
     for node in gm.graph.nodes:
-        if node.op not in ("call_module", "call_function", "call_method") or node.name not in graph.shapes:
+        if node.op not in ("call_module", "call_function", "call_method"):
             continue
-        what = type(gm.get_submodule(node.target)).__name__ if node.op == "call_module" else \
-            getattr(node.target, "__name__", str(node.target))
-        if not any(f in what.lower() for f in FREE_OPS):
+        name = _op_name(gm, node)
+        if any(f in name for f in EPILOGUE_OPS) and any(
+                (n.name in fused or any(c in _op_name(gm, n) for c in CONV_OPS)) and len(n.users) == 1
+                for n in node.all_input_nodes if n.op in ("call_module", "call_function", "call_method")):
+            fused.add(node.name)
+            continue
+        if node.name in graph.shapes and not any(f in name for f in VIEW_OPS):
             out.append(node.name)
     return out
 
