@@ -175,11 +175,17 @@ def ratio_family(ratios: np.ndarray) -> Callable[[np.ndarray, np.ndarray, Depend
     return make
 
 
+def _learned_counts(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph) -> Callable:
+    """``global_raw`` for the learners' projection, under its own name: a learned mask is projected as is (no time
+    shaping moves it)."""
+    return _global_raw_counts(n, scores, graph)
+
+
 # NOTE: the families by name, for ``allocate(strategy=name)``; ``graphprune.strategies.REGISTRY`` is the
 # table of strategies (kind, inputs, description) and has one row per name here.  ``learned`` is
 # ``global_raw`` under the name the learners' projection uses (``learners/projection.py``).
 STRATEGIES: dict[str, Callable] = {"uniform": _uniform_counts, "global": _global_counts,
-                                   "global_raw": _global_raw_counts, "learned": _global_raw_counts}
+                                   "global_raw": _global_raw_counts, "learned": _learned_counts}
 
 
 def _fill(graph, order, counts, n, menus, ratio_of, budget, scores) -> np.ndarray:

@@ -84,6 +84,7 @@ def test_latency_model_is_the_time_when_given(graph, one_thread):
 
 @pytest.mark.parametrize("strategy, budget, cfg", [
     ("uniform", Budget.macs(0.5), AllocationConfig()),  # uniform keeps its proportions
+    ("learned", Budget.macs(0.5), AllocationConfig()),  # a learner's mask is projected as is
     ("global", Budget.macs(0.5), AllocationConfig(round_to=8)),  # an explicit width step is the user's choice
     ("global", Budget.latency(0.6), AllocationConfig()),  # a latency budget already prices time
 ])
