@@ -265,7 +265,7 @@ def _shaped(graph, order, counts, n, lo, menus, cost, budget, scores, cfg) -> np
             out = _fill(graph, order, out, cap, menus.fallback, cost.ratio, budget, scores)
         return out
     return shape_for_time(counts, lo, menus, keep_of, time_of, cost.of, lambda k: float(norm[k].sum()), refill,
-                          [g.name for g in graph.groups]).counts
+                          [g.name for g in graph.groups], cost.dense).counts
 
 
 def _floor_message(budget: Budget, cost: BudgetCost, floor_ratio: float, menus: WidthMenus,

@@ -12,8 +12,10 @@ the target, else ``cost.TimeProxyCost``):
 1. For each group, narrow it alone one menu step; rank the groups by time freed per MAC freed.
 2. For the best ``CANDIDATES`` of them: narrow, then refill the freed budget by importance (the allocation's
    own fill, the narrowed group excluded).  Take the one with the lowest time.
-3. Accept it when the time falls by at least ``MIN_GAIN`` of the current time and the kept importance
-   (per-group normalised scores, summed) stays at least ``1 - IMPORTANCE_SLACK`` of the allocation's.
+3. Accept it when the time falls by at least ``MIN_GAIN`` of the current time, the kept importance
+   (per-group normalised scores, summed) stays at least ``1 - IMPORTANCE_SLACK`` of the allocation's, and the
+   budget stays spent: the cost falls by at most ``SPEND_SLACK`` of the dense cost (a plan that is faster only
+   because it spends less of the budget is not faster per MAC).
    Repeat from 1 (at most ``MAX_MOVES`` moves).
 
 No group is narrowed below ``MIN_KEPT_OF_ALLOCATED`` of the width the importance allocation gave it: the
@@ -33,11 +35,12 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["shape_for_time", "ShapingResult", "MIN_GAIN", "IMPORTANCE_SLACK", "MAX_MOVES", "CANDIDATES",
-           "MIN_KEPT_OF_ALLOCATED"]
+           "MIN_KEPT_OF_ALLOCATED", "SPEND_SLACK"]
 
 MIN_GAIN = 0.002  # of the current time: smaller gains are below what any runtime can show
 IMPORTANCE_SLACK = 0.01  # of the allocation's kept (normalised) importance that faster widths may cost
 MIN_KEPT_OF_ALLOCATED = 0.5  # a group keeps at least this fraction of its importance-allocated width
+SPEND_SLACK = 0.01  # of the dense cost: how much less of the budget a shaped plan may spend
 MAX_MOVES = 24
 CANDIDATES = 4
 
@@ -57,7 +60,8 @@ class ShapingResult:
 def shape_for_time(counts: np.ndarray, lo: np.ndarray, menus, keep_of: Callable[[np.ndarray], np.ndarray],
                    time_of: Callable[[np.ndarray], float], macs_of: Callable[[np.ndarray], float],
                    importance_of: Callable[[np.ndarray], float],
-                   refill: Callable[[np.ndarray, int], np.ndarray], names: list[str]) -> ShapingResult:
+                   refill: Callable[[np.ndarray, int], np.ndarray], names: list[str],
+                   dense_cost: float) -> ShapingResult:
     """Move budget from groups slow per MAC to the others while time falls (module docstring).
 
     Args:
@@ -66,14 +70,15 @@ def shape_for_time(counts: np.ndarray, lo: np.ndarray, menus, keep_of: Callable[
         keep_of: counts -> keep mask.  time_of / macs_of / importance_of: of a keep mask.
         refill: (counts, excluded group) -> counts stepped up by importance while the budget holds.
         names: group names, for the moves' descriptions.
+        dense_cost: ``macs_of`` of the full model (``SPEND_SLACK`` is a fraction of it).
     """
     keep = keep_of(counts)
     t0, i0 = time_of(keep), importance_of(keep)
     now_t, moves = t0, []
     lo = np.maximum(lo, np.ceil(MIN_KEPT_OF_ALLOCATED * counts).astype(np.int64))
+    floors = ((1 - IMPORTANCE_SLACK) * i0, macs_of(keep) - SPEND_SLACK * dense_cost)
     for _ in range(MAX_MOVES):
-        best = _best_move(counts, lo, menus, keep_of, time_of, macs_of, importance_of, refill, now_t,
-                          (1 - IMPORTANCE_SLACK) * i0)
+        best = _best_move(counts, lo, menus, keep_of, time_of, macs_of, importance_of, refill, now_t, floors)
         if best is None:
             break
         gi, counts, now_t = best
@@ -87,7 +92,7 @@ def _narrower(menus, gi: int, count: int, lo: int) -> int | None:
     return int(below[-1]) if len(below) else None
 
 
-def _best_move(counts, lo, menus, keep_of, time_of, macs_of, importance_of, refill, now_t, min_importance):
+def _best_move(counts, lo, menus, keep_of, time_of, macs_of, importance_of, refill, now_t, floors):
     keep = keep_of(counts)
     now_macs = macs_of(keep)
     rates = []
@@ -106,6 +111,7 @@ def _best_move(counts, lo, menus, keep_of, time_of, macs_of, importance_of, refi
         filled = refill(trial, gi)
         keep = keep_of(filled)
         t = time_of(keep)
-        if t < now_t * (1 - MIN_GAIN) and importance_of(keep) >= min_importance and (best is None or t < best[2]):
+        if t < now_t * (1 - MIN_GAIN) and importance_of(keep) >= floors[0] and macs_of(keep) >= floors[1] and \
+                (best is None or t < best[2]):
             best = (gi, filled, t)
     return best
