@@ -112,3 +112,14 @@ def test_prune_default_is_shaped(one_thread):
     stem = res.graph.groups[0]
     assert res.report.macs_ratio <= 0.5
     assert len(res.plan.kept.get(stem.name, stem.unit_ids)) < stem.n_units
+
+
+def test_small_total_gain_is_undone(graph, monkeypatch, one_thread):
+    import importlib
+
+    shaping = importlib.import_module("graphprune.search.time_shaping")
+    scores = score_units(graph, "l2")
+    blind = allocate(graph, scores, Budget.macs(0.5), "global", AllocationConfig(time_shaping=False))
+    assert not np.array_equal(allocate(graph, scores, Budget.macs(0.5), "global", AllocationConfig()).keep, blind.keep)
+    monkeypatch.setattr(shaping, "MIN_TOTAL_GAIN", 0.99)  # no plan can be 99 % faster: the moves are undone
+    assert np.array_equal(allocate(graph, scores, Budget.macs(0.5), "global", AllocationConfig()).keep, blind.keep)
