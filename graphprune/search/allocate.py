@@ -14,6 +14,10 @@ keep sets are nested and cost is monotone in t. Bisection finds the largest t wh
 greedy fill then steps groups to their next menu width while they still fit, so the achieved ratio lands just
 below the budget.
 
+With ``round_to="auto"``, a threshold strategy and a MACs or params budget, the filled counts are then shaped for
+time (``time_shaping.py``): budget moves from groups whose width costs much time per MAC (activation-heavy early
+layers, depthwise stages) to the others while the predicted time falls, within bounds on importance.
+
 The cost is the budget's (``cost.budget_cost``): MACs, params, predicted latency (``cfg.latency``, a
 ``graphprune.latency.LatencyModel``), or several caps at once.
 
@@ -31,9 +35,10 @@ from ..budget import Budget, BudgetError
 from ..depgraph import DependencyGraph
 from ..depgraph.conv_groups import unit_channels
 from ..importance import normalize_per_group
-from .cost import BudgetCost, budget_cost, resolve_ms
+from .cost import BudgetCost, TimeProxyCost, budget_cost, resolve_ms
 from .menus import WidthMenus, width_menus
 from .time_menus import time_effective_menus
+from .time_shaping import shape_for_time
 
 __all__ = ["AllocationConfig", "Allocation", "allocate", "allocate_family", "ratio_family", "STRATEGIES"]
 
@@ -56,6 +61,8 @@ class AllocationConfig:
         finest_menus: use the last of the menus' fallbacks from the start (the latency table's step ends, with
             ``round_to="auto"``): the latency re-plan loop asks for it when the preferred menus have a gap around
             the goal (``search/latency_budget.py``).
+        time_shaping: with ``round_to="auto"``, a threshold strategy and a MACs or params budget, move budget
+            toward layers that are fast per MAC while the time falls (``time_shaping.py``).
     """
 
     round_to: int | str = "auto"
@@ -64,6 +71,7 @@ class AllocationConfig:
     ignored: frozenset[str] = field(default_factory=frozenset)
     latency: Any = field(default=None, compare=False)
     finest_menus: bool = False
+    time_shaping: bool = True
 
     def menus(self, graph: DependencyGraph, budget: Budget | None = None) -> WidthMenus:
         """The width menus for ``graph``; with ``budget``, the finer fallback menus when the preferred (coarse)
@@ -174,11 +182,17 @@ def ratio_family(ratios: np.ndarray) -> Callable[[np.ndarray, np.ndarray, Depend
     return make
 
 
+def _learned_counts(n: np.ndarray, scores: np.ndarray, graph: DependencyGraph) -> Callable:
+    """``global_raw`` for the learners' projection, under its own name: a learned mask is projected as is (no time
+    shaping moves it)."""
+    return _global_raw_counts(n, scores, graph)
+
+
 # NOTE: the families by name, for ``allocate(strategy=name)``; ``graphprune.strategies.REGISTRY`` is the
 # table of strategies (kind, inputs, description) and has one row per name here.  ``learned`` is
 # ``global_raw`` under the name the learners' projection uses (``learners/projection.py``).
 STRATEGIES: dict[str, Callable] = {"uniform": _uniform_counts, "global": _global_counts,
-                                   "global_raw": _global_raw_counts, "learned": _global_raw_counts}
+                                   "global_raw": _global_raw_counts, "learned": _learned_counts}
 
 
 def _fill(graph, order, counts, n, menus, ratio_of, budget, scores) -> np.ndarray:
@@ -231,8 +245,34 @@ def allocate_family(graph: DependencyGraph, scores: np.ndarray, budget: Budget, 
                 ratio_of(_keep_from_counts(graph, order, counts)) < budget.ratio - PRECISION:
             # NOTE: coarse steps left more than PRECISION of the budget unused: finer steps take it up
             counts = _fill(graph, order, counts, n, menus.fallback, ratio_of, budget, scores)
+        if _shapes_time(family, cfg, budget):
+            counts = _shaped(graph, order, counts, n, lo, menus, cost, budget, scores, cfg)
     keep = _keep_from_counts(graph, order, counts)
     return Allocation(keep=keep, ratio=ratio_of(keep), iterations=it, width_policy=menus.policy)
+
+
+def _shapes_time(family: Callable, cfg: AllocationConfig, budget: Budget) -> bool:
+    """Time shaping applies to the threshold strategies at ``round_to="auto"`` under a MACs / params budget (a
+    latency budget already prices time; ``uniform`` and the searches' projections keep their proportions)."""
+    return cfg.time_shaping and cfg.round_to == "auto" and not budget.needs_latency and \
+        family in (_global_counts, _global_raw_counts)
+
+
+def _shaped(graph, order, counts, n, lo, menus, cost, budget, scores, cfg) -> np.ndarray:
+    """``counts`` after ``time_shaping.shape_for_time`` on the latency model's prediction (else the proxy)."""
+    keep_of = lambda c: _keep_from_counts(graph, order, c)  # noqa: E731
+    time_of = cfg.latency.predict_ms if cfg.latency is not None else TimeProxyCost(graph).of
+    norm = normalize_per_group(graph, scores)
+
+    def refill(trial: np.ndarray, skip: int) -> np.ndarray:
+        cap = n.copy()
+        cap[skip] = trial[skip]  # NOTE: the narrowed group does not grow back
+        out = _fill(graph, order, trial, cap, menus, cost.ratio, budget, scores)
+        if menus.fallback is not None and cost.ratio(keep_of(out)) < budget.ratio - PRECISION:
+            out = _fill(graph, order, out, cap, menus.fallback, cost.ratio, budget, scores)
+        return out
+    return shape_for_time(counts, lo, menus, keep_of, time_of, cost.of, lambda k: float(norm[k].sum()), refill,
+                          [g.name for g in graph.groups], cost.dense).counts
 
 
 def _floor_message(budget: Budget, cost: BudgetCost, floor_ratio: float, menus: WidthMenus,
