@@ -30,6 +30,7 @@ load average is recorded).  Files stay under ``--work`` so ``--time-only`` can r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -77,6 +78,42 @@ class Row:
     latency_ratio: float | None = None       # ORT int8 ms / dense fp32 ms (interleaved, final batch)
     fp32_latency_ratio: float | None = None  # the same pruned model in fp32 / dense fp32
     plan_key: str = field(default="", repr=False)
+
+
+SAME_PLAN = "the joint plan is the uniform plan: same model, same time (no bisection)"
+
+
+def relabel_same_plan(rows: list[Row]) -> None:
+    """Resumed runs from before ``match_latency`` noticed identical plans bisected a model against its own time
+    (noise); their ``uniform@latency`` rows become the ``uniform@size`` rows, the old result kept in ``detail``."""
+    for i, r in enumerate(rows):
+        block = [o for o in rows if o.seed == r.seed and o.budget == r.budget]
+        joint = next((o for o in block if o.method == "joint"), None)
+        size = next((o for o in block if o.method == "uniform@size"), None)
+        if r.method != "uniform@latency" or joint is None or size is None or SAME_PLAN in r.detail \
+                or "same plan as uniform@size" not in joint.detail:
+            continue
+        new = copy.copy(size)
+        new.method = "uniform@latency"
+        new.detail = (f"{SAME_PLAN}; re-labelled on resume — the first run bisected against its own time's noise: "
+                      f"{r.detail}, acc {r.acc_int8:.4f}")
+        rows[i] = new
+
+
+@contextlib.contextmanager
+def normal_priority():
+    """Timing runs at nice 0 inside a job niced to 15 (COMMON.md: latency gets the CPU first); needs root to
+    lower the niceness back, else it times at the job's own priority."""
+    old = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except PermissionError:
+        pass
+    try:
+        yield
+    finally:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, old)
 
 
 class Study:
@@ -147,9 +184,13 @@ class Study:
         self.tuned[(plan_key, seed)] = row
         return row
 
-    def match_latency(self, target_int8: Path, budget: float) -> tuple[object, str]:
-        """Uniform→int8 with its size budget bisected so its measured int8 time matches ``target_int8``'s."""
-        tried = []
+    def match_latency(self, joint, budget: float) -> tuple[object, str]:
+        """Uniform→int8 with its size budget bisected so its measured int8 time matches the joint model's."""
+        same = self.compress("uniform", budget)
+        if same.bitplan.channels.kept == joint.bitplan.channels.kept and \
+                same.bitplan.weight_bits == joint.bitplan.weight_bits:
+            return same, SAME_PLAN
+        target_int8, tried = joint.onnx.int8_path, []
         lo, hi, b = self.args.min_size, self.args.max_size, budget
         for _ in range(self.args.bisect_steps):
             try:
@@ -157,7 +198,8 @@ class Study:
             except graphprune.BudgetError:
                 lo, b = b, (b + hi) / 2
                 continue
-            target_ms, cand_ms = interleaved_ms([target_int8, cand.onnx.int8_path], EXAMPLE, rounds=6, runs=10)
+            with normal_priority():
+                target_ms, cand_ms = interleaved_ms([target_int8, cand.onnx.int8_path], EXAMPLE, rounds=6, runs=10)
             ratio = cand_ms / target_ms
             tried.append((abs(ratio - 1), cand, b, ratio))
             if abs(ratio - 1) < self.args.latency_tol:
@@ -192,7 +234,8 @@ def time_rows(rows: list[Row], dense_fp32: Path, rounds: int) -> dict:
     """Time dense fp32 and every distinct int8 / fp32 file in one interleaved batch; fill the ratios."""
     files = list(dict.fromkeys([str(dense_fp32)] + [r.int8_path for r in rows] + [r.fp32_path for r in rows]))
     load_before = os.getloadavg()[0]
-    ms = dict(zip(files, interleaved_ms([Path(f) for f in files], EXAMPLE, rounds=rounds, runs=10)))
+    with normal_priority():
+        ms = dict(zip(files, interleaved_ms([Path(f) for f in files], EXAMPLE, rounds=rounds, runs=10)))
     for r in rows:
         r.latency_ratio = ms[r.int8_path] / ms[str(dense_fp32)]
         r.fp32_latency_ratio = ms[r.fp32_path] / ms[str(dense_fp32)]
@@ -231,6 +274,7 @@ def main(argv=None) -> dict:
     p.add_argument("--work", default="/tmp/joint_quant_models")
     p.add_argument("--prefix", default=None)
     p.add_argument("--time-only", action="store_true", help="re-time the files listed in the existing JSON")
+    p.add_argument("--resume", action="store_true", help="keep the (seed, budget) blocks the existing JSON has")
     args = p.parse_args(argv)
     prefix = args.prefix or f"joint_quant_{args.model}"
     torch.set_num_threads(1)
@@ -244,18 +288,27 @@ def main(argv=None) -> dict:
     study = Study(args)
     report = {"model": args.model, "command": "python bench/joint_quant_models.py " + " ".join(argv or sys.argv[1:]),
               "args": vars(args), "rows": []}
-    rows = [quant_only(study)]
-    report["dense_acc"] = ort_accuracy(Path(rows[0].fp32_path), study.test)
-    report["dense_bytes"] = Path(rows[0].fp32_path).stat().st_size
+    if args.resume:
+        old = json.loads((RESULTS / f"{prefix}.json").read_text())
+        rows = [Row(**r) for r in old["rows"]]
+        report.update(dense_acc=old["dense_acc"], dense_bytes=old["dense_bytes"])
+        relabel_same_plan(rows)
+    else:
+        rows = [quant_only(study)]
+        report["dense_acc"] = ort_accuracy(Path(rows[0].fp32_path), study.test)
+        report["dense_bytes"] = Path(rows[0].fp32_path).stat().st_size
+    done = {(r.seed, r.budget) for r in rows if r.method == "uniform@latency"}
     for seed in args.seeds:
         for budget in args.budgets:
+            if (seed, budget) in done:
+                continue
             joint = study.compress("joint", budget, seed)
             cells = [("uniform@size", study.compress("uniform", budget), ""),
                      ("global@size", study.compress("global", budget), ""),
                      ("joint", joint, f"{joint.report.candidates} candidates, {joint.report.layers_fp32} fp32 "
                                       f"layer(s), ORT vs sim before FT {joint.report.ort_vs_fakequant_steps:.2f} "
                                       "steps")]
-            matched, how = study.match_latency(joint.onnx.int8_path, budget)
+            matched, how = study.match_latency(joint, budget)
             cells.append(("uniform@latency", matched, how))
             for method, result, detail in cells:
                 rows.append(study.tuned_row(result, method, budget, seed, detail))
