@@ -275,12 +275,22 @@ def main(argv=None) -> dict:
     p.add_argument("--prefix", default=None)
     p.add_argument("--time-only", action="store_true", help="re-time the files listed in the existing JSON")
     p.add_argument("--resume", action="store_true", help="keep the (seed, budget) blocks the existing JSON has")
+    p.add_argument("--merge", nargs="*", default=[], help="with --time-only: add the rows of these result prefixes "
+                                                          "(seeds run as separate jobs) before timing")
     args = p.parse_args(argv)
     prefix = args.prefix or f"joint_quant_{args.model}"
     torch.set_num_threads(1)
     if args.time_only:
         report = json.loads((RESULTS / f"{prefix}.json").read_text())
         rows = [Row(**r) for r in report["rows"]]
+        relabel_same_plan(rows)
+        have = {(r.seed, r.budget, r.method) for r in rows}
+        for other in args.merge:
+            other_report = json.loads((RESULTS / f"{other}.json").read_text())
+            extra = [Row(**r) for r in other_report["rows"]]
+            relabel_same_plan(extra)
+            rows += [r for r in extra if r.method != "quant-only" and (r.seed, r.budget, r.method) not in have]
+            report["command"] += f"`, with the rows of `{other}.json` from `{other_report['command']}"
         report.update(time_rows(rows, Path(rows[0].fp32_path), args.time_rounds))
         report["rows"] = [asdict(r) for r in rows]
         save(report, prefix)
