@@ -149,7 +149,8 @@ class Study:
                 self.teacher, QuantBudget.size(budget), EXAMPLE, quantize="mixed" if joint else "int8",
                 calib_data=self.calib, eval_fn=self.proxy if joint else None, strategy=strategy,
                 out=self.work / f"c-{strategy}-{budget:.4f}-{key[2]}.int8.onnx",
-                search_options=opts if joint else None, exporter=EXPORTER)
+                search_options=opts if joint else None, exporter=EXPORTER,
+                recalibrate_bn=self.args.recalibrate_bn)
         return self.compressed[key]
 
     def tuned_row(self, result, method: str, budget: float, seed: int, detail: str = "") -> Row:
@@ -273,6 +274,8 @@ def main(argv=None) -> dict:
     p.add_argument("--time-rounds", type=int, default=10)
     p.add_argument("--work", default="/tmp/joint_quant_models")
     p.add_argument("--prefix", default=None)
+    p.add_argument("--recalibrate-bn", action="store_true",
+                   help="compress(recalibrate_bn=True) for every pruned model and every scored candidate")
     p.add_argument("--time-only", action="store_true", help="re-time the files listed in the existing JSON")
     p.add_argument("--resume", action="store_true", help="keep the (seed, budget) blocks the existing JSON has")
     p.add_argument("--merge", nargs="*", default=[], help="with --time-only: add the rows of these result prefixes "

@@ -42,7 +42,9 @@ def markdown(report: dict) -> str:
              f"on {a['test_subset']} stratified test images (binomial s.e. ≈ "
              f"{100 * (0.2 / a['test_subset']) ** 0.5:.1f} points at 80 %). Joint search: population "
              f"{a['population']}, {a['generations']} generation(s), scored by −KL(dense ‖ candidate) on "
-             f"{a['held_out']} held-out train images. Calibration {a['calib_batches']}×64 train images.", "",
+             f"{a['held_out']} held-out train images. Calibration {a['calib_batches']}×64 train images."
+             + (" BatchNorm statistics re-estimated on them after pruning (every pruned model and every scored "
+                "candidate; `compress(recalibrate_bn=True)`)." if a.get("recalibrate_bn") else ""), "",
              f"Dense fp32: ORT accuracy {report.get('dense_acc', float('nan')):.4f}, ONNX {report.get('dense_bytes')} B"
              + (f", {report['dense_ms']:.3f} ms (ORT CPU, 1 thread, batch 1; load average "
                 f"{report['load_average'][0]:.1f}→{report['load_average'][1]:.1f} during timing)"
