@@ -118,7 +118,8 @@ def _quantize(fp32: Path, out: Path, reader: Any, exclude: list[str]) -> None:
 
 
 def quantize_onnx(model: fx.GraphModule, example_inputs: Any, calib_data: Iterable, path: str | Path,
-                  weight_bits: dict[str, int] | None = None, fp32_path: str | Path | None = None) -> QuantizedOnnx:
+                  weight_bits: dict[str, int] | None = None, fp32_path: str | Path | None = None,
+                  exporter: str = "auto") -> QuantizedOnnx:
     """Export ``model`` and write its int8 QDQ version to ``path`` (see module docstring).
 
     Args:
@@ -126,6 +127,7 @@ def quantize_onnx(model: fx.GraphModule, example_inputs: Any, calib_data: Iterab
         calib_data: calibration batches (tensors or (inputs, targets)).
         weight_bits: module name -> 8 or 32 (default 8).
         fp32_path: where to keep the fp32 file (default ``<path stem>.fp32.onnx`` beside ``path``).
+        exporter: passed to ``export_onnx`` (``"auto"``, ``"dynamo"``, ``"torchscript"``).
     """
     path = Path(path)
     fp32_path = Path(fp32_path) if fp32_path else path.with_name(path.stem + ".fp32.onnx")
@@ -133,7 +135,7 @@ def quantize_onnx(model: fx.GraphModule, example_inputs: Any, calib_data: Iterab
     model = as_graph_module(model)
     # NOTE: BatchNorm folded before export, as the simulation folds it: the dynamo exporter keeps BN nodes
     # (the TorchScript one folded them), and ORT would then quantise conv outputs before BN, not after
-    export_onnx(fuse(copy.deepcopy(model).eval(), no_trace=True), example_inputs, fp32_path)
+    export_onnx(fuse(copy.deepcopy(model).eval(), no_trace=True), example_inputs, fp32_path, exporter=exporter)
     nodes = onnx_layer_nodes(fp32_path, model)
     exclude = [nodes[name] for name, bits in weight_bits.items() if bits == 32 and name in nodes]
     n_inputs = len(normalize_inputs(example_inputs))

@@ -23,8 +23,8 @@ def _output_scale(fq) -> float:
     return last.qparams.scale
 
 
-def _check_equal(model, calib, tmp_path, weight_bits=None):
-    q = quantize_onnx(model, EXAMPLE, calib, tmp_path / "m.int8.onnx", weight_bits)
+def _check_equal(model, calib, tmp_path, weight_bits=None, exporter="auto"):
+    q = quantize_onnx(model, EXAMPLE, calib, tmp_path / "m.int8.onnx", weight_bits, exporter=exporter)
     fq = fake_quant_model(model, calib, weight_bits)
     x = torch.randn(16, 1, 12, 12, generator=torch.Generator().manual_seed(5))
     got, want = ort_run(q.int8_path, x), fq(x).detach().numpy()
@@ -64,6 +64,13 @@ def test_mixed_bits_exclude_the_fp32_layers(net, calib, tmp_path):
     for layer, node in nodes.items():
         weight_is_int8 = by_name[node].input[1] in dequantized
         assert weight_is_int8 == (layer not in bits), layer
+
+
+def test_the_torchscript_exporter_gives_the_same_int8_model(net, calib, tmp_path):
+    # the bench's fast path (``exporter="torchscript"``): layers still line up, fp32 layers stay fp32
+    gm = graphprune.inspect(net, EXAMPLE).traced.gm
+    q = _check_equal(gm, calib, tmp_path, {"fc": 32}, exporter="torchscript")
+    assert "fc" in onnx_layer_nodes(q.fp32_path, gm)
 
 
 def test_misaligned_layers_are_refused(net, calib, tmp_path):
