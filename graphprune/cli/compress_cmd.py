@@ -58,6 +58,8 @@ def add_compress_parser(sub, model_help: str, model_options: Callable, formatter
                    help="the int8 ONNX file (the pruned fp32 file is written beside it as FILE.fp32.onnx)")
     p.add_argument("--plan", metavar="FILE", help="save the plan (channels + bit-widths) as JSON here")
     p.add_argument("--apply-plan", metavar="FILE", help="re-apply a saved plan instead of searching")
+    p.add_argument("--recalibrate-bn", action="store_true", help="re-estimate BatchNorm statistics on the calibration "
+                   "images after pruning (every scored candidate and the result; saved in the plan)")
     p.add_argument("--time-rounds", type=int, default=10, help="time the int8 and pruned fp32 files on ONNX Runtime "
                    "(CPU, 1 thread, batch 1) in this many interleaved rounds; 0: do not time")
 
@@ -120,7 +122,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         result = compress(model, budget, x, quantize=args.quantize, calib_data=calib, eval_fn=eval_fn,
                           strategy=args.strategy, importance=args.importance, out=args.out,
                           search_options=options or None, time_rounds=args.time_rounds, leaf_modules=args.leaf,
-                          front_end=args.front_end)
+                          front_end=args.front_end, recalibrate_bn=args.recalibrate_bn)
     print(result.report)
     print(f"wrote {result.onnx.int8_path} ({result.onnx.int8_bytes} B) and {result.onnx.fp32_path}")
     if args.plan:

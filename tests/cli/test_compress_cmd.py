@@ -22,3 +22,14 @@ def test_bad_budget_and_option_are_one_line_errors(tmp_path, capsys):
     assert main(["compress", "models:lenet5", "--data", "fashion_mnist", "--strategy-option", "colour=3",
                  "--out", str(tmp_path / "m.onnx")]) == 2
     assert "unknown --strategy-option" in capsys.readouterr().err
+
+
+def test_recalibrate_bn_flag_is_saved_in_the_plan_and_replayed(tmp_path):
+    out, plan = tmp_path / "m.int8.onnx", tmp_path / "plan.json"
+    common = ["models:resnet20", "--data", "fashion_mnist", "--data-samples", "32", "--time-rounds", "0"]
+    assert main(["compress", *common, "--budget", "0.3", "--recalibrate-bn", "--out", str(out),
+                 "--plan", str(plan)]) == 0
+    assert json.loads(plan.read_text())["info"]["recalibrate_bn"] is True
+    again = tmp_path / "again.int8.onnx"
+    assert main(["compress", *common, "--apply-plan", str(plan), "--out", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()

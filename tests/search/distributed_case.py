@@ -1,4 +1,4 @@
-"""The search both sides of tests/search/test_distributed.py run: in the test process, and on every rank of
+"""The search both sides of tests/search/test_distributed_search.py run: in the test process, and on every rank of
 ``torchrun --nproc_per_node=2 tests/search/distributed_case.py OUT.json`` (rank 0 writes OUT.json)."""
 import json
 import sys
