@@ -1,0 +1,204 @@
+"""Merge, summarise and render the search study (``search_study.py`` parts -> ``bench/results/search_study.*``).
+
+* table: accuracy after fine-tune (and after BN recalibration, before it) as mean ± sample std over seeds,
+  per (model, β, method), with the search cost (evaluations, seconds: per budget; shared searches — the
+  sensitivity profile and the conditional policy — count 1/|β| of their total at each budget);
+* per (model, β): the best hand-made/measured rule vs the best learned allocation (and vs the evolutionary
+  search), the difference in points and in units of the seed std, and the seed-paired difference;
+* RL reward curves: the episode where the trailing running mean first covers 95 % of its rise from the
+  first window to the last ("flattening").
+
+    python bench/search_study_report.py part1.json part2.json ...   # writes bench/results/search_study.*
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FAMILY_LABEL = {"rule": "rule", "search": "search", "learned": "learned"}
+
+
+def merge(parts: list[dict]) -> dict:
+    """One report from per-(model, seed) parts; rows of the same (model, seed, method, β) are replaced by later parts."""
+    rows: dict[tuple, dict] = {}
+    report = {"config": parts[0]["config"] if parts else {}, "dense": {}, "rl_histories": {}, "shared": {},
+              "evaluator": {}}
+    for p in parts:
+        key = f"{p['model']}/seed{p['seed']}"
+        report["dense"].setdefault(p["model"], {})[str(p["seed"])] = p["dense_test_acc"]
+        report["rl_histories"].setdefault(key, {}).update(p.get("rl_histories", {}))
+        report["shared"].setdefault(key, {}).update(p.get("shared", {}))
+        report["evaluator"][key] = p.get("evaluator")
+        for r in p["rows"]:
+            rows[(r["model"], r["seed"], r["method"], r["budget"])] = r
+    report["rows"] = list(rows.values())
+    return report
+
+
+def _ms(values) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean ± std over seeds per (model, budget, method)."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["model"], r["budget"], r["method"]), []).append(r)
+    out = []
+    for (model, budget, method), rs in sorted(cells.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        acc, acc_std = _ms([r["acc_after"] for r in rs])
+        recal, recal_std = _ms([r["acc_recal"] for r in rs])
+        out.append({"model": model, "budget": budget, "method": method, "family": rs[0]["family"],
+                    "seeds": [r["seed"] for r in rs], "acc_after": acc, "acc_after_std": acc_std,
+                    "acc_after_by_seed": [r["acc_after"] for r in rs], "acc_recal": recal, "acc_recal_std": recal_std,
+                    "macs_ratio": float(np.mean([r["macs_ratio"] for r in rs])),
+                    "params_ratio": float(np.mean([r["params_ratio"] for r in rs])),
+                    "evaluations": float(np.mean([r["evaluations"] for r in rs])),
+                    "search_seconds": float(np.mean([r["search_seconds"] for r in rs]))})
+    return out
+
+
+def compare(agg: list[dict], a_family: str, b_family: str) -> list[dict]:
+    """Per (model, β): best (by mean) of family b minus best of family a, in points and in seed-std units."""
+    out = []
+    for model, budget in sorted({(c["model"], c["budget"]) for c in agg}):
+        cs = [c for c in agg if c["model"] == model and c["budget"] == budget]
+        a = [c for c in cs if c["family"] == a_family]
+        b = [c for c in cs if c["family"] == b_family]
+        if not a or not b:
+            continue
+        best_a, best_b = max(a, key=lambda c: c["acc_after"]), max(b, key=lambda c: c["acc_after"])
+        pooled = float(np.sqrt((best_a["acc_after_std"] ** 2 + best_b["acc_after_std"] ** 2) / 2))
+        by_a = dict(zip(best_a["seeds"], best_a["acc_after_by_seed"]))
+        paired = [v - by_a[s] for s, v in zip(best_b["seeds"], best_b["acc_after_by_seed"]) if s in by_a]
+        diff = best_b["acc_after"] - best_a["acc_after"]
+        p_mean, p_std = _ms(paired) if paired else (float("nan"), float("nan"))
+        out.append({"model": model, "budget": budget, "a": best_a["method"], "b": best_b["method"],
+                    "a_acc": best_a["acc_after"], "b_acc": best_b["acc_after"], "diff": diff, "pooled_std": pooled,
+                    "diff_in_std": diff / pooled if pooled > 0 else float("nan"), "paired_mean": p_mean,
+                    "paired_std": p_std, "paired_t": p_mean / (p_std / np.sqrt(len(paired)))
+                    if len(paired) > 1 and p_std > 0 else float("nan"), "n_seeds": len(paired)})
+    return out
+
+
+def flattening(rewards, window: int = 20, fraction: float = 0.95) -> dict:
+    """Episode at which the trailing ``window``-episode mean first covers ``fraction`` of its rise."""
+    r = np.asarray(rewards, dtype=float)
+    if len(r) < 2 * window:
+        return {"episodes": len(r), "flat_at": None}
+    run = np.convolve(r, np.ones(window) / window, "valid")  # run[i] = mean of episodes i .. i+window-1
+    start, final = run[0], run[-1]
+    target = start + fraction * (final - start)
+    hit = np.nonzero(run >= target)[0] if final >= start else np.nonzero(run <= target)[0]
+    return {"episodes": len(r), "first_window": float(start), "last_window": float(final),
+            "flat_at": int(hit[0] + window) if len(hit) else None, "window": window, "fraction": fraction}
+
+
+def rl_flattening(report: dict) -> list[dict]:
+    out = []
+    for key, hists in sorted(report["rl_histories"].items()):
+        for name, rewards in sorted(hists.items()):
+            if name.endswith("_budgets"):
+                continue
+            out.append({"run": f"{key} {name}", **flattening(rewards)})
+    return out
+
+
+# ------------------------------------------------------------------------------------------- outputs
+def markdown(report: dict) -> str:
+    agg, cfg = report["aggregate"], report["config"]
+    lines = ["# Search study — allocation methods at tight budgets (Fashion-MNIST)", "",
+             f"Config: `{json.dumps({k: cfg[k] for k in sorted(cfg) if k not in ('part', 'checkpoints')})}`", "",
+             "Accuracy on the same stratified test subset for every method and seed; mean ± sample std over "
+             "seeds (a seed changes the calibration / search / fine-tune split of the train images, the fine-tune "
+             "order and the search's random state). Cost per budget; shared searches count 1/|β| of their total.", ""]
+    for model in sorted({c["model"] for c in agg}):
+        dense = report["dense"].get(model, {})
+        lines += [f"## {model}", "", f"Dense test acc {np.mean(list(dense.values())):.4f} (same subset).", "",
+                  "| β | method | family | MACs | params | acc BN-recal | acc after FT | evaluations | search s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in sorted((c for c in agg if c["model"] == model), key=lambda c: (c["budget"], -c["acc_after"])):
+            lines.append(f"| {c['budget']:.2f} | {c['method']} | {c['family']} | {c['macs_ratio']:.3f} | "
+                         f"{c['params_ratio']:.3f} | {100 * c['acc_recal']:.1f} ± {100 * c['acc_recal_std']:.1f} | "
+                         f"**{100 * c['acc_after']:.1f} ± {100 * c['acc_after_std']:.1f}** | "
+                         f"{c['evaluations']:.0f} | {c['search_seconds']:.0f} |")
+        lines.append("")
+    for title, key in (("Best rule vs best learned (RL)", "rule_vs_learned"),
+                       ("Best rule vs evolutionary search", "rule_vs_search")):
+        lines += [f"## {title}", "", "Δ = learned/searched − rule (points, accuracy after fine-tune); "
+                  "pooled seed std = √((s₁² + s₂²)/2); paired: per-seed differences (same split, same test images).",
+                  "", "| model | β | best rule | best other | Δ points | pooled std | Δ / std | paired Δ ± std | paired t |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in report[key]:
+            lines.append(f"| {c['model']} | {c['budget']:.2f} | {c['a']} {100 * c['a_acc']:.1f} | {c['b']} "
+                         f"{100 * c['b_acc']:.1f} | {100 * c['diff']:+.1f} | {100 * c['pooled_std']:.1f} | "
+                         f"{c['diff_in_std']:+.1f} | {100 * c['paired_mean']:+.1f} ± {100 * c['paired_std']:.1f} | "
+                         f"{c['paired_t']:+.1f} |")
+        lines.append("")
+    lines += ["## RL reward curves", "", "Flattening: first episode at which the trailing 20-episode mean reward "
+              "covers 95 % of its rise from the first 20 episodes to the last 20.", "",
+              "| run | episodes | mean reward, first 20 | last 20 | flat at episode |", "|---|---|---|---|---|"]
+    for f in report["rl_flattening"]:
+        if f.get("flat_at") is None and "first_window" not in f:
+            continue
+        lines.append(f"| {f['run']} | {f['episodes']} | {f['first_window']:.3f} | {f['last_window']:.3f} | "
+                     f"{f['flat_at']} |")
+    lines += ["", *report.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agg = report["aggregate"]
+    models = sorted({c["model"] for c in agg})
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4), squeeze=False)
+    methods = sorted({c["method"] for c in agg})
+    for ax, model in zip(axes[0], models):
+        for i, method in enumerate(methods):
+            cs = sorted((c for c in agg if c["model"] == model and c["method"] == method), key=lambda c: c["budget"])
+            if not cs:
+                continue
+            x = np.array([c["budget"] for c in cs]) * (1 + 0.012 * (i - len(methods) / 2))  # NOTE: dodge bars
+            ax.errorbar(x, [c["acc_after"] for c in cs], yerr=[c["acc_after_std"] for c in cs], marker="o",
+                        capsize=3, ls="--" if cs[0]["family"] == "rule" else "-", label=method)
+        ax.axhline(np.mean(list(report["dense"][model].values())), color="grey", ls=":", label="dense")
+        ax.set(xlabel="β (fraction of dense MACs kept)", ylabel="test accuracy after fine-tune", title=model)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build(parts: list[dict], notes: list[str] | None = None) -> dict:
+    report = merge(parts)
+    report["aggregate"] = aggregate(report["rows"])
+    report["rule_vs_learned"] = compare(report["aggregate"], "rule", "learned")
+    report["rule_vs_search"] = compare(report["aggregate"], "rule", "search")
+    report["rl_flattening"] = rl_flattening(report)
+    report["notes"] = notes or []
+    return report
+
+
+def write(report: dict, prefix: str = "search_study", results: Path = RESULTS) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{prefix}.json").write_text(json.dumps(report, indent=1, default=float))
+    (results / f"{prefix}.md").write_text(markdown(report))
+    if report["aggregate"]:
+        plot(report, results / f"{prefix}.png")
+
+
+if __name__ == "__main__":
+    notes_file = [a for a in sys.argv[1:] if a.endswith(".txt")]
+    parts = [json.loads(Path(a).read_text()) for a in sys.argv[1:] if a.endswith(".json")]
+    notes = Path(notes_file[0]).read_text().splitlines() if notes_file else []
+    write(build(parts, notes))
