@@ -177,3 +177,13 @@ class CandidateEvaluator:
         if self.config.cache:
             self._cache[key] = score
         return score
+
+    def evaluate_many(self, keeps: list[np.ndarray], progress: Any = None) -> list[float]:
+        """``[self(keep) for keep in keeps]``, one ``progress.update()`` each: the call searches make for a
+        whole population, so that ``search.distributed.ShardedEvaluator`` can split it across processes."""
+        scores = []
+        for keep in keeps:
+            scores.append(self(keep))
+            if progress is not None:
+                progress.update()
+        return scores

@@ -119,6 +119,8 @@ def _rows() -> list[Strategy]:
                  "the budget", SEARCHES["evolutionary"]),
         Strategy("rl", s, (EVAL_INPUTS,), "budget-conditioned CACP policy (GCN PruningNet, REINFORCE)",
                  SEARCHES["rl"]),
+        Strategy("rate_distortion", s, (EVAL_INPUTS,), "per-group output-distortion curves in cost units, "
+                 "allocated at equal slope (Lagrangian, bisected onto the budget)", SEARCHES["rate_distortion"]),
         Strategy("bn-ista", le, (TRAIN_INPUTS,), "ISTA shrinkage of BatchNorm scales while training",
                  _learner_class("ista", "BNIsta")),
         Strategy("slimming", le, (TRAIN_INPUTS,), "Network Slimming: L1 on BatchNorm scales while training",

@@ -69,16 +69,14 @@ def evolutionary_search(ctx: SearchContext, config: EvolutionConfig = EvolutionC
     bar = tqdm(total=config.generations * config.population, desc="evolution", disable=not ctx.progress,
                leave=False)
     for _ in range(config.generations):
-        fitness = []
-        for i, genome in enumerate(population):
-            alloc = ctx.project(genome)
-            population[i] = _ratios(ctx, alloc.keep)  # Lamarckian write-back
-            score = evaluator(alloc.keep)
-            fitness.append(score)
+        allocs = [ctx.project(genome) for genome in population]
+        population = [_ratios(ctx, alloc.keep) for alloc in allocs]  # Lamarckian write-back
+        # NOTE: the whole generation in one call: a ShardedEvaluator (distributed.py) splits it across processes
+        fitness = evaluator.evaluate_many([alloc.keep for alloc in allocs], bar)
+        for alloc, score in zip(allocs, fitness):
             history.append(score)
             if best is None or score > best[0]:
                 best = (score, alloc.keep, alloc.ratio)
-            bar.update()
         ranked = np.argsort(fitness)[::-1]
         elites = [population[i] for i in ranked[:config.elite]]
         children = [_child(population[_tournament(fitness, rng)], population[_tournament(fitness, rng)], config, rng)

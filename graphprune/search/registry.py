@@ -7,6 +7,8 @@ A row is ``Search(run, options)``: ``run(ctx, **options) -> SearchResult``.  Bui
 ``evolutionary``    genetic search over projected per-group keep ratios (``evolution.py``)     P·T evals
 ``rl``              CACP policy (GCN PruningNet, REINFORCE) trained at this budget, then its   episodes
                     greedy plan projected onto the budget (``conditional.py``)
+``rate_distortion`` output-distortion curves per group in cost units, equal-slope (Lagrangian)    units + G·P
+                    allocation (``rate_distortion.py``)                                        forwards
 =================  =======================================================================  ==========
 
 The data-free families (``uniform``, ``global``, ``global_raw``, ``learned``) are in ``allocate.STRATEGIES``;
@@ -24,9 +26,11 @@ from ..budget import Budget
 from ..depgraph import DependencyGraph
 from ..evaluate import CandidateEvaluator, EvalConfig, classification_eval_fn
 from .allocate import AllocationConfig
+from .distributed import shard_if_active
 from .search_context import SearchContext, SearchResult
 from .evolution import EvolutionConfig, evolutionary_search
 from .latency_importance import is_latency_criterion, latency_normalised_scores
+from .rate_distortion import RateDistortionConfig, rate_distortion_search
 from .sensitivity import SensitivityConfig, sensitivity_search
 from .supernet import as_supernet_config, supernet_graph
 
@@ -58,6 +62,7 @@ SEARCHES: dict[str, Search] = {
     "sensitivity": Search(lambda ctx, **kw: sensitivity_search(ctx, SensitivityConfig(**kw))),
     "evolutionary": Search(lambda ctx, **kw: evolutionary_search(ctx, EvolutionConfig(**kw))),
     "rl": Search(_rl),
+    "rate_distortion": Search(lambda ctx, **kw: rate_distortion_search(ctx, RateDistortionConfig(**kw))),
 }
 
 
@@ -84,6 +89,7 @@ def run_search(name: str, graph: DependencyGraph, scores: np.ndarray, budget: Bu
         eval_graph, trained = supernet_graph(graph, scores, train_data, as_supernet_config(supernet), cfg,
                                              budget.metric)
     evaluator = CandidateEvaluator(eval_graph, eval_fn, calib_data, eval_config) if eval_fn is not None else None
+    evaluator = shard_if_active(evaluator)  # inside distributed.sharded_evaluation(): split across ranks
     ctx = SearchContext(graph, scores, budget, cfg, evaluator, seed, progress)
     search = SEARCHES[name]
     result = search.run(ctx, **{**search.options, **(options or {})})

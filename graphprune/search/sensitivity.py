@@ -42,16 +42,16 @@ def sensitivity_profile(ctx: SearchContext, config: SensitivityConfig = Sensitiv
     """Score drops, shape (groups, levels); ``ctx.evaluator`` runs ``groups × levels + 1`` times."""
     evaluator = ctx.need_evaluator("sensitivity")
     dense = evaluator(ctx.graph.full_keep())
-    drops = np.zeros((len(ctx.graph.groups), len(config.levels)))
-    bar = tqdm(total=drops.size, desc="sensitivity", disable=not ctx.progress, leave=False)
+    candidates = []
     for gi in range(len(ctx.graph.groups)):
-        for li, r in enumerate(config.levels):
+        for r in config.levels:
             counts = ctx.n.copy()
             counts[gi] = int(np.ceil(r * ctx.n[gi]))
-            drops[gi, li] = dense - evaluator(ctx.keep_from_counts(counts))
-            bar.update()
+            candidates.append(ctx.keep_from_counts(counts))
+    bar = tqdm(total=len(candidates), desc="sensitivity", disable=not ctx.progress, leave=False)
+    scores = evaluator.evaluate_many(candidates, bar)  # NOTE: one call: distributed.py can split it
     bar.close()
-    return drops
+    return dense - np.array(scores).reshape(len(ctx.graph.groups), len(config.levels))
 
 
 def _curves(drops: np.ndarray, levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,8 @@ from graphprune.search.sensitivity import SensitivityConfig, sensitivity_search
 from graphprune.testing import PATTERNS, randomize_
 
 FAST = {"sensitivity": {"levels": (0.3,)}, "evolutionary": {"population": 3, "generations": 2},
-        "rl": {"episodes": 3, "batch_episodes": 2}}
+        "rl": {"episodes": 3, "batch_episodes": 2},
+        "rate_distortion": {"points": 3, "unit_order": "scores"}}
 IMAGE_PATTERNS = [p for p in PATTERNS if p.name in ("residual", "inverted_residual_depthwise", "inception_concat",
                                                     "dense_concat", "flatten_linear", "squeeze_excite")]
 
