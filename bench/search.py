@@ -364,6 +364,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="study mode: methods run")
     p.add_argument("--part-dir", default=None, help="study mode: per-(model, seed) JSON parts (default: "
                    "$TMPDIR/graphprune_<out>_parts); existing parts are merged into the report")
+    p.add_argument("--rd-points", type=int, default=6, help="study mode: widths measured per rate-distortion curve")
     p.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
     p.add_argument("--budgets", type=float, nargs="+", default=[0.15, 0.3, 0.5])
     p.add_argument("--calib", type=int, default=64, help="train images for BN recalibration")

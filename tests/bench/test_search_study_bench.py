@@ -69,11 +69,12 @@ def test_study_cell_runs_every_cheap_method_and_meets_the_budget(tmp_path, monke
     args = search.parse_args(["--models", "resnet20", "--seeds", "0", "1", "--budgets", "0.3", "--episodes", "4",
                               "--population", "2", "--generations", "1", "--levels", "0.5", "--test", "40",
                               "--ft-subset", "40", "--calib", "16", "--eval", "16",
-                              "--methods", "uniform", "rl-per-budget", "rl-conditional", "evolutionary",
+                              "--methods", "uniform", "rl-per-budget", "rl-conditional", "evolutionary", "rate-distortion",
                               "--part-dir", str(tmp_path / "parts"), "--out", str(tmp_path / "study")])
     result = search.study(args)
     rows = result["rows"]
-    assert sorted({r["method"] for r in rows}) == ["evolutionary", "rl-conditional", "rl-per-budget", "uniform"]
+    assert sorted({r["method"] for r in rows}) == ["evolutionary", "rate-distortion", "rl-conditional", "rl-per-budget",
+                                                  "uniform"]
     assert {r["seed"] for r in rows} == {0, 1}
     for r in rows:
         assert r["macs_ratio"] <= 0.3 + 1e-6 and 0.0 <= r["acc_after"] <= 1.0
