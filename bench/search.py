@@ -279,7 +279,10 @@ def study(args) -> dict:
     for model_name in args.models or [args.model]:
         for seed in args.seeds:
             tag = "all" if set(args.methods) == set(METHODS) else "+".join(args.methods)
-            run_cell(model_name, seed, args, log, parts / f"{model_name}_seed{seed}_{tag}.json")
+            done = {(r["method"], r["budget"]) for p in parts.glob(f"{model_name}_seed{seed}_*.json")
+                    for r in json.loads(p.read_text())["rows"]} if args.resume else set()
+            stamp = time.strftime("_%H%M%S") if args.resume else ""  # NOTE: never overwrite the parts resumed from
+            run_cell(model_name, seed, args, log, parts / f"{model_name}_seed{seed}_{tag}{stamp}.json", done)
     report = search_study_report.build([json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))])
     search_study_report.write(report, out.name, results)
     return report
@@ -364,6 +367,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="study mode: methods run")
     p.add_argument("--part-dir", default=None, help="study mode: per-(model, seed) JSON parts (default: "
                    "$TMPDIR/graphprune_<out>_parts); existing parts are merged into the report")
+    p.add_argument("--resume", action="store_true", help="study mode: skip (method, β) rows already in the parts")
     p.add_argument("--rd-points", type=int, default=6, help="study mode: widths measured per rate-distortion curve")
     p.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
     p.add_argument("--budgets", type=float, nargs="+", default=[0.15, 0.3, 0.5])

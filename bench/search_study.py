@@ -81,8 +81,9 @@ def study_data(args, seed: int):
 class Cell:
     """One (model, seed): graph, evaluator, data; ``row`` turns a keep mask or a model into a result row."""
 
-    def __init__(self, model_name: str, seed: int, args, log):
+    def __init__(self, model_name: str, seed: int, args, log, done: set | None = None):
         self.model_name, self.seed, self.args, self.log = model_name, seed, args, log
+        self.done = done or set()  # (method, β) rows an earlier run already wrote (resume)
         torch.manual_seed(seed)
         self.model = load_checkpoint(Path(args.checkpoints) / f"{model_name}.pt").build().eval()
         self.calib, self.held, self.ft, self.test = study_data(args, seed)
@@ -94,6 +95,9 @@ class Cell:
         lowest = Budget.macs(min(args.budgets))
         self.ctx = {b: SearchContext(self.graph, self.scores, Budget.macs(b), ALLOC, self.evaluator, seed, False,
                                      lowest_budget=lowest) for b in args.budgets}
+
+    def todo(self, method: str) -> list[float]:
+        return [b for b in self.args.budgets if (method, b) not in self.done]
 
     def row(self, method: str, budget: float, pruned: torch.nn.Module, evaluations: int, seconds: float,
             keep=None, **extra) -> dict:
@@ -128,15 +132,16 @@ def _timed(evaluator: CandidateEvaluator):
     return lambda: (evaluator.calls - calls, time.perf_counter() - start)
 
 
-def run_cell(model_name: str, seed: int, args, log, part: Path | None) -> dict:
+def run_cell(model_name: str, seed: int, args, log, part: Path | None, done: set | None = None) -> dict:
     """Every requested method at every budget for one (model, seed); the part dict is saved after each row.
 
     Order: the cheap rules first, then the learned methods (the point of the study), then the other searches,
     so a run cut short still has the comparison that matters.
     """
-    cell = Cell(model_name, seed, args, log)
+    cell = Cell(model_name, seed, args, log, done)
     out = {"model": model_name, "seed": seed, "config": {k: v for k, v in vars(args).items()},
-           "dense_test_acc": evaluate(cell.model, cell.test), "rows": [], "rl_histories": {}, "shared": {}}
+           "dense_test_acc": None if done else evaluate(cell.model, cell.test), "rows": [], "rl_histories": {},
+           "shared": {}}
     save = (lambda: part.write_text(json.dumps(out, indent=1, default=float))) if part else (lambda: None)
     runners = {"uniform": _rule, "global": _rule, "rate-distortion": _rate_distortion, "rl-conditional": _rl_conditional,
                "rl-per-budget": _rl_per_budget, "sensitivity": _sensitivity, "evolutionary": _evolutionary,
@@ -144,7 +149,7 @@ def run_cell(model_name: str, seed: int, args, log, part: Path | None) -> dict:
     for method in ORDER:
         if method == "rate-distortion" and method in args.methods and not rate_distortion_available():
             log("rate-distortion: no 'rate_distortion' allocation strategy in this graphprune; row skipped")
-        elif method in args.methods:
+        elif method in args.methods and cell.todo(method):
             runners[method](cell, method, out, save)
     out["evaluator"] = {"calls": cell.evaluator.calls, "seconds": cell.evaluator.seconds}
     save()
@@ -156,7 +161,7 @@ ORDER = ("uniform", "global", "rate-distortion", "rl-conditional", "rl-per-budge
 
 
 def _rule(cell: Cell, method: str, out: dict, save) -> None:
-    for b in cell.args.budgets:
+    for b in cell.todo(method):
         t = time.perf_counter()
         alloc = allocate(cell.graph, cell.scores, Budget.macs(b), method, ALLOC)
         out["rows"].append(cell.keep_row(method, b, alloc.keep, 0, time.perf_counter() - t))
@@ -194,7 +199,7 @@ def _rate_distortion(cell: Cell, method: str, out: dict, save) -> None:
     finally:
         rd._Distortion = original
     out["shared"][method] = {"evaluations": measured["calls"], "seconds": secs}
-    for b in budgets:
+    for b in cell.todo(method):
         out["rows"].append(cell.keep_row(method, b, results[b].keep, measured["calls"] / len(budgets),
                                          secs / len(budgets), shared=True, rd_lambda=results[b].info["lambda"]))
         save()
@@ -203,7 +208,7 @@ def _rate_distortion(cell: Cell, method: str, out: dict, save) -> None:
 def _tp_global(cell: Cell, method: str, out: dict, save) -> None:
     from search import tp_global
 
-    for b in cell.args.budgets:
+    for b in cell.todo(method):
         t = time.perf_counter()
         pruned = tp_global(cell.model, b)
         out["rows"].append(cell.row(method, b, pruned, 0, time.perf_counter() - t))
@@ -217,7 +222,7 @@ def _sensitivity(cell: Cell, method: str, out: dict, save) -> None:
     drops = sensitivity_profile(cell.ctx[budgets[0]], levels)
     evals, secs = done()
     out["shared"]["sensitivity"] = {"evaluations": evals, "seconds": secs}
-    for b in budgets:
+    for b in cell.todo(method):
         r = sensitivity_search(cell.ctx[b], levels, drops)
         out["rows"].append(cell.keep_row(method, b, r.keep, evals / len(budgets), r.seconds + secs / len(budgets),
                                          shared=True))
@@ -225,7 +230,7 @@ def _sensitivity(cell: Cell, method: str, out: dict, save) -> None:
 
 
 def _evolutionary(cell: Cell, method: str, out: dict, save) -> None:
-    for b in cell.args.budgets:
+    for b in cell.todo(method):
         _timed(cell.evaluator)
         r = evolutionary_search(cell.ctx[b], EvolutionConfig(population=cell.args.population,
                                                              generations=cell.args.generations))
@@ -238,7 +243,7 @@ def _rl_config(cell: Cell) -> RLConfig:
 
 
 def _rl_per_budget(cell: Cell, method: str, out: dict, save) -> None:
-    for b in cell.args.budgets:
+    for b in cell.todo(method):
         done = _timed(cell.evaluator)
         per = ConditionalSearch.from_context(cell.ctx[b], replace(_rl_config(cell), budget_range=(b, b)))
         per.fit(cell.args.episodes, progress=False)
@@ -258,7 +263,7 @@ def _rl_conditional(cell: Cell, method: str, out: dict, save) -> None:
     out["shared"]["rl-conditional"] = {"evaluations": evals, "seconds": secs}
     out["rl_histories"]["conditional"] = [h["reward"] for h in cond.history]
     out["rl_histories"]["conditional_budgets"] = [h["budget"] for h in cond.history]
-    for b in budgets:
+    for b in cell.todo(method):
         r = cond.search_result(b)
         out["rows"].append(cell.keep_row(method, b, r.keep, evals / len(budgets), secs / len(budgets) + r.seconds,
                                          shared=True, projection=r.info["projection"]))

@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FAMILY_LABEL = {"rule": "rule", "search": "search", "learned": "learned"}
+#: Settings shared by every cell (the rest of the command line names models, seeds and output paths).
+SHOWN = ("budgets", "calib", "eval", "test", "ft_subset", "ft_epochs", "episodes", "population", "generations",
+         "levels", "rd_points", "threads")
 
 
 def merge(parts: list[dict]) -> dict:
@@ -29,7 +31,8 @@ def merge(parts: list[dict]) -> dict:
               "evaluator": {}}
     for p in parts:
         key = f"{p['model']}/seed{p['seed']}"
-        report["dense"].setdefault(p["model"], {})[str(p["seed"])] = p["dense_test_acc"]
+        if p.get("dense_test_acc") is not None:  # resumed parts do not measure it again
+            report["dense"].setdefault(p["model"], {})[str(p["seed"])] = p["dense_test_acc"]
         report["rl_histories"].setdefault(key, {}).update(p.get("rl_histories", {}))
         report["shared"].setdefault(key, {}).update(p.get("shared", {}))
         report["evaluator"][key] = p.get("evaluator")
@@ -57,6 +60,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
         out.append({"model": model, "budget": budget, "method": method, "family": rs[0]["family"],
                     "seeds": [r["seed"] for r in rs], "acc_after": acc, "acc_after_std": acc_std,
                     "acc_after_by_seed": [r["acc_after"] for r in rs], "acc_recal": recal, "acc_recal_std": recal_std,
+                    "acc_recal_by_seed": [r["acc_recal"] for r in rs],
                     "macs_ratio": float(np.mean([r["macs_ratio"] for r in rs])),
                     "params_ratio": float(np.mean([r["params_ratio"] for r in rs])),
                     "evaluations": float(np.mean([r["evaluations"] for r in rs])),
@@ -64,8 +68,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-def compare(agg: list[dict], a_family: str, b_family: str) -> list[dict]:
-    """Per (model, β): best (by mean) of family b minus best of family a, in points and in seed-std units."""
+def compare(agg: list[dict], a_family: str, b_family: str, metric: str = "acc_after") -> list[dict]:
+    """Per (model, β): best (by mean ``metric``) of family b minus best of family a, in points and seed-std units."""
     out = []
     for model, budget in sorted({(c["model"], c["budget"]) for c in agg}):
         cs = [c for c in agg if c["model"] == model and c["budget"] == budget]
@@ -73,14 +77,14 @@ def compare(agg: list[dict], a_family: str, b_family: str) -> list[dict]:
         b = [c for c in cs if c["family"] == b_family]
         if not a or not b:
             continue
-        best_a, best_b = max(a, key=lambda c: c["acc_after"]), max(b, key=lambda c: c["acc_after"])
-        pooled = float(np.sqrt((best_a["acc_after_std"] ** 2 + best_b["acc_after_std"] ** 2) / 2))
-        by_a = dict(zip(best_a["seeds"], best_a["acc_after_by_seed"]))
-        paired = [v - by_a[s] for s, v in zip(best_b["seeds"], best_b["acc_after_by_seed"]) if s in by_a]
-        diff = best_b["acc_after"] - best_a["acc_after"]
+        best_a, best_b = max(a, key=lambda c: c[metric]), max(b, key=lambda c: c[metric])
+        pooled = float(np.sqrt((best_a[f"{metric}_std"] ** 2 + best_b[f"{metric}_std"] ** 2) / 2))
+        by_a = dict(zip(best_a["seeds"], best_a[f"{metric}_by_seed"]))
+        paired = [v - by_a[s] for s, v in zip(best_b["seeds"], best_b[f"{metric}_by_seed"]) if s in by_a]
+        diff = best_b[metric] - best_a[metric]
         p_mean, p_std = _ms(paired) if paired else (float("nan"), float("nan"))
         out.append({"model": model, "budget": budget, "a": best_a["method"], "b": best_b["method"],
-                    "a_acc": best_a["acc_after"], "b_acc": best_b["acc_after"], "diff": diff, "pooled_std": pooled,
+                    "metric": metric, "a_acc": best_a[metric], "b_acc": best_b[metric], "diff": diff, "pooled_std": pooled,
                     "diff_in_std": diff / pooled if pooled > 0 else float("nan"), "paired_mean": p_mean,
                     "paired_std": p_std, "paired_t": p_mean / (p_std / np.sqrt(len(paired)))
                     if len(paired) > 1 and p_std > 0 else float("nan"), "n_seeds": len(paired)})
@@ -114,13 +118,15 @@ def rl_flattening(report: dict) -> list[dict]:
 def markdown(report: dict) -> str:
     agg, cfg = report["aggregate"], report["config"]
     lines = ["# Search study — allocation methods at tight budgets (Fashion-MNIST)", "",
-             f"Config: `{json.dumps({k: cfg[k] for k in sorted(cfg) if k not in ('part', 'checkpoints')})}`", "",
+             f"Models {sorted({r['model'] for r in report['rows']})}, seeds {sorted({r['seed'] for r in report['rows']})}; "
+             f"config `{json.dumps({k: cfg[k] for k in sorted(cfg) if k in SHOWN})}`", "",
              "Accuracy on the same stratified test subset for every method and seed; mean ± sample std over "
              "seeds (a seed changes the calibration / search / fine-tune split of the train images, the fine-tune "
              "order and the search's random state). Cost per budget; shared searches count 1/|β| of their total.", ""]
     for model in sorted({c["model"] for c in agg}):
         dense = report["dense"].get(model, {})
-        lines += [f"## {model}", "", f"Dense test acc {np.mean(list(dense.values())):.4f} (same subset).", "",
+        dense_text = f"Dense test acc {np.mean(list(dense.values())):.4f} (same subset)." if dense else ""
+        lines += [f"## {model}", "", dense_text, "",
                   "| β | method | family | MACs | params | acc BN-recal | acc after FT | evaluations | search s |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for c in sorted((c for c in agg if c["model"] == model), key=lambda c: (c["budget"], -c["acc_after"])):
@@ -129,9 +135,11 @@ def markdown(report: dict) -> str:
                          f"**{100 * c['acc_after']:.1f} ± {100 * c['acc_after_std']:.1f}** | "
                          f"{c['evaluations']:.0f} | {c['search_seconds']:.0f} |")
         lines.append("")
-    for title, key in (("Best rule vs best learned (RL)", "rule_vs_learned"),
-                       ("Best rule vs evolutionary search", "rule_vs_search")):
-        lines += [f"## {title}", "", "Δ = learned/searched − rule (points, accuracy after fine-tune); "
+    for title, key in (("Best rule vs best learned (RL), after fine-tune", "rule_vs_learned"),
+                       ("Best rule vs evolutionary search, after fine-tune", "rule_vs_search"),
+                       ("Best rule vs best learned (RL), BN-recalibrated before fine-tune", "rule_vs_learned_recal"),
+                       ("Best rule vs evolutionary search, BN-recalibrated before fine-tune", "rule_vs_search_recal")):
+        lines += [f"## {title}", "", "Δ = learned/searched − rule (points); "
                   "pooled seed std = √((s₁² + s₂²)/2); paired: per-seed differences (same split, same test images).",
                   "", "| model | β | best rule | best other | Δ points | pooled std | Δ / std | paired Δ ± std | paired t |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -171,7 +179,8 @@ def plot(report: dict, path: Path) -> None:
             x = np.array([c["budget"] for c in cs]) * (1 + 0.012 * (i - len(methods) / 2))  # NOTE: dodge bars
             ax.errorbar(x, [c["acc_after"] for c in cs], yerr=[c["acc_after_std"] for c in cs], marker="o",
                         capsize=3, ls="--" if cs[0]["family"] == "rule" else "-", label=method)
-        ax.axhline(np.mean(list(report["dense"][model].values())), color="grey", ls=":", label="dense")
+        if report["dense"].get(model):
+            ax.axhline(np.mean(list(report["dense"][model].values())), color="grey", ls=":", label="dense")
         ax.set(xlabel="β (fraction of dense MACs kept)", ylabel="test accuracy after fine-tune", title=model)
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -184,6 +193,8 @@ def build(parts: list[dict], notes: list[str] | None = None) -> dict:
     report["aggregate"] = aggregate(report["rows"])
     report["rule_vs_learned"] = compare(report["aggregate"], "rule", "learned")
     report["rule_vs_search"] = compare(report["aggregate"], "rule", "search")
+    report["rule_vs_learned_recal"] = compare(report["aggregate"], "rule", "learned", "acc_recal")
+    report["rule_vs_search_recal"] = compare(report["aggregate"], "rule", "search", "acc_recal")
     report["rl_flattening"] = rl_flattening(report)
     report["notes"] = notes or []
     return report
