@@ -100,8 +100,12 @@ def flattening(rewards, window: int = 20, fraction: float = 0.95) -> dict:
     start, final = run[0], run[-1]
     target = start + fraction * (final - start)
     hit = np.nonzero(run >= target)[0] if final >= start else np.nonzero(run <= target)[0]
-    return {"episodes": len(r), "first_window": float(start), "last_window": float(final),
-            "flat_at": int(hit[0] + window) if len(hit) else None, "window": window, "fraction": fraction}
+    # NOTE: a curve that never rises is "flat" from the start; say so rather than report an early flattening
+    noise = float(np.sqrt((r[:window].var(ddof=1) + r[-window:].var(ddof=1)) / window))
+    rises = bool(final - start > 2 * noise)
+    return {"episodes": len(r), "first_window": float(start), "last_window": float(final), "rise": float(final - start),
+            "rise_noise": noise, "rises": rises, "flat_at": int(hit[0] + window) if len(hit) and rises else None,
+            "window": window, "fraction": fraction}
 
 
 def rl_flattening(report: dict) -> list[dict]:
@@ -151,12 +155,16 @@ def markdown(report: dict) -> str:
         lines.append("")
     lines += ["## RL reward curves", "", "Flattening: first episode at which the trailing 20-episode mean reward "
               "covers 95 % of its rise from the first 20 episodes to the last 20.", "",
-              "| run | episodes | mean reward, first 20 | last 20 | flat at episode |", "|---|---|---|---|---|"]
+              "A rise smaller than twice its standard error (from the two windows' spread) is reported as "
+              "'no rise': the curve was flat from the start.", "",
+              "| run | episodes | mean reward, first 20 | last 20 | rise ± s.e. | flat at episode |",
+              "|---|---|---|---|---|---|"]
     for f in report["rl_flattening"]:
-        if f.get("flat_at") is None and "first_window" not in f:
+        if "first_window" not in f:
             continue
+        flat = f["flat_at"] if f["rises"] else "no rise"
         lines.append(f"| {f['run']} | {f['episodes']} | {f['first_window']:.3f} | {f['last_window']:.3f} | "
-                     f"{f['flat_at']} |")
+                     f"{f['rise']:+.3f} ± {f['rise_noise']:.3f} | {flat} |")
     lines += ["", *report.get("notes", [])]
     return "\n".join(lines) + "\n"
 
@@ -178,7 +186,7 @@ def plot(report: dict, path: Path) -> None:
                 continue
             x = np.array([c["budget"] for c in cs]) * (1 + 0.012 * (i - len(methods) / 2))  # NOTE: dodge bars
             ax.errorbar(x, [c["acc_after"] for c in cs], yerr=[c["acc_after_std"] for c in cs], marker="o",
-                        capsize=3, ls="--" if cs[0]["family"] == "rule" else "-", label=method)
+                        capsize=3, ls="--" if cs[0]["family"] == "rule" else "-", color=f"C{i}", label=method)
         if report["dense"].get(model):
             ax.axhline(np.mean(list(report["dense"][model].values())), color="grey", ls=":", label="dense")
         ax.set(xlabel="β (fraction of dense MACs kept)", ylabel="test accuracy after fine-tune", title=model)

@@ -43,6 +43,8 @@ def test_flattening_finds_the_step_of_a_step_curve():
     # the trailing 20-episode mean first reaches 0.95 when 19 of its 20 episodes are past the step: episode 69
     assert f["flat_at"] == 69 and f["first_window"] == 0.0 and f["last_window"] == pytest.approx(1.0)
     assert report.flattening([1.0] * 10)["flat_at"] is None  # too short to say
+    noise = np.random.default_rng(0).normal(0, 1, 200)
+    assert report.flattening(noise)["rises"] is False and report.flattening(noise)["flat_at"] is None
 
 
 def test_compare_reports_the_best_of_each_family_in_seed_std_units():
