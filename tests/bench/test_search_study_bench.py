@@ -88,3 +88,19 @@ def test_study_cell_runs_every_cheap_method_and_meets_the_budget(tmp_path, monke
     text = (tmp_path / "study.md").read_text()
     assert "rl-per-budget" in text and "Best rule vs best learned" in text
     assert (tmp_path / "study.png").exists()
+
+
+def test_resume_skips_rows_already_in_the_parts(tmp_path, monkeypatch):
+    _fake_fashion_mnist(tmp_path / "fmnist")
+    monkeypatch.setenv("GRAPHPRUNE_FASHION_MNIST", str(tmp_path / "fmnist"))
+    torch.set_num_threads(1)
+    search = _load("search")
+    common = ["--models", "resnet20", "--seeds", "0", "--budgets", "0.3", "--test", "20", "--ft-subset", "20",
+              "--calib", "16", "--eval", "16", "--part-dir", str(tmp_path / "parts"), "--out", str(tmp_path / "s")]
+    first = search.study(search.parse_args(common + ["--methods", "uniform"]))
+    again = search.study(search.parse_args(common + ["--methods", "uniform", "global", "--resume"]))
+    assert [r["method"] for r in first["rows"]] == ["uniform"]
+    assert sorted(r["method"] for r in again["rows"]) == ["global", "uniform"]  # uniform kept, not run again
+    uniform = [r for r in again["rows"] if r["method"] == "uniform"]
+    assert uniform == first["rows"]
+    assert len(list((tmp_path / "parts").glob("*.json"))) == 2  # the resumed run never overwrites a part
