@@ -35,6 +35,8 @@ def merge(parts: list[dict]) -> dict:
         if p.get("dense_test_acc") is not None:  # resumed parts do not measure it again
             report["dense"].setdefault(p["model"], {})[str(p["seed"])] = p["dense_test_acc"]
         report["rl_histories"].setdefault(key, {}).update(p.get("rl_histories", {}))
+        # NOTE: a curve run on other images than the study's (the long pilot) brings the uniform score it compares to
+        report.setdefault("rl_uniform_scores", {}).setdefault(key, {}).update(p.get("rl_uniform_scores", {}))
         report["shared"].setdefault(key, {}).update(p.get("shared", {}))
         report["evaluator"][key] = p.get("evaluator")
         for r in p["rows"]:
@@ -121,8 +123,9 @@ def rl_flattening(report: dict) -> list[dict]:
                 continue
             match = re.search(r"per-budget-([0-9.]+)", name)
             budget = float(match.group(1)) if match else None
+            own = report.get("rl_uniform_scores", {}).get(key, {})
             out.append({"run": f"{key} {name}", **flattening(rewards), "best_reward": float(np.max(rewards)),
-                        "uniform_score": uniform.get((model, int(seed), budget))})
+                        "uniform_score": own[name] if name in own else uniform.get((model, int(seed), budget))})
     return out
 
 
@@ -164,7 +167,8 @@ def markdown(report: dict) -> str:
     lines += ["## RL reward curves", "", "Flattening: first episode at which the trailing 20-episode mean reward "
               "covers 95 % of its rise from the first 20 episodes to the last 20.", "",
               "A rise smaller than twice its standard error (from the two windows' spread) is reported as "
-              "'no rise': the curve was flat from the start.", "",
+              "'no rise': the curve was flat from the start; a flattening point in the last half-window is 'still rising' (more "
+              "episodes could still pay).", "",
               "Reward = the search score of the sampled plan (−CE of the masked, BN-recalibrated candidate on the "
               "held-out images); 'uniform' = the score of the uniform plan at the same β on the same images.", "",
               "| run | episodes | mean reward, first 20 | last 20 | rise ± s.e. | flat at episode | best reward | "
@@ -172,7 +176,8 @@ def markdown(report: dict) -> str:
     for f in report["rl_flattening"]:
         if "first_window" not in f:
             continue
-        flat = f["flat_at"] if f["rises"] else "no rise"
+        flat = "no rise" if not f["rises"] else (
+            f"{f['flat_at']} (still rising)" if f["flat_at"] > f["episodes"] - f["window"] // 2 else f["flat_at"])
         lines.append(f"| {f['run']} | {f['episodes']} | {f['first_window']:.3f} | {f['last_window']:.3f} | "
                      f"{f['rise']:+.3f} ± {f['rise_noise']:.3f} | {flat} | {f['best_reward']:.3f} | "
                      f"{'—' if f['uniform_score'] is None else format(f['uniform_score'], '.3f')} |")
