@@ -28,6 +28,17 @@ with and without the supernet option (``--supernet-steps``; ``search_proxy.py``)
     python bench/search.py --only retest            # the τ plans fine-tuned again: how noisy is the target?
     python bench/search.py --budgets 0.5 --episodes 4 --kendall 3 --ft-subset 200 --test 200   # smoke
     python bench/search.py --render bench/results/search.json     # table + plot again from the JSON
+
+Study mode (issue 12; ``search_study.py``, ``search_study_report.py``): ``--seeds`` repeats search and
+fine-tune per seed for every ``--models`` entry and writes ``bench/results/search_study.{json,md,png}``
+(mean ± std over seeds, search cost, best rule vs best learned, RL reward flattening)::
+
+    python bench/search.py --models resnet56 mobilenetv2 --seeds 0 1 2 --test 1000 --ft-subset 1000 \
+        --episodes 200 --population 16 --generations 8 --out search_study
+    python bench/search.py --models resnet56 --seeds 0 --budgets 0.3 --episodes 2 --test 100 --ft-subset 64 \
+        --methods uniform rl-per-budget --out /tmp/smoke       # smoke
+
+Widths are exact (``round_to=1``) in both modes: ResNet-56's default width menus stop at 0.21 of its MACs.
 """
 from __future__ import annotations
 
@@ -35,6 +46,7 @@ import argparse
 import copy
 import json
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -59,6 +71,7 @@ from graphprune.search.sensitivity import SensitivityConfig, sensitivity_profile
 from graphprune.train import evaluate, finetune, finetune_config, load_checkpoint, make_loader  # noqa: E402
 sys.path.insert(0, str(REPO / "bench"))
 from search_proxy import kendall, kendall_markdown, retest  # noqa: E402
+from search_study import ALLOC, METHODS, run_cell  # noqa: E402
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)
 RESULTS = REPO / "bench" / "results"
@@ -169,7 +182,7 @@ def methods(report, model, graph, scores, evaluator, ctx_of, setup) -> None:
     for b in args.budgets:
         for strategy in ("uniform", "global"):
             t = time.perf_counter()
-            keep = allocate(graph, scores, Budget.macs(b), strategy).keep
+            keep = allocate(graph, scores, Budget.macs(b), strategy, ALLOC).keep
             report["rows"].append(gp_row(strategy, b, graph, keep, time.perf_counter() - t, setup, evaluator))
         t = time.perf_counter()
         pruned = tp_global(model, b)
@@ -235,8 +248,8 @@ def run(args) -> dict:
     else:
         report = {"config": dict(vars(args)), "model": args.model, "rows": [],
                   "dense_test_acc": evaluate(model, test), "dense_score": evaluator(graph.full_keep())}
-    ctx_of = {b: SearchContext(graph, scores, Budget.macs(b), progress=False, evaluator=evaluator)
-              for b in args.budgets}
+    ctx_of = {b: SearchContext(graph, scores, Budget.macs(b), ALLOC, progress=False, evaluator=evaluator,
+                               lowest_budget=Budget.macs(min(args.budgets))) for b in args.budgets}
     ctx = ctx_of[0.5 if 0.5 in ctx_of else args.budgets[0]]
     if args.only == "retest":
         report["kendall"]["retest"] = {**retest(graph, ctx, setup, report["kendall"], log),
@@ -251,6 +264,27 @@ def run(args) -> dict:
         report["evaluator"] = {"calls": evaluator.calls, "seconds": evaluator.seconds}
         report["wall_seconds"] = time.perf_counter() - start
     write(report, args.out)
+    return report
+
+
+def study(args) -> dict:
+    """Study mode: every (model, seed) cell, then the merged report of every part in the part folder."""
+    import search_study_report
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    results = out.parent if out.parent != Path(".") else RESULTS
+    parts = Path(args.part_dir) if args.part_dir else Path(tempfile.gettempdir()) / f"graphprune_{out.name}_parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    for model_name in args.models or [args.model]:
+        for seed in args.seeds:
+            tag = "all" if set(args.methods) == set(METHODS) else "+".join(args.methods)
+            done = {(r["method"], r["budget"]) for p in parts.glob(f"{model_name}_seed{seed}_*.json")
+                    for r in json.loads(p.read_text())["rows"]} if args.resume else set()
+            stamp = time.strftime("_%H%M%S") if args.resume else ""  # NOTE: never overwrite the parts resumed from
+            run_cell(model_name, seed, args, log, parts / f"{model_name}_seed{seed}_{tag}{stamp}.json", done)
+    report = search_study_report.build([json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))])
+    search_study_report.write(report, out.name, results)
     return report
 
 
@@ -328,7 +362,15 @@ def write(report: dict, prefix: str) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet56" if (REPO / "checkpoints" / "resnet56.pt").exists() else "resnet20")
-    p.add_argument("--budgets", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    p.add_argument("--models", nargs="+", help="study mode: these checkpoints/<model>.pt (with --seeds)")
+    p.add_argument("--seeds", type=int, nargs="+", help="study mode: repeat search + fine-tune per seed")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="study mode: methods run")
+    p.add_argument("--part-dir", default=None, help="study mode: per-(model, seed) JSON parts (default: "
+                   "$TMPDIR/graphprune_<out>_parts); existing parts are merged into the report")
+    p.add_argument("--resume", action="store_true", help="study mode: skip (method, β) rows already in the parts")
+    p.add_argument("--rd-points", type=int, default=6, help="study mode: widths measured per rate-distortion curve")
+    p.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.15, 0.3, 0.5])
     p.add_argument("--calib", type=int, default=64, help="train images for BN recalibration")
     p.add_argument("--eval", type=int, default=64, help="held-out train images scoring candidates")
     p.add_argument("--test", type=int, default=400, help="test images (stratified subset)")
@@ -352,4 +394,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--render":  # re-render table and plot from a results JSON
         write(json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[2]).stem)
     else:
-        run(parse_args())
+        parsed = parse_args()
+        study(parsed) if parsed.seeds is not None else run(parsed)

@@ -50,6 +50,8 @@ class Baseline:
 
 #: Sized so all three train in about an hour on one core (ResNet-56 ≈ 14, MobileNetV2 ≈ 31 core-min per 60k images).
 BASELINES = (Baseline("resnet20", 5), Baseline("resnet56", 3, "he_zero_residual"), Baseline("mobilenetv2", 2))
+#: Trained only when named in ``--models`` (VGG-16: 1 epoch, for the search study in bench/search.py).
+OPTIONAL = (Baseline("vgg16", 1),)
 MODEL_KWARGS = {"num_classes": 10, "in_channels": 1}
 
 
@@ -155,7 +157,7 @@ def main(argv=None) -> None:
     command = "python scripts/train_baselines.py " + " ".join(sys.argv[1:] if argv is None else argv)
     train_set = fashion_mnist("train", subset=args.train_subset, stratified=True, seed=args.seed)
     test_loader = make_loader(fashion_mnist("test"), 500, shuffle=False)
-    chosen = [b for b in BASELINES if b.name in args.models]
+    chosen = [b for b in BASELINES + OPTIONAL if b.name in args.models]
     for baseline in chosen:
         train_one(baseline, args, train_set, test_loader, command.strip())
         write_readme(Path(args.out_dir))
