@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import hashlib
 import json
 import os
 import sys
@@ -155,7 +156,8 @@ class Study:
 
     def tuned_row(self, result, method: str, budget: float, seed: int, detail: str = "") -> Row:
         """Fine-tune, quantise, measure accuracy and ORT-vs-simulation agreement (cached per plan and seed)."""
-        plan_key = BitPlan(result.bitplan.channels, result.bitplan.weight_bits, {}).to_json()
+        # NOTE: a digest, not the plan: the plan's JSON is ~80 KB and the key is stored in every row of the results
+        plan_key = hashlib.sha256(BitPlan(result.bitplan.channels, result.bitplan.weight_bits, {}).to_json().encode()).hexdigest()[:16]
         if (plan_key, seed) in self.tuned:
             old = self.tuned[(plan_key, seed)]
             row = copy.copy(old)
