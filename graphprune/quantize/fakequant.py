@@ -9,7 +9,9 @@ copy, in the order ONNX Runtime sees the model:
    (a Conv / Gemm's activation input and its output; a tensor quantised for one consumer is seen quantised
    by all of them, as ORT rewires every consumer to the DequantizeLinear output);
 3. **quantise**: observers become per-tensor uint8 fake-quant nodes, int8 layers' weights and biases are
-   replaced by their quantised-dequantised values (``scheme.py``).  fp32 layers are left alone.
+   replaced by their quantised-dequantised values (``scheme.py``); int4 Linear layers' weights by their
+   blockwise int4 values (``int4.py``; weight-only: no observers, fp32 inputs, outputs and bias).  fp32 layers
+   are left alone.
 
 The result scores a candidate without exporting it; ``tests/quantize`` holds it equal to ONNX Runtime's int8
 model within a few output quantisation steps.  :func:`zero_bit_model` is the 0-bit view of a pruned channel:
@@ -28,6 +30,7 @@ from torch.fx.experimental.optimization import fuse
 
 from ..depgraph import DependencyGraph, Dim
 from ..evaluate import split_batch
+from .int4 import INT4, Int4Scheme, check_int4_layers, fake_quant_weight_int4
 from .layers import quant_layers
 from .scheme import ActivationQParams, activation_qparams, fake_quant_activation, fake_quant_bias, \
     fake_quant_weight, weight_scales
@@ -110,14 +113,17 @@ def _observe(gm: fx.GraphModule, weight_bits: dict[str, int]) -> dict[str, str]:
     return points
 
 
-def _quantise_weights(gm: fx.GraphModule, weight_bits: dict[str, int]) -> None:
-    """Replace int8 layers' weights and biases by their quantised values (inputs already fake-quantised)."""
+def _quantise_weights(gm: fx.GraphModule, weight_bits: dict[str, int], int4: Int4Scheme) -> None:
+    """Replace int8 layers' weights and biases by their quantised values (inputs already fake-quantised), and
+    int4 layers' weights by their blockwise int4 values."""
     nodes = {n.name: n for n in gm.graph.nodes}
     with torch.no_grad():
         for layer in quant_layers(gm):
+            module = gm.get_submodule(layer.name)
+            if weight_bits.get(layer.name, 8) == INT4:
+                module.weight.copy_(fake_quant_weight_int4(module.weight, int4))
             if weight_bits.get(layer.name, 8) != 8:
                 continue
-            module = gm.get_submodule(layer.name)
             # NOTE: _observe put a fake-quant node between every int8 layer and its input
             in_scale = gm.get_submodule(nodes[layer.node].args[0].target).qparams.scale
             scales = weight_scales(module.weight)
@@ -137,20 +143,23 @@ def as_graph_module(model: nn.Module) -> fx.GraphModule:
                         f"({type(exc).__name__}: {str(exc)[:120]}); prune it with output='graph'") from exc
 
 
-def fake_quant_model(model: fx.GraphModule, calib_data: Iterable, weight_bits: dict[str, int] | None = None
-                     ) -> fx.GraphModule:
+def fake_quant_model(model: fx.GraphModule, calib_data: Iterable, weight_bits: dict[str, int] | None = None,
+                     int4: Int4Scheme | None = None) -> fx.GraphModule:
     """The fake-quant simulation of ``model`` (see module docstring); ``model`` is not modified.
 
     Args:
         model: a GraphModule (traced or pruned by graphprune) in eval semantics.
         calib_data: batches (tensors or (inputs, targets)); every batch is run once to calibrate.
-        weight_bits: module name -> 8 or 32 (default 8 for every Conv / Linear).
+        weight_bits: module name -> 4 (Linear only), 8 or 32 (default 8 for every Conv / Linear).
+        int4: block size and symmetry of the int4 layers (default ``Int4Scheme()``).
 
     Raises:
         ValueError: ``calib_data`` is empty.
+        PlanError: a Conv layer asks for int4.
     """
     weight_bits = dict(weight_bits or {})
     gm = fuse(copy.deepcopy(as_graph_module(model)).eval(), no_trace=True)
+    check_int4_layers(quant_layers(gm), weight_bits)
     points = _observe(gm, weight_bits)
     seen = 0
     with torch.no_grad():
@@ -162,5 +171,5 @@ def fake_quant_model(model: fx.GraphModule, calib_data: Iterable, weight_bits: d
     for observer_name in points.values():
         observer = gm.get_submodule(observer_name)
         setattr(gm, observer_name, ActivationFakeQuant(activation_qparams(observer.lo, observer.hi)))
-    _quantise_weights(gm, weight_bits)
+    _quantise_weights(gm, weight_bits, int4 or Int4Scheme())
     return gm

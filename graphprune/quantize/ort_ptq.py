@@ -9,8 +9,10 @@ Reads a pruned GraphModule, calibration batches and a weight bit-width per layer
    error naming the layer (never a silently mis-assigned bit-width);
 3. ``onnxruntime.quantization.quantize_static`` with the scheme of ``scheme.py`` (QDQ, uint8 activations,
    per-channel symmetric int8 weights, MinMax calibration) on ``calib_data`` split into single samples (the
-   exported graph has a fixed batch of 1; MinMax ranges do not depend on batching); fp32 layers are
-   ``nodes_to_exclude``.
+   exported graph has a fixed batch of 1; MinMax ranges do not depend on batching); fp32 and int4 layers are
+   ``nodes_to_exclude``;
+4. int4 Linear layers (weight-only, ``int4.py``): their Gemm nodes are rewritten into MatMul + Add before step 3
+   and turned into ``MatMulNBits`` after it (``onnx_int4.py``).
 
 onnxruntime is imported only here (and in ``graphprune.export``).
 """
@@ -35,6 +37,7 @@ from ..export import export_onnx
 from ..files import atomic_path
 from ..trace import normalize_inputs
 from .fakequant import as_graph_module, batch_inputs
+from .int4 import INT4, Int4Scheme, check_int4_layers
 from .layers import quant_layers
 
 __all__ = ["quantize_onnx", "QuantizedOnnx", "onnx_layer_nodes", "ort_run", "interleaved_ms", "QuantizeError"]
@@ -119,33 +122,57 @@ def _quantize(fp32: Path, out: Path, reader: Any, exclude: list[str]) -> None:
 
 def quantize_onnx(model: fx.GraphModule, example_inputs: Any, calib_data: Iterable, path: str | Path,
                   weight_bits: dict[str, int] | None = None, fp32_path: str | Path | None = None,
-                  exporter: str = "auto") -> QuantizedOnnx:
+                  exporter: str = "auto", int4: Int4Scheme | None = None) -> QuantizedOnnx:
     """Export ``model`` and write its int8 QDQ version to ``path`` (see module docstring).
 
     Args:
         example_inputs: one sample (batch 1) with the model's input shape.
         calib_data: calibration batches (tensors or (inputs, targets)).
-        weight_bits: module name -> 8 or 32 (default 8).
+        weight_bits: module name -> 4 (Linear only), 8 or 32 (default 8).
         fp32_path: where to keep the fp32 file (default ``<path stem>.fp32.onnx`` beside ``path``).
         exporter: passed to ``export_onnx`` (``"auto"``, ``"dynamo"``, ``"torchscript"``).
+        int4: block size and symmetry of the int4 layers (default ``Int4Scheme()``).
     """
     path = Path(path)
     fp32_path = Path(fp32_path) if fp32_path else path.with_name(path.stem + ".fp32.onnx")
     weight_bits = dict(weight_bits or {})
     model = as_graph_module(model)
+    check_int4_layers(quant_layers(model), weight_bits)
     # NOTE: BatchNorm folded before export, as the simulation folds it: the dynamo exporter keeps BN nodes
     # (the TorchScript one folded them), and ORT would then quantise conv outputs before BN, not after
     export_onnx(fuse(copy.deepcopy(model).eval(), no_trace=True), example_inputs, fp32_path, exporter=exporter)
     nodes = onnx_layer_nodes(fp32_path, model)
     exclude = [nodes[name] for name, bits in weight_bits.items() if bits == 32 and name in nodes]
-    n_inputs = len(normalize_inputs(example_inputs))
-    reader = _SampleReader(calib_data, [f"input_{i}" for i in range(n_inputs)])
+    int4_nodes = [nodes[name] for name, bits in weight_bits.items() if bits == INT4 and name in nodes]
+    input_names = [f"input_{i}" for i in range(len(normalize_inputs(example_inputs)))]
+    calib_data = list(calib_data)
+    reader = _SampleReader(calib_data, input_names)
     with tempfile.TemporaryDirectory() as scratch, atomic_path(path) as tmp:
         # NOTE: ORT writes augmented calibration models beside the output; keep them out of the user's folder
-        work = Path(scratch) / "model.int8.onnx"
-        _quantize(fp32_path, work, reader, exclude)
+        work, source = Path(scratch) / "model.int8.onnx", fp32_path
+        if int4_nodes:
+            source = _int4_ready(fp32_path, Path(scratch) / "model.matmul.onnx", int4_nodes,
+                                 next(iter(_SampleReader(calib_data, input_names))))
+        _quantize(source, work, reader, exclude + int4_nodes)
+        if int4_nodes:
+            import onnx
+
+            from .onnx_int4 import apply_matmul_nbits
+
+            onnx.save(apply_matmul_nbits(onnx.load(str(work)), int4_nodes, int4 or Int4Scheme()), str(work))
         tmp.write_bytes(work.read_bytes())
     return QuantizedOnnx(fp32_path, path, fp32_path.stat().st_size, path.stat().st_size)
+
+
+def _int4_ready(fp32_path: Path, out: Path, int4_nodes: list[str], feed: dict) -> Path:
+    """Write ``fp32_path`` with the int4 layers' Gemm nodes as MatMul + Add to ``out``, checked equal on ``feed``."""
+    import onnx
+
+    from .onnx_int4 import check_same_outputs, gemm_to_matmul
+
+    onnx.save(gemm_to_matmul(onnx.load(str(fp32_path)), int4_nodes), str(out))
+    check_same_outputs(fp32_path, out, feed)
+    return out
 
 
 def _session(path: str | Path, threads: int):
