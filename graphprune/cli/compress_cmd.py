@@ -3,6 +3,7 @@
     graphprune compress checkpoint:checkpoints/resnet20.pt --budget 0.15 --data fashion_mnist --out r20.int8.onnx
     graphprune compress checkpoint:checkpoints/resnet20.pt --quantize mixed --data fashion_mnist --plan plan.json
     graphprune compress checkpoint:checkpoints/resnet20.pt --apply-plan plan.json --data fashion_mnist
+    graphprune compress models:lenet5 --quantize int4 --int4-block-size 32 --data fashion_mnist --budget 0.2
 
 Calibration batches come from ``--data``'s train split; the joint search (``--quantize mixed`` or
 ``--strategy joint``) scores candidates on held-out test images (minus the cross-entropy, as ``prune``'s
@@ -43,8 +44,13 @@ def add_compress_parser(sub, model_help: str, model_options: Callable, formatter
                    "bops) to keep")
     p.add_argument("--metric", choices=["size", "bops"], default="size", help="what --budget counts: bytes of "
                    "weights, or MACs x weight bits x activation bits")
-    p.add_argument("--quantize", choices=["int8", "mixed"], default="int8", help="every Conv/Linear int8, or fp32 "
-                   "/ int8 per layer chosen by the joint search (needs --data)")
+    p.add_argument("--quantize", choices=["int8", "mixed", "int4"], default="int8", help="every Conv/Linear int8; "
+                   "fp32 / int8 (int4 for Linear) per layer chosen by the joint search; or int4: every Linear "
+                   "weight-only int4 (ORT MatMulNBits), every Conv int8")
+    p.add_argument("--int4-block-size", type=int, default=32, metavar="N", help="weights per int4 scale (a power "
+                   "of two >= 16)")
+    p.add_argument("--int4-symmetric", action="store_true", help="int4 blocks without zero points (ORT's "
+                   "default is asymmetric)")
     p.add_argument("--strategy", choices=["auto", "global", "uniform", "joint"], default="auto",
                    help="channel allocation: auto = joint with --quantize mixed, else global")
     p.add_argument("--importance", choices=[n for n, c in CRITERIA.items() if not c.needs_data], default="l2",
@@ -92,13 +98,19 @@ def cmd_compress(args: argparse.Namespace) -> int:
     """Load, compress (or replay a plan), print the report, save the plan."""
     from ..data import load_split
     from ..evaluate import classification_eval_fn
+    from ..plan import PlanError
     from ..quantize import BitPlan, QuantBudget, apply_bitplan, compress
+    from ..quantize.int4 import Int4Scheme
     from ..quantize.joint import JointConfig
     from ..data import ImageOptions
 
     if args.device != "cpu":
         raise CliError("compress runs on the CPU (ONNX Runtime CPU quantisation)", "drop --device")
     options = _options(args.strategy_option)
+    try:
+        int4 = Int4Scheme(args.int4_block_size, args.int4_symmetric)
+    except PlanError as error:
+        raise CliError(str(error), "e.g. --int4-block-size 32") from None
     unknown = sorted(set(options) - set(JointConfig.__dataclass_fields__))
     if unknown:
         raise CliError(f"unknown --strategy-option {unknown}", f"known: {sorted(JointConfig.__dataclass_fields__)}")
@@ -122,7 +134,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         result = compress(model, budget, x, quantize=args.quantize, calib_data=calib, eval_fn=eval_fn,
                           strategy=args.strategy, importance=args.importance, out=args.out,
                           search_options=options or None, time_rounds=args.time_rounds, leaf_modules=args.leaf,
-                          front_end=args.front_end, recalibrate_bn=args.recalibrate_bn)
+                          front_end=args.front_end, recalibrate_bn=args.recalibrate_bn, int4=int4)
     print(result.report)
     print(f"wrote {result.onnx.int8_path} ({result.onnx.int8_bytes} B) and {result.onnx.fp32_path}")
     if args.plan:

@@ -29,13 +29,14 @@ from ..trace import normalize_inputs
 from .bitplan import BitPlan
 from .bn_recal import recalibrate_bn as recalibrate
 from .cost import QuantBudget, QuantCost
+from .int4 import INT4, Int4Scheme
 from .fakequant import as_graph_module, batch_inputs, fake_quant_model, zero_bit_model
 from .joint import JointConfig, JointSpace, joint_search
 from .ort_ptq import QuantizedOnnx, interleaved_ms, ort_run, quantize_onnx
 
 __all__ = ["compress", "apply_bitplan", "CompressResult", "CompressReport", "QUANTIZE_MODES", "COMPRESS_STRATEGIES"]
 
-QUANTIZE_MODES = ("int8", "mixed")
+QUANTIZE_MODES = ("int8", "mixed", "int4")
 COMPRESS_STRATEGIES = ("global", "uniform", "joint", "rl")
 
 
@@ -61,6 +62,7 @@ class CompressReport:
     fp32_ms: float | None = None
     candidates: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    layers_int4: int = 0         # weight-only int4 Linear layers (ORT MatMulNBits)
 
     def __str__(self) -> str:
         lines = [("budget", f"{self.budget} ({self.quantize}, {self.strategy})"),
@@ -68,7 +70,8 @@ class CompressReport:
                           f"vs pruned fp32 {self.fp32_onnx_bytes} B"),
                  ("BOPs", f"{self.bops_ratio:.4f} of dense fp32"),
                  ("MACs / params", f"{self.macs_ratio:.3f} / {self.params_ratio:.3f}"),
-                 ("bit-widths", f"{self.layers_int8} int8 layers, {self.layers_fp32} fp32"),
+                 ("bit-widths", f"{self.layers_int8} int8 layers, {self.layers_fp32} fp32"
+                                + (f", {self.layers_int4} int4" if self.layers_int4 else "")),
                  ("ORT vs sim", f"max |diff| {self.ort_vs_fakequant:.3g} ({self.ort_vs_fakequant_steps:.2f} steps)")]
         if self.int8_ms is not None:
             lines.append(("ORT latency", f"pruned fp32 {self.fp32_ms:.3f} ms -> int8 {self.int8_ms:.3f} ms "
@@ -109,6 +112,9 @@ def _check_args(quantize: str, strategy: str, eval_fn: Callable | None, calib: l
         raise ValueError(f"strategy={strategy!r} scores candidates with eval_fn(model) -> float; pass eval_fn")
     if quantize == "mixed" and strategy not in ("joint", "rl"):
         raise ValueError("quantize='mixed' chooses bit-widths by search: pass eval_fn (strategy 'joint')")
+    if quantize == "int4" and strategy == "rl":
+        raise ValueError("strategy='rl' chooses fp32 / int8 per layer only; use strategy 'joint' (or 'global' / "
+                         "'uniform') with quantize='int4'")
     if not calib:
         raise ValueError("compress needs calib_data (batches of inputs, or (inputs, targets)) to calibrate "
                          "the int8 activations")
@@ -120,13 +126,16 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
              strategy: str = "auto", importance: str | Callable = "l2", out: str | Path = "compressed.int8.onnx",
              calib_batches: int = 8, min_channels: int = 1, round_to: int | str = "auto",
              search_options: dict | None = None, time_rounds: int = 0, exporter: str = "auto",
-             recalibrate_bn: bool = False, **trace_kw: Any) -> CompressResult:
+             recalibrate_bn: bool = False, int4: Int4Scheme | None = None, **trace_kw: Any) -> CompressResult:
     """Prune and quantise ``model`` so its size (or BOPs) is at most ``budget`` of the dense fp32 model's.
 
     Args:
         budget: a float (fraction of the dense fp32 size in bytes) or ``QuantBudget.size / .bytes / .bops``.
         example_inputs: one sample (batch 1) of the model's input.
-        quantize: ``"int8"`` (every Conv / Linear int8) or ``"mixed"`` (fp32 or int8 per layer, searched).
+        quantize: ``"int8"`` (every Conv / Linear int8), ``"mixed"`` (fp32 / int8 per layer, and int4 for Linear
+            layers, searched; ``"rl"`` searches fp32 / int8 only) or ``"int4"`` (every Linear weight-only int4,
+            ORT ``MatMulNBits``; every Conv int8).
+        int4: block size and symmetry of int4 layers (default ``Int4Scheme()``: blocks of 32, asymmetric).
         calib_data: batches calibrating the activation ranges (the first ``calib_batches`` are used).
         eval_fn: ``eval_fn(model) -> float``, higher is better, run on fake-quant candidates (joint search).
         strategy: ``"auto"`` (``"joint"`` with ``eval_fn``, else ``"global"``), ``"global"``, ``"uniform"``,
@@ -149,12 +158,13 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
     b = _budget(budget)
     graph = inspect(model, example_inputs, **trace_kw)
     scores = unit_scores(graph, importance)
-    space = JointSpace(graph, scores, b, min_units=min_channels, round_to=round_to)
+    int4 = int4 or Int4Scheme()
+    space = JointSpace(graph, scores, b, min_units=min_channels, round_to=round_to, int4=int4)
     if not space.cost.layers:
         raise ValueError(f"compress found no Conv / Linear module calls in {type(model).__name__} (captured with "
                          f"{graph.traced.front_end}); quantisation plans name nn.Conv*/nn.Linear modules, so the "
                          "model must be traceable by torch.fx (front_end='fx') with those layers as modules")
-    int8 = {layer.name: 8 for layer in space.cost.layers}
+    base, menu = _bit_menus(space.cost.layers, quantize)
     seconds["analyse"] = time.perf_counter() - t0
     t = time.perf_counter()
     evaluated = []
@@ -163,18 +173,18 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
             candidate = zero_bit_model(graph, keep)
             if recalibrate_bn:
                 candidate = recalibrate(candidate, calib)
-            return float(eval_fn(fake_quant_model(candidate, calib, bits)))
-        choices = (8, 32) if quantize == "mixed" else (8,)
+            return float(eval_fn(fake_quant_model(candidate, calib, bits, int4)))
         if strategy == "rl":
             from .rl import RLJointConfig, rl_joint_search  # NOTE: torch_geometric only when asked for
 
+            choices = (8, 32) if quantize == "mixed" else (8,)
             best, evaluated = rl_joint_search(space, evaluate, choices, RLJointConfig(**(search_options or {})))
         else:
-            best, evaluated = joint_search(space, evaluate, choices, JointConfig(**(search_options or {})))
+            best, evaluated = joint_search(space, evaluate, menu, JointConfig(**(search_options or {})), base)
     else:
-        best = space.uniform(int8) if strategy == "uniform" else space.global_keep(int8)
+        best = space.uniform(base) if strategy == "uniform" else space.global_keep(base)
     seconds["search"] = time.perf_counter() - t
-    bitplan = BitPlan.from_unit_bits(graph, np.where(best.keep, 8, 0), best.bits, budget=b.describe(),
+    bitplan = BitPlan.from_unit_bits(graph, np.where(best.keep, 8, 0), best.bits, int4, budget=b.describe(),
                                      quantize=quantize, strategy=strategy, recalibrate_bn=recalibrate_bn,
                                      size_ratio=space.cost.size_bytes(best.keep, best.bits) / space.cost.dense("size"))
     t = time.perf_counter()
@@ -203,15 +213,16 @@ def _finish(graph, keep: np.ndarray, bitplan: BitPlan, example_inputs: Any, cali
         pruned = rewrite(graph, keep)
         seconds["rewrite"] = time.perf_counter() - t
     t = time.perf_counter()
-    fq = fake_quant_model(pruned, calib, bitplan.weight_bits)
-    onnx_files = quantize_onnx(pruned, example_inputs, calib, out, bitplan.weight_bits, exporter=exporter)
+    fq = fake_quant_model(pruned, calib, bitplan.weight_bits, bitplan.int4)
+    onnx_files = quantize_onnx(pruned, example_inputs, calib, out, bitplan.weight_bits, exporter=exporter,
+                               int4=bitplan.int4)
     seconds["quantize"] = time.perf_counter() - t
     sample = torch.cat([batch_inputs(batch)[0] for batch in calib[:2]])[:32]
     got, want = ort_run(onnx_files.int8_path, sample), fq(sample).detach().numpy()
     diff = float(np.abs(got - want).max())
     scale = _output_scale(fq)
     steps = diff / scale if np.isfinite(scale) else float("nan")
-    cost = QuantCost(graph)
+    cost = QuantCost(graph, bitplan.int4)
     bits = bitplan.weight_bits
     dense_cost = graph.cost()
     kept_cost = graph.cost(keep)
@@ -224,8 +235,19 @@ def _finish(graph, keep: np.ndarray, bitplan: BitPlan, example_inputs: Any, cali
         layers_fp32=sum(bitplan.bits_of(layer.name) == 32 for layer in cost.layers),
         int8_onnx_bytes=onnx_files.int8_bytes, fp32_onnx_bytes=onnx_files.fp32_bytes,
         ort_vs_fakequant=diff, ort_vs_fakequant_steps=steps,
-        score=float(eval_fn(fq)) if eval_fn is not None else None, seconds=seconds)
+        score=float(eval_fn(fq)) if eval_fn is not None else None, seconds=seconds,
+        layers_int4=sum(bitplan.bits_of(layer.name) == INT4 for layer in cost.layers))
     return CompressResult(pruned, bitplan, fq, onnx_files, report)
+
+
+def _bit_menus(layers: list, quantize: str) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
+    """The bits every layer starts from and the bits the joint search may give it, per ``quantize`` mode
+    (int4 only for Linear layers: ORT has no 4-bit Conv kernel)."""
+    linear = {layer.name: layer.kind == "linear" for layer in layers}
+    base = {name: INT4 if quantize == "int4" and is_linear else 8 for name, is_linear in linear.items()}
+    if quantize == "mixed":
+        return base, {name: (8, 32, INT4) if is_linear else (8, 32) for name, is_linear in linear.items()}
+    return base, {name: (bits,) for name, bits in base.items()}
 
 
 def _output_scale(fq: fx.GraphModule) -> float:

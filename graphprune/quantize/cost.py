@@ -6,7 +6,10 @@ For a keep mask over units and a weight bit-width ``b_l`` per quantisable layer 
     BOPs(keep, b) = Σ_l MACs_l · b_l · a_l    +  32 · 32 · (MACs − Σ_l MACs_l)
 
 with ``a_l = 8`` for an int8 layer and 32 for an fp32 one; every other parameter (biases, norms) is counted
-as fp32.  Both are monotone in ``keep`` and in ``b``, so a bisection over either meets a budget from below —
+as fp32.  An int4 Linear layer (weight-only, ``int4.py``) counts its bytes on disk exactly — packed nibbles of
+padded blocks plus an fp32 scale (and a packed zero point) per block, ``int4.int4_layer_bytes`` — in place of
+``numel · b_l / 8``, and ``b_l · a_l = 4 · 32`` BOPs per MAC (its activations stay fp32, so under a BOPs budget
+int4 costs more than int8; under a size budget it costs less).  Both are monotone in ``keep`` and in ``b``, so a bisection over either meets a budget from below —
 the searches in ``joint.py`` meet budgets by construction.  The size is a prediction: the ONNX file also
 holds scales, zero points and the graph; ``compress`` reports the measured bytes beside it.
 """
@@ -18,6 +21,7 @@ import numpy as np
 
 from ..budget import BudgetError
 from ..depgraph import DependencyGraph, Dim
+from .int4 import INT4, Int4Scheme, int4_layer_bytes
 from .layers import QuantLayer, quant_layers
 
 __all__ = ["QuantBudget", "QuantCost", "QUANT_METRICS"]
@@ -71,8 +75,9 @@ class QuantBudget:
 class QuantCost:
     """Evaluates size / BOPs of candidates on one dependency graph (see module docstring)."""
 
-    def __init__(self, graph: DependencyGraph):
+    def __init__(self, graph: DependencyGraph, int4: Int4Scheme | None = None):
         self.graph = graph
+        self.int4 = int4 or Int4Scheme()
         self.layers: list[QuantLayer] = quant_layers(graph.traced.gm)
         self._weight_dims = [self._dims_of(layer.weight_key) for layer in self.layers]
         self.dense_macs = graph.cost().macs
@@ -83,26 +88,30 @@ class QuantCost:
         shape = self.graph.shapes[key]
         return [(self.graph.dim_class.get(Dim(key, a), -1), int(n)) for a, n in enumerate(shape)]
 
-    def _layer_numbers(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    def _layer_numbers(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, list]:
         sizes = self.graph.class_sizes(keep)
-        numel = np.array([np.prod([sizes[c] if c >= 0 else n for c, n in dims], dtype=np.float64)
-                          for dims in self._weight_dims])
+        shapes = [[sizes[c] if c >= 0 else n for c, n in dims] for dims in self._weight_dims]
+        numel = np.array([np.prod(shape, dtype=np.float64) for shape in shapes])
         node_macs = self.graph.node_macs(keep)
         macs = np.array([node_macs.get(layer.node, 0.0) for layer in self.layers])
         cost = self.graph.cost(keep)
-        return numel, macs, cost.params - numel.sum(), cost.macs - macs.sum()
+        return numel, macs, cost.params - numel.sum(), cost.macs - macs.sum(), shapes
 
     def _bits(self, bits: dict[str, int]) -> np.ndarray:
         return np.array([bits.get(layer.name, 8) for layer in self.layers], dtype=np.float64)
 
     def size_bytes(self, keep: np.ndarray, bits: dict[str, int]) -> float:
-        numel, _, other_params, _ = self._layer_numbers(keep)
-        return float((numel * self._bits(bits)).sum() / 8 + 4 * other_params)
+        numel, _, other_params, _, shapes = self._layer_numbers(keep)
+        w = self._bits(bits)
+        layer_bytes = numel * w / 8
+        for i in np.flatnonzero(w == INT4):
+            layer_bytes[i] = int4_layer_bytes(shapes[i][0], shapes[i][1], self.int4)
+        return float(layer_bytes.sum() + 4 * other_params)
 
     def bops(self, keep: np.ndarray, bits: dict[str, int]) -> float:
-        _, macs, _, other_macs = self._layer_numbers(keep)
+        _, macs, _, other_macs, _ = self._layer_numbers(keep)
         w = self._bits(bits)
-        a = np.where(w >= 32, 32.0, 8.0)
+        a = np.where(w == 8, 8.0, 32.0)  # NOTE: fp32 and weight-only int4 layers compute on fp32 activations
         return float((macs * w * a).sum() + 32 * 32 * other_macs)
 
     def of(self, metric: str, keep: np.ndarray, bits: dict[str, int]) -> float:

@@ -15,7 +15,10 @@ copy, in the order ONNX Runtime sees the model:
 
 The result scores a candidate without exporting it; ``tests/quantize`` holds it equal to ONNX Runtime's int8
 model within a few output quantisation steps.  :func:`zero_bit_model` is the 0-bit view of a pruned channel:
-the dense model with every parameter slice coupled to a pruned unit set to zero.
+the dense model with every parameter slice coupled to a pruned unit set to zero.  It records, per Linear layer,
+the input columns that survive (``gm.meta[ZERO_BIT_INPUTS]``, kept by ``copy.deepcopy``): int4 blocks run along a Linear's inputs, and the
+pruned layer's blocks hold only kept inputs, so the simulation blocks over those columns alone — the 0-bit and
+the pruned model then quantise identically.
 """
 from __future__ import annotations
 
@@ -35,7 +38,10 @@ from .layers import quant_layers
 from .scheme import ActivationQParams, activation_qparams, fake_quant_activation, fake_quant_bias, \
     fake_quant_weight, weight_scales
 
-__all__ = ["fake_quant_model", "zero_bit_model", "batch_inputs", "ActivationObserver", "ActivationFakeQuant"]
+__all__ = ["fake_quant_model", "zero_bit_model", "batch_inputs", "ActivationObserver", "ActivationFakeQuant",
+           "ZERO_BIT_INPUTS"]
+
+ZERO_BIT_INPUTS = "gp_zero_bit_inputs"
 
 
 class ActivationObserver(nn.Module):
@@ -74,9 +80,17 @@ def zero_bit_model(graph: DependencyGraph, keep: np.ndarray) -> fx.GraphModule:
     """The traced model with every parameter slice of an unkept unit zeroed (its channels at 0 bits).
 
     Shapes stay dense.  Where zero weights give a zero channel (conv / linear / BatchNorm chains) it computes
-    what the pruned model computes, with the pruned channels reading 0.
+    what the pruned model computes, with the pruned channels reading 0.  ``gm.meta[ZERO_BIT_INPUTS]`` maps
+    each Linear layer that lost inputs to the indices of the inputs it keeps (read by :func:`fake_quant_model`).
     """
     gm = copy.deepcopy(graph.traced.gm)
+    kept_inputs = {}
+    for layer in quant_layers(gm):
+        dim = Dim(layer.weight_key, 1)
+        n_in = gm.get_submodule(layer.name).weight.shape[1]
+        if layer.kind == "linear" and dim in graph.dim_class and len(graph.kept_indices(dim, keep)) < n_in:
+            kept_inputs[layer.name] = graph.kept_indices(dim, keep)
+    gm.meta[ZERO_BIT_INPUTS] = kept_inputs
     with torch.no_grad():
         for name, tensor in gm.named_parameters():
             key = f"@{name}"
@@ -113,7 +127,8 @@ def _observe(gm: fx.GraphModule, weight_bits: dict[str, int]) -> dict[str, str]:
     return points
 
 
-def _quantise_weights(gm: fx.GraphModule, weight_bits: dict[str, int], int4: Int4Scheme) -> None:
+def _quantise_weights(gm: fx.GraphModule, weight_bits: dict[str, int], int4: Int4Scheme,
+                      kept_inputs: dict[str, np.ndarray]) -> None:
     """Replace int8 layers' weights and biases by their quantised values (inputs already fake-quantised), and
     int4 layers' weights by their blockwise int4 values."""
     nodes = {n.name: n for n in gm.graph.nodes}
@@ -121,7 +136,8 @@ def _quantise_weights(gm: fx.GraphModule, weight_bits: dict[str, int], int4: Int
         for layer in quant_layers(gm):
             module = gm.get_submodule(layer.name)
             if weight_bits.get(layer.name, 8) == INT4:
-                module.weight.copy_(fake_quant_weight_int4(module.weight, int4))
+                columns = torch.as_tensor(kept_inputs.get(layer.name, np.arange(module.weight.shape[1])))
+                module.weight[:, columns] = fake_quant_weight_int4(module.weight[:, columns], int4)
             if weight_bits.get(layer.name, 8) != 8:
                 continue
             # NOTE: _observe put a fake-quant node between every int8 layer and its input
@@ -158,6 +174,8 @@ def fake_quant_model(model: fx.GraphModule, calib_data: Iterable, weight_bits: d
         PlanError: a Conv layer asks for int4.
     """
     weight_bits = dict(weight_bits or {})
+    # NOTE: read before fuse, which builds a new GraphModule
+    kept_inputs = getattr(model, "meta", {}).get(ZERO_BIT_INPUTS, {})
     gm = fuse(copy.deepcopy(as_graph_module(model)).eval(), no_trace=True)
     check_int4_layers(quant_layers(gm), weight_bits)
     points = _observe(gm, weight_bits)
@@ -171,5 +189,5 @@ def fake_quant_model(model: fx.GraphModule, calib_data: Iterable, weight_bits: d
     for observer_name in points.values():
         observer = gm.get_submodule(observer_name)
         setattr(gm, observer_name, ActivationFakeQuant(activation_qparams(observer.lo, observer.hi)))
-    _quantise_weights(gm, weight_bits, int4 or Int4Scheme())
+    _quantise_weights(gm, weight_bits, int4 or Int4Scheme(), kept_inputs)
     return gm

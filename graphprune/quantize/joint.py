@@ -26,6 +26,7 @@ from ..budget import BudgetError
 from ..depgraph import DependencyGraph
 from ..search.menus import heuristic_step
 from .cost import QuantBudget, QuantCost
+from .int4 import Int4Scheme
 
 __all__ = ["JointSpace", "JointConfig", "Candidate", "joint_search", "decode_genome", "width_step"]
 
@@ -47,9 +48,9 @@ class JointSpace:
     """Units ranked per group by ``scores`` (per-group normalised), with the cost and budget of ``graph``."""
 
     def __init__(self, graph: DependencyGraph, scores: np.ndarray, budget: QuantBudget, min_units: int = 1,
-                 round_to: int | str = "auto"):
+                 round_to: int | str = "auto", int4: Int4Scheme | None = None):
         self.graph, self.budget, self.min_units = graph, budget, min_units
-        self.cost = QuantCost(graph)
+        self.cost = QuantCost(graph, int4)
         self.scores = np.asarray(scores, dtype=np.float64)
         self.order = [g.units.start + np.argsort(-self.scores[g.units], kind="stable") for g in graph.groups]
         self.n = np.array([g.n_units for g in graph.groups])
@@ -150,9 +151,14 @@ def decode_genome(space: JointSpace, ratios: np.ndarray, bits: dict[str, int]) -
 
 
 def joint_search(space: JointSpace, evaluate: Callable[[np.ndarray, dict[str, int]], float],
-                 bit_choices: tuple[int, ...] = (8, 32), config: JointConfig | None = None
+                 bit_choices: tuple[int, ...] | dict[str, tuple[int, ...]] = (8, 32),
+                 config: JointConfig | None = None, base_bits: dict[str, int] | None = None
                  ) -> tuple[Candidate, list[Candidate]]:
     """Evolve (keep ratio per group, bit-width per layer).
+
+    Args:
+        bit_choices: the bit-widths every layer may take, or a menu per layer name (e.g. int4 for Linear only).
+        base_bits: the bits of the seeds and of unflipped layers (default int8 everywhere).
 
     Returns:
         The best-scored candidate (within the budget, as every decoded one is) and every candidate scored,
@@ -161,7 +167,8 @@ def joint_search(space: JointSpace, evaluate: Callable[[np.ndarray, dict[str, in
     config = config or JointConfig()
     rng = np.random.default_rng(config.seed)
     layers = [layer.name for layer in space.cost.layers]
-    int8 = {name: 8 for name in layers}
+    menu = bit_choices if isinstance(bit_choices, dict) else {name: tuple(bit_choices) for name in layers}
+    int8 = dict(base_bits) if base_bits else {name: 8 for name in layers}
     scored: dict[tuple, Candidate] = {}
 
     def score(c: Candidate) -> Candidate:
@@ -171,10 +178,13 @@ def joint_search(space: JointSpace, evaluate: Callable[[np.ndarray, dict[str, in
         return scored[c.key()]
 
     seeds = [space.uniform(int8), space.global_keep(int8)]
+    low = {n: 4 if 4 in menu[n] else b for n, b in int8.items()}  # NOTE: every Linear int4 — a seed of its own
+    if low != int8:
+        seeds.append(space.global_keep(low))
     genomes = [(space.ratios_of(c.keep), dict(c.bits)) for c in seeds]
     while len(genomes) < config.population:
         ratios = rng.uniform(0.3, 1.0, len(space.n))
-        genomes.append((ratios, {n: int(rng.choice(bit_choices)) if rng.random() < config.bit_flip else 8
+        genomes.append((ratios, {n: int(rng.choice(menu[n])) if rng.random() < config.bit_flip else int8[n]
                                  for n in layers}))
     population = [score(decode_genome(space, r, b)) for r, b in genomes]
     for _ in range(config.generations):
@@ -186,7 +196,7 @@ def joint_search(space: JointSpace, evaluate: Callable[[np.ndarray, dict[str, in
             ra, rb = space.ratios_of(parents[a].keep), space.ratios_of(parents[b].keep)
             ratios = np.where(rng.random(len(ra)) < 0.5, ra, rb) + rng.normal(0, config.ratio_sigma, len(ra))
             bits = {n: parents[a].bits[n] if rng.random() < 0.5 else parents[b].bits[n] for n in layers}
-            bits = {n: int(rng.choice(bit_choices)) if rng.random() < config.bit_flip else v for n, v in bits.items()}
+            bits = {n: int(rng.choice(menu[n])) if rng.random() < config.bit_flip else v for n, v in bits.items()}
             children.append(score(decode_genome(space, np.clip(ratios, config.min_ratio, 1.0), bits)))
         population = parents + children
     return max(population, key=lambda c: c.score), list(scored.values())

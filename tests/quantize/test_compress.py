@@ -41,7 +41,7 @@ def test_int8_global_meets_a_bops_budget(net, calib, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"quantize": "int4"}, "quantize must be one of"),
+    ({"quantize": "int2"}, "quantize must be one of"),
     ({"quantize": "mixed"}, "pass eval_fn"),
     ({"strategy": "joint"}, "pass eval_fn"),
     ({"calib_data": []}, "needs calib_data"),
