@@ -33,3 +33,18 @@ def test_recalibrate_bn_flag_is_saved_in_the_plan_and_replayed(tmp_path):
     again = tmp_path / "again.int8.onnx"
     assert main(["compress", *common, "--apply-plan", str(plan), "--out", str(again)]) == 0
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_quantize_int4_writes_matmulnbits_and_a_plan_with_its_scheme(tmp_path, capsys):
+    import onnx
+
+    out, plan = tmp_path / "m.int4.onnx", tmp_path / "plan.json"
+    assert main(["compress", "models:lenet5", "--data", "fashion_mnist", "--data-samples", "32", "--time-rounds", "0",
+                 "--quantize", "int4", "--int4-block-size", "16", "--int4-symmetric", "--budget", "0.2",
+                 "--out", str(out), "--plan", str(plan)]) == 0
+    assert " int4" in capsys.readouterr().out
+    assert json.loads(plan.read_text())["int4"] == {"block_size": 16, "symmetric": True}
+    assert any(n.op_type == "MatMulNBits" for n in onnx.load(str(out)).graph.node)
+    assert main(["compress", "models:lenet5", "--data", "fashion_mnist", "--int4-block-size", "24",
+                 "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "power of two >= 16" in capsys.readouterr().err
