@@ -133,7 +133,7 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
         budget: a float (fraction of the dense fp32 size in bytes) or ``QuantBudget.size / .bytes / .bops``.
         example_inputs: one sample (batch 1) of the model's input.
         quantize: ``"int8"`` (every Conv / Linear int8), ``"mixed"`` (fp32 / int8 per layer, and int4 for Linear
-            layers, searched; ``"rl"`` searches fp32 / int8 only) or ``"int4"`` (every Linear weight-only int4,
+            layers, searched; strategy ``"rl"`` searches fp32 / int8 only) or ``"int4"`` (every Linear int4,
             ORT ``MatMulNBits``; every Conv int8).
         int4: block size and symmetry of int4 layers (default ``Int4Scheme()``: blocks of 32, asymmetric).
         calib_data: batches calibrating the activation ranges (the first ``calib_batches`` are used).
