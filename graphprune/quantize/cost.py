@@ -9,7 +9,7 @@ with ``a_l = 8`` for an int8 layer and 32 for an fp32 one; every other parameter
 as fp32.  An int4 Linear layer (weight-only, ``int4.py``) counts its bytes on disk exactly — packed nibbles of
 padded blocks plus an fp32 scale (and a packed zero point) per block, ``int4.int4_layer_bytes`` — in place of
 ``numel · b_l / 8``, and ``b_l · a_l = 4 · 32`` BOPs per MAC (its activations stay fp32, so under a BOPs budget
-int4 costs more than int8; under a size budget it costs less).  Both are monotone in ``keep`` and in ``b``, so a bisection over either meets a budget from below —
+int4 costs more than int8; under a size budget it costs less) — ``4 · 8`` at ``accuracy_level`` 4.  Both are monotone in ``keep`` and in ``b``, so a bisection over either meets a budget from below —
 the searches in ``joint.py`` meet budgets by construction.  The size is a prediction: the ONNX file also
 holds scales, zero points and the graph; ``compress`` reports the measured bytes beside it.
 """
@@ -112,6 +112,8 @@ class QuantCost:
         _, macs, _, other_macs, _ = self._layer_numbers(keep)
         w = self._bits(bits)
         a = np.where(w == 8, 8.0, 32.0)  # NOTE: fp32 and weight-only int4 layers compute on fp32 activations
+        if self.int4.accuracy_level == 4:  # ... unless MatMulNBits quantises them to int8 itself
+            a[w == INT4] = 8.0
         return float((macs * w * a).sum() + 32 * 32 * other_macs)
 
     def of(self, metric: str, keep: np.ndarray, bits: dict[str, int]) -> float:

@@ -10,8 +10,9 @@ copy, in the order ONNX Runtime sees the model:
    by all of them, as ORT rewires every consumer to the DequantizeLinear output);
 3. **quantise**: observers become per-tensor uint8 fake-quant nodes, int8 layers' weights and biases are
    replaced by their quantised-dequantised values (``scheme.py``); int4 Linear layers' weights by their
-   blockwise int4 values (``int4.py``; weight-only: no observers, fp32 inputs, outputs and bias).  fp32 layers
-   are left alone.
+   blockwise int4 values (``int4.py``; weight-only: no observers, fp32 outputs and bias; at ``accuracy_level`` 4
+   an :class:`Int4InputQuant` node in front simulates the kernel's on-the-fly int8 input).  fp32 layers are left
+   alone.
 
 The result scores a candidate without exporting it; ``tests/quantize`` holds it equal to ONNX Runtime's int8
 model within a few output quantisation steps.  :func:`zero_bit_model` is the 0-bit view of a pruned channel:
@@ -33,7 +34,7 @@ from torch.fx.experimental.optimization import fuse
 
 from ..depgraph import DependencyGraph, Dim
 from ..evaluate import split_batch
-from .int4 import INT4, Int4Scheme, check_int4_layers, fake_quant_weight_int4
+from .int4 import INT4, Int4Scheme, check_int4_layers, fake_quant_input_int8_blocks, fake_quant_weight_int4
 from .layers import quant_layers
 from .scheme import ActivationQParams, activation_qparams, fake_quant_activation, fake_quant_bias, \
     fake_quant_weight, weight_scales
@@ -69,6 +70,35 @@ class ActivationFakeQuant(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.qparams.scale:.4g}, zero_point={self.qparams.zero_point}"
+
+
+class Int4InputQuant(nn.Module):
+    """Per-row, per-block symmetric int8 quantise-dequantise of an int4 layer's input (accuracy_level 4)."""
+
+    def __init__(self, block_size: int, columns: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.columns = None if columns is None else torch.as_tensor(columns)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fake_quant_input_int8_blocks(x, self.block_size, self.columns)
+
+
+def _int4_input_quant(gm: fx.GraphModule, weight_bits: dict[str, int], int4: Int4Scheme,
+                      kept_inputs: dict[str, np.ndarray]) -> None:
+    """Put an :class:`Int4InputQuant` between every int4 layer and its input (that layer's use only)."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for i, layer in enumerate(quant_layers(gm)):
+        if weight_bits.get(layer.name, 8) != INT4:
+            continue
+        node = nodes[layer.node]
+        name = f"_gp_int4_in_{i}"
+        gm.add_submodule(name, Int4InputQuant(int4.block_size, kept_inputs.get(layer.name)))
+        with gm.graph.inserting_before(node):
+            quantised = gm.graph.call_module(name, (node.args[0],))
+        node.replace_input_with(node.args[0], quantised)
+    gm.graph.lint()
+    gm.recompile()
 
 
 def batch_inputs(batch: Any) -> tuple:
@@ -189,5 +219,8 @@ def fake_quant_model(model: fx.GraphModule, calib_data: Iterable, weight_bits: d
     for observer_name in points.values():
         observer = gm.get_submodule(observer_name)
         setattr(gm, observer_name, ActivationFakeQuant(activation_qparams(observer.lo, observer.hi)))
-    _quantise_weights(gm, weight_bits, int4 or Int4Scheme(), kept_inputs)
+    int4 = int4 or Int4Scheme()
+    _quantise_weights(gm, weight_bits, int4, kept_inputs)
+    if int4.accuracy_level == 4:
+        _int4_input_quant(gm, weight_bits, int4, kept_inputs)
     return gm

@@ -140,6 +140,7 @@ def apply_matmul_nbits(model, node_names: Iterable[str], scheme: Int4Scheme):
     root.setLevel(max(level, logging.ERROR))  # NOTE: the quantiser logs progress on the root logger
     try:
         quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=scheme.block_size, is_symmetric=scheme.symmetric,
+                                         accuracy_level=scheme.accuracy_level or None,
                                          nodes_to_exclude=others, nodes_to_include=sorted(wanted))
         quantizer.process()
     finally:

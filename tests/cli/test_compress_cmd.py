@@ -43,7 +43,7 @@ def test_quantize_int4_writes_matmulnbits_and_a_plan_with_its_scheme(tmp_path, c
                  "--quantize", "int4", "--int4-block-size", "16", "--int4-symmetric", "--budget", "0.2",
                  "--out", str(out), "--plan", str(plan)]) == 0
     assert " int4" in capsys.readouterr().out
-    assert json.loads(plan.read_text())["int4"] == {"block_size": 16, "symmetric": True}
+    assert json.loads(plan.read_text())["int4"] == {"block_size": 16, "symmetric": True, "accuracy_level": 0}
     assert any(n.op_type == "MatMulNBits" for n in onnx.load(str(out)).graph.node)
     assert main(["compress", "models:lenet5", "--data", "fashion_mnist", "--int4-block-size", "24",
                  "--out", str(tmp_path / "x.onnx")]) == 2

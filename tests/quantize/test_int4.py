@@ -66,21 +66,25 @@ def test_fake_quant_weights_equal_onnx_runtime_bit_for_bit(scheme):
         assert not np.array_equal(got, weight.numpy())
 
 
-def test_bad_block_sizes_are_refused():
+def test_bad_block_sizes_and_accuracy_levels_are_refused():
     for size in (8, 48, 0, True):
         with pytest.raises(PlanError, match="power of two >= 16"):
             Int4Scheme(size)
+    with pytest.raises(PlanError, match="accuracy_level must be one of"):
+        Int4Scheme(32, False, 2)
 
 
 def test_plan_with_int4_round_trips_and_old_plans_still_load(tmp_path):
     graph = graphprune.inspect(mlp(), MLP_INPUT)
     unit_bits = np.full(graph.n_units, 8)
     unit_bits[graph.groups[0].units.start] = 0
-    plan = BitPlan.from_unit_bits(graph, unit_bits, {"fc1": 4, "fc2": 32}, Int4Scheme(64, True), budget="x")
+    plan = BitPlan.from_unit_bits(graph, unit_bits, {"fc1": 4, "fc2": 32}, Int4Scheme(64, True, 4), budget="x")
     again = BitPlan.load(plan.save(tmp_path / "plan.json"))
-    assert again == plan and again.int4 == Int4Scheme(64, True) and again.bits_of("fc1") == 4
+    assert again == plan and again.int4 == Int4Scheme(64, True, 4) and again.bits_of("fc1") == 4
     body = json.loads(plan.to_json())
-    assert body["int4"] == {"block_size": 64, "symmetric": True}
+    assert body["int4"] == {"block_size": 64, "symmetric": True, "accuracy_level": 4}
+    body["int4"].pop("accuracy_level")  # written before accuracy levels existed: level 0
+    assert BitPlan.from_json(json.dumps(body)).int4 == Int4Scheme(64, True, 0)
     # a plan without int4 layers is written as before (no "int4" key) and one without the key reads as default
     int8_only = BitPlan.from_unit_bits(graph, unit_bits, {"fc2": 32}, Int4Scheme(64, True))
     assert "int4" not in json.loads(int8_only.to_json())
@@ -108,6 +112,12 @@ def test_size_counts_int4_blocks_scales_and_zero_points():
         base = space.cost.size_bytes(keep, {})
         with_int4 = space.cost.size_bytes(keep, {"fc2": 4})
         assert with_int4 - base == pytest.approx(int4_layer_bytes(80, 96, scheme) - 80 * 96)
+        # BOPs per MAC of fc2: int8 8·8; int4 4·32 with fp32 activations, 4·8 at accuracy_level 4
+        macs = graph.node_macs(keep)[next(layer.node for layer in space.cost.layers if layer.name == "fc2")]
+        delta = space.cost.bops(keep, {"fc2": 4}) - space.cost.bops(keep, {})
+        assert delta == pytest.approx(macs * (4 * 32 - 64))
+        level4 = JointSpace(graph, score_units(graph, "l2"), QuantBudget.size(0.5), int4=Int4Scheme(accuracy_level=4))
+        assert level4.cost.bops(keep, {"fc2": 4}) - level4.cost.bops(keep, {}) == pytest.approx(macs * (4 * 8 - 64))
     # 96 inputs in blocks of 32: 3 blocks per row of 16 B, a 4 B scale each, 2 zero-point bytes per row
     assert int4_layer_bytes(80, 96, Int4Scheme(32, False)) == 80 * (3 * 16 + 3 * 4 + 2)
     # 96 inputs in blocks of 64: the second block is padded on disk
@@ -141,9 +151,10 @@ def test_a_pruned_channel_and_a_zero_bit_channel_quantise_alike_with_int4():
         keep[g.units.start] = True
     calib = [torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     bits = {"fc1": 4, "fc2": 4, "fc3": 8}
-    pruned = fake_quant_model(rewrite(graph, keep), calib, bits, Int4Scheme(16))
-    zero_bit = fake_quant_model(zero_bit_model(graph, keep), calib, bits, Int4Scheme(16))
     x = torch.randn(8, 1, 8, 8)
-    torch.testing.assert_close(zero_bit(x), pruned(x), atol=1e-5, rtol=1e-5)
+    for scheme in (Int4Scheme(16), Int4Scheme(16, accuracy_level=4)):  # level 4 also blocks the inputs
+        pruned = fake_quant_model(rewrite(graph, keep), calib, bits, scheme)
+        zero_bit = fake_quant_model(zero_bit_model(graph, keep), calib, bits, scheme)
+        torch.testing.assert_close(zero_bit(x), pruned(x), atol=1e-5, rtol=1e-5)
     kept_in = graph.kept_indices(graphprune.depgraph.Dim("@fc2.weight", 1), keep)
     assert len(kept_in) < 96  # fc2 really lost inputs, so blocks really regrouped
