@@ -23,6 +23,7 @@ from ..apply import apply_plan
 from ..budget import BudgetError
 from ..evaluate import take_batches
 from ..inspect_model import inspect
+from ..latency.model import Target
 from ..passes import rewrite
 from ..search.registry import unit_scores
 from ..trace import normalize_inputs
@@ -31,6 +32,7 @@ from .bn_recal import recalibrate_bn as recalibrate
 from .cost import QuantBudget, QuantCost
 from .fakequant import as_graph_module, batch_inputs, fake_quant_model, zero_bit_model
 from .joint import JointConfig, JointSpace, joint_search
+from .latency import LatencyMeasure, OrtInt8Measure, latency_target, meet_compress_latency, describe_latency
 from .ort_ptq import QuantizedOnnx, interleaved_ms, ort_run, quantize_onnx
 
 __all__ = ["compress", "apply_bitplan", "CompressResult", "CompressReport", "QUANTIZE_MODES", "COMPRESS_STRATEGIES"]
@@ -61,6 +63,13 @@ class CompressReport:
     fp32_ms: float | None = None
     candidates: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    latency: Any = None          # search.latency_budget.LatencyOutcome of a latency budget: every plan tried
+
+    @property
+    def latency_ratio(self) -> float | None:
+        """The returned plan's measured int8 / dense fp32 time on the target (None without a latency budget)."""
+        c = self.latency.final if self.latency is not None and self.latency.checks else None
+        return c.measured_ms / c.measured_dense_ms if c is not None and c.measured_ms else None
 
     def __str__(self) -> str:
         lines = [("budget", f"{self.budget} ({self.quantize}, {self.strategy})"),
@@ -73,6 +82,8 @@ class CompressReport:
         if self.int8_ms is not None:
             lines.append(("ORT latency", f"pruned fp32 {self.fp32_ms:.3f} ms -> int8 {self.int8_ms:.3f} ms "
                                          f"(x{self.fp32_ms / self.int8_ms:.2f}; 1 thread, interleaved)"))
+        if self.latency is not None:
+            lines += describe_latency(self.latency)
         if self.score is not None:
             lines.append(("score", f"{self.score:.4f} (eval_fn on the fake-quant model, {self.candidates} scored)"))
         lines.append(("time", ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())))
@@ -120,11 +131,16 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
              strategy: str = "auto", importance: str | Callable = "l2", out: str | Path = "compressed.int8.onnx",
              calib_batches: int = 8, min_channels: int = 1, round_to: int | str = "auto",
              search_options: dict | None = None, time_rounds: int = 0, exporter: str = "auto",
-             recalibrate_bn: bool = False, **trace_kw: Any) -> CompressResult:
-    """Prune and quantise ``model`` so its size (or BOPs) is at most ``budget`` of the dense fp32 model's.
+             recalibrate_bn: bool = False, target: Target | None = None,
+             latency_measure: LatencyMeasure | None = None, **trace_kw: Any) -> CompressResult:
+    """Prune and quantise ``model`` so its size, BOPs or measured latency is at most ``budget`` of the dense fp32
+    model's.
 
     Args:
-        budget: a float (fraction of the dense fp32 size in bytes) or ``QuantBudget.size / .bytes / .bops``.
+        budget: a float (fraction of the dense fp32 size in bytes) or ``QuantBudget.size / .bytes / .bops /
+            .latency / .ms``.  A latency budget is planned under a time proxy and checked by measuring the int8
+            file against the dense fp32 one, re-planning until they agree (``latency.py``); every plan tried is
+            in ``report.latency``.
         example_inputs: one sample (batch 1) of the model's input.
         quantize: ``"int8"`` (every Conv / Linear int8) or ``"mixed"`` (fp32 or int8 per layer, searched).
         calib_data: batches calibrating the activation ranges (the first ``calib_batches`` are used).
@@ -140,6 +156,9 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
             for every candidate the joint search scores and for the returned model, before int8 calibration.
         exporter: the ONNX exporter for the int8 file (``graphprune.export.export_onnx``): ``"torchscript"``
             is ~10x faster than dynamo on small CNNs, which matters when a bench compresses many candidates.
+        target: where a latency budget is measured: ``Target("ort-cpu", threads=, batch=)`` (default 1 thread,
+            batch 1).
+        latency_measure: a ``latency.LatencyMeasure`` replacing the ORT timing (tests use a deterministic one).
         time_rounds: when > 0, time the int8 and the pruned fp32 ONNX files (ORT CPU, 1 thread, batch 1,
             interleaved rounds) and report both.
     """
@@ -149,39 +168,37 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
     b = _budget(budget)
     graph = inspect(model, example_inputs, **trace_kw)
     scores = unit_scores(graph, importance)
-    space = JointSpace(graph, scores, b, min_units=min_channels, round_to=round_to)
+    space_at = lambda qb: JointSpace(graph, scores, qb, min_units=min_channels, round_to=round_to)  # noqa: E731
+    space = space_at(QuantBudget.size(1.0) if b.needs_latency else b)
     if not space.cost.layers:
         raise ValueError(f"compress found no Conv / Linear module calls in {type(model).__name__} (captured with "
                          f"{graph.traced.front_end}); quantisation plans name nn.Conv*/nn.Linear modules, so the "
                          "model must be traceable by torch.fx (front_end='fx') with those layers as modules")
-    int8 = {layer.name: 8 for layer in space.cost.layers}
     seconds["analyse"] = time.perf_counter() - t0
-    t = time.perf_counter()
-    evaluated = []
-    if strategy in ("joint", "rl"):
-        def evaluate(keep: np.ndarray, bits: dict[str, int]) -> float:
-            candidate = zero_bit_model(graph, keep)
-            if recalibrate_bn:
-                candidate = recalibrate(candidate, calib)
-            return float(eval_fn(fake_quant_model(candidate, calib, bits)))
-        choices = (8, 32) if quantize == "mixed" else (8,)
-        if strategy == "rl":
-            from .rl import RLJointConfig, rl_joint_search  # NOTE: torch_geometric only when asked for
+    allocate, scored = _allocator(graph, strategy, quantize, eval_fn, calib, recalibrate_bn, search_options)
 
-            best, evaluated = rl_joint_search(space, evaluate, choices, RLJointConfig(**(search_options or {})))
-        else:
-            best, evaluated = joint_search(space, evaluate, choices, JointConfig(**(search_options or {})))
+    def rewrite_keep(keep: np.ndarray) -> fx.GraphModule:
+        t = time.perf_counter()
+        pruned = rewrite(graph, keep)
+        pruned = recalibrate(pruned, calib) if recalibrate_bn else pruned
+        seconds["rewrite"] = seconds.get("rewrite", 0.0) + time.perf_counter() - t
+        return pruned
+
+    outcome = None
+    t = time.perf_counter()
+    if b.needs_latency:
+        measure = latency_measure or OrtInt8Measure(latency_target(target), example_inputs, calib, exporter)
+        plan, outcome, _ = meet_compress_latency(b, model, example_inputs, space_at, allocate, rewrite_keep,
+                                                 measure, seconds=seconds)
+        best, pruned = plan.candidate, plan.pruned
+        seconds["search"] = time.perf_counter() - t - seconds.get("measure", 0.0) - seconds.get("rewrite", 0.0)
     else:
-        best = space.uniform(int8) if strategy == "uniform" else space.global_keep(int8)
-    seconds["search"] = time.perf_counter() - t
+        best, _ = allocate(space)
+        seconds["search"] = time.perf_counter() - t
+        pruned = rewrite_keep(best.keep)
     bitplan = BitPlan.from_unit_bits(graph, np.where(best.keep, 8, 0), best.bits, budget=b.describe(),
                                      quantize=quantize, strategy=strategy, recalibrate_bn=recalibrate_bn,
                                      size_ratio=space.cost.size_bytes(best.keep, best.bits) / space.cost.dense("size"))
-    t = time.perf_counter()
-    pruned = rewrite(graph, best.keep)
-    if recalibrate_bn:
-        pruned = recalibrate(pruned, calib)
-    seconds["rewrite"] = time.perf_counter() - t
     result = _finish(graph, best.keep, bitplan, example_inputs, calib, out, eval_fn, seconds, pruned,
                      exporter=exporter)
     if time_rounds > 0:
@@ -190,8 +207,39 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
         result.report.fp32_ms, result.report.int8_ms = interleaved_ms([files.fp32_path, files.int8_path], x,
                                                                       rounds=time_rounds)
     result.report.budget, result.report.quantize, result.report.strategy = b.describe(), quantize, strategy
-    result.report.candidates = len(evaluated)
+    result.report.candidates = len(scored)
+    result.report.latency = outcome
     return result
+
+
+def _allocator(graph, strategy: str, quantize: str, eval_fn: Callable | None, calib: list, recalibrate_bn: bool,
+               search_options: dict | None) -> tuple[Callable[[JointSpace], tuple], dict]:
+    """``allocate(space) -> (best candidate, candidates scored)`` for ``strategy``, and the scores by candidate
+    (shared by every call: a latency budget re-plans, and a candidate met again is not scored again)."""
+    scored: dict[tuple, float] = {}
+
+    def evaluate(keep: np.ndarray, bits: dict[str, int]) -> float:
+        key = (keep.tobytes(), tuple(sorted(bits.items())))
+        if key not in scored:
+            candidate = zero_bit_model(graph, keep)
+            if recalibrate_bn:
+                candidate = recalibrate(candidate, calib)
+            scored[key] = float(eval_fn(fake_quant_model(candidate, calib, bits)))
+        return scored[key]
+
+    def allocate(space: JointSpace) -> tuple:
+        int8 = {layer.name: 8 for layer in space.cost.layers}
+        if strategy == "uniform":
+            return space.uniform(int8), []
+        if strategy == "global":
+            return space.global_keep(int8), []
+        choices = (8, 32) if quantize == "mixed" else (8,)
+        if strategy == "rl":
+            from .rl import RLJointConfig, rl_joint_search  # NOTE: torch_geometric only when asked for
+
+            return rl_joint_search(space, evaluate, choices, RLJointConfig(**(search_options or {})))
+        return joint_search(space, evaluate, choices, JointConfig(**(search_options or {})))
+    return allocate, scored
 
 
 def _finish(graph, keep: np.ndarray, bitplan: BitPlan, example_inputs: Any, calib: list, out: str | Path,
