@@ -149,8 +149,8 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
             ``"joint"`` (evolutionary, ``joint.py``), ``"rl"`` (hierarchical controller on GCN embeddings, ``rl.py``).
         importance: the pruning criterion (as in ``prune``); it also orders channels for the joint search.
         out: the int8 ONNX file (the pruned fp32 file is written beside it).
-        round_to: kept widths in multiples of 8 / 4 by group size (``"auto"``, ``joint.width_step``), of N, or
-            exact (1).
+        round_to: kept widths in multiples of 16 (4 in groups under 16 units; ``"auto"``, ``joint.width_step``:
+            int8 kernels like them), of N, or exact (1).
         search_options: ``JointConfig`` fields (``joint.py``) or, for ``"rl"``, ``RLJointConfig`` (``rl.py``).
         recalibrate_bn: re-estimate BatchNorm statistics on ``calib_data`` after pruning (``bn_recal.py``):
             for every candidate the joint search scores and for the returned model, before int8 calibration.
