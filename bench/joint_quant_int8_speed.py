@@ -68,10 +68,6 @@ def time_all(work: Path, rounds: int, out: Path | None) -> None:
         write_text_atomic(out, json.dumps({"load": [load, os.getloadavg()[0]], "rows": rows}, indent=1))
 
 
-def _kind(node: dict, shapes: dict) -> str:
-    return node
-
-
 def profile(path: Path, runs: int) -> dict[str, float]:
     """Mean µs per inference by op kind (ORT profiler, kernel events)."""
     import onnx
@@ -106,7 +102,6 @@ def profile(path: Path, runs: int) -> dict[str, float]:
         op = e["args"].get("op_name", "?")
         node = e["name"][:-len("_kernel_time")]
         if op in ("Conv", "QLinearConv", "FusedConv", "NhwcFusedConv", "ConvInteger", "QLinearConvNhwc"):
-            shape = e["args"].get("input_type_shape", [{}])
             op += "/dw" if _is_dw(e) else ""
         total[op] += e["dur"]
     total["model_run"] = sum(e["dur"] for e in runs_seen[-runs:])
@@ -117,6 +112,7 @@ def _is_dw(event: dict) -> bool:
     """Depthwise: the weight's second dim is 1 and the op has more than one input channel."""
     shapes = event["args"].get("input_type_shape", [])
     try:
+        # NOTE: QLinearConv's inputs are x, x_scale, x_zp, w, ...: the weight is the fourth
         w = list(shapes[1].values())[0] if "QLinear" not in event["args"]["op_name"] else list(shapes[3].values())[0]
         x = list(shapes[0].values())[0]
         return len(w) == 4 and w[1] == 1 and x[1] > 1
