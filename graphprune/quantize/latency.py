@@ -160,6 +160,9 @@ def meet_compress_latency(budget: QuantBudget, dense_model: torch.nn.Module, exa
     planner = _Planner(space_at, allocate, rewrite, latency, floor_ratio)
     goal = Budget.ms(budget.limit) if budget.limit is not None else Budget.latency(budget.ratio)
     (_, _, plan, _), outcome = meet_latency(planner, goal, dense_model, example_inputs, seconds=seconds, **loop_kw)
+    if plan.candidate.keep.all():
+        # NOTE: the loop's own reason (a gap, or cap 1) hides the plain answer: quantising alone meets the budget
+        outcome.stop = f"the whole model, quantised, meets the budget: nothing to prune ({outcome.stop})"
     return plan, outcome, planner.by_key
 
 

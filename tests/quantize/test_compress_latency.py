@@ -106,3 +106,10 @@ def test_a_non_ort_target_is_refused(calib, tmp_path):
     with pytest.raises(ValueError, match="not ort-cpu"):
         graphprune.compress(small_net(), QuantBudget.latency(0.5), EXAMPLE, calib_data=calib,
                             out=tmp_path / "m.onnx", target=Target("torch-cpu"), strategy="uniform")
+
+
+def test_a_loose_latency_budget_quantises_without_pruning(calib, tmp_path):
+    measure = FakeMeasure(int8_cost=0.8, overhead=0.05)  # the whole model in int8: about 0.85 of dense fp32
+    result = _compress(QuantBudget.latency(0.95), calib, tmp_path, measure)
+    assert result.report.latency.met and result.report.params_ratio == 1.0
+    assert "nothing to prune" in result.report.latency.stop
