@@ -1,9 +1,11 @@
-"""``graphprune compress``: prune and quantise a model to a size / BOPs budget, write the int8 ONNX file.
+"""``graphprune compress``: prune and quantise a model to a size / BOPs / measured-latency budget, write the int8
+ONNX file.
 
     graphprune compress checkpoint:checkpoints/resnet20.pt --budget 0.15 --data fashion_mnist --out r20.int8.onnx
     graphprune compress checkpoint:checkpoints/resnet20.pt --quantize mixed --data fashion_mnist --plan plan.json
     graphprune compress checkpoint:checkpoints/resnet20.pt --apply-plan plan.json --data fashion_mnist
     graphprune compress models:lenet5 --quantize int4 --int4-block-size 32 --data fashion_mnist --budget 0.2
+    graphprune compress checkpoint:checkpoints/resnet20.pt --latency 0.4 --threads 1 --batch 1 --data fashion_mnist
 
 Calibration batches come from ``--data``'s train split; the joint search (``--quantize mixed`` or
 ``--strategy joint``) scores candidates on held-out test images (minus the cross-entropy, as ``prune``'s
@@ -35,13 +37,18 @@ def add_compress_parser(sub, model_help: str, model_options: Callable, formatter
     """The ``compress`` subcommand; ``model_options`` adds MODEL and the options every command shares."""
     from ..importance import CRITERIA
 
-    p = sub.add_parser("compress", help="prune + int8-quantise a model to a size or BOPs budget (ONNX Runtime)",
+    p = sub.add_parser("compress", help="prune + int8-quantise a model to a size, BOPs or measured-latency budget (ONNX Runtime)",
                        description="Prune and quantise MODEL so its size (or BOPs) is at most --budget of the "
                                    "dense fp32 model's; write the int8 QDQ ONNX file and the plan.",
                        epilog=model_help, formatter_class=formatter)
     model_options(p)
-    p.add_argument("--budget", type=_size_budget, default=0.15, help="fraction of the dense fp32 size (or --metric "
-                   "bops) to keep")
+    p.add_argument("--budget", type=_size_budget, default=None, help="fraction of the dense fp32 size (or --metric "
+                   "bops) to keep (0.15 when no --latency / --ms is given)")
+    p.add_argument("--latency", type=_size_budget, metavar="R", help="measured-latency budget instead: at most this "
+                   "fraction of the dense fp32 model's ONNX Runtime CPU time (int8 file timed, re-planned until met)")
+    p.add_argument("--ms", type=float, metavar="T", help="measured-latency budget in milliseconds (ORT CPU)")
+    p.add_argument("--threads", type=int, default=1, help="ORT intra-op threads the latency budget is measured with")
+    p.add_argument("--batch", type=int, default=1, help="batch size the latency budget is measured at")
     p.add_argument("--metric", choices=["size", "bops"], default="size", help="what --budget counts: bytes of "
                    "weights, or MACs x weight bits x activation bits")
     p.add_argument("--quantize", choices=["int8", "mixed", "int4"], default="int8", help="every Conv/Linear int8; "
@@ -96,6 +103,26 @@ def _batches(dataset, size: int) -> list:
     return [(images[i:i + size], labels[i:i + size]) for i in range(0, len(labels), size)]
 
 
+def _budget(args: argparse.Namespace, quant_budget: type) -> tuple:
+    """(QuantBudget, latency Target or None) from --budget/--metric, --latency or --ms (one kind at a time)."""
+    from ..latency.model import Target
+
+    timed = [name for name in ("latency", "ms") if getattr(args, name) is not None]
+    if len(timed) > 1 or (timed and args.budget is not None):
+        given = (["--budget"] if args.budget is not None else []) + [f"--{n}" for n in timed]
+        raise CliError(f"{' and '.join(given)} are different budgets; compress meets one", "give one of them")
+    if args.threads < 1 or args.batch < 1:
+        raise CliError(f"--threads and --batch must be >= 1, got {args.threads}, {args.batch}", "e.g. --threads 1")
+    if args.latency is not None:
+        return quant_budget.latency(args.latency), Target("ort-cpu", threads=args.threads, batch=args.batch)
+    if args.ms is not None:
+        if not args.ms > 0:
+            raise CliError(f"--ms must be a positive number of milliseconds, got {args.ms}", "e.g. --ms 0.8")
+        return quant_budget.ms(args.ms), Target("ort-cpu", threads=args.threads, batch=args.batch)
+    ratio = args.budget if args.budget is not None else 0.15
+    return (quant_budget.size(ratio) if args.metric == "size" else quant_budget.bops(ratio)), None
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     """Load, compress (or replay a plan), print the report, save the plan."""
     from ..data import load_split
@@ -132,11 +159,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
         if joint:
             held_out = load_split(args.data, "test", subset=args.data_samples, options=image)
             eval_fn = classification_eval_fn(_batches(held_out, 256), metric="neg_loss")
-        budget = QuantBudget.size(args.budget) if args.metric == "size" else QuantBudget.bops(args.budget)
+        budget, target = _budget(args, QuantBudget)
         result = compress(model, budget, x, quantize=args.quantize, calib_data=calib, eval_fn=eval_fn,
                           strategy=args.strategy, importance=args.importance, out=args.out,
                           search_options=options or None, time_rounds=args.time_rounds, leaf_modules=args.leaf,
-                          front_end=args.front_end, recalibrate_bn=args.recalibrate_bn, int4=int4)
+                          front_end=args.front_end, recalibrate_bn=args.recalibrate_bn, int4=int4, target=target)
     print(result.report)
     print(f"wrote {result.onnx.int8_path} ({result.onnx.int8_bytes} B) and {result.onnx.fp32_path}")
     if args.plan:

@@ -62,6 +62,8 @@ def _fix_for(exc: BaseException) -> str:
         return "check --input-shape: the model must run on a tensor of that shape"
     if isinstance(exc, TraceError):
         return "keep the module fx cannot trace opaque with --leaf NAME ... or --auto-leaf"
+    if isinstance(exc, BudgetError) and text.startswith("latency budget"):
+        return "raise --latency / --ms above the measured time the message names"
     if isinstance(exc, BudgetError):
         return "choose --budget in (0, 1], the fraction of the dense model's --metric to keep"
     if isinstance(exc, DatasetNotFoundError):

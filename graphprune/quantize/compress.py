@@ -23,6 +23,7 @@ from ..apply import apply_plan
 from ..budget import BudgetError
 from ..evaluate import take_batches
 from ..inspect_model import inspect
+from ..latency.model import Target
 from ..passes import rewrite
 from ..search.registry import unit_scores
 from ..trace import normalize_inputs
@@ -32,6 +33,7 @@ from .cost import QuantBudget, QuantCost
 from .int4 import INT4, Int4Scheme
 from .fakequant import as_graph_module, batch_inputs, fake_quant_model, zero_bit_model
 from .joint import JointConfig, JointSpace, joint_search
+from .latency import LatencyMeasure, OrtInt8Measure, latency_target, meet_compress_latency, describe_latency
 from .ort_ptq import QuantizedOnnx, interleaved_ms, ort_run, quantize_onnx
 
 __all__ = ["compress", "apply_bitplan", "CompressResult", "CompressReport", "QUANTIZE_MODES", "COMPRESS_STRATEGIES"]
@@ -63,6 +65,13 @@ class CompressReport:
     candidates: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     layers_int4: int = 0         # weight-only int4 Linear layers (ORT MatMulNBits)
+    latency: Any = None          # search.latency_budget.LatencyOutcome of a latency budget: every plan tried
+
+    @property
+    def latency_ratio(self) -> float | None:
+        """The returned plan's measured int8 / dense fp32 time on the target (None without a latency budget)."""
+        c = self.latency.final if self.latency is not None and self.latency.checks else None
+        return c.measured_ms / c.measured_dense_ms if c is not None and c.measured_ms else None
 
     def __str__(self) -> str:
         lines = [("budget", f"{self.budget} ({self.quantize}, {self.strategy})"),
@@ -76,6 +85,8 @@ class CompressReport:
         if self.int8_ms is not None:
             lines.append(("ORT latency", f"pruned fp32 {self.fp32_ms:.3f} ms -> int8 {self.int8_ms:.3f} ms "
                                          f"(x{self.fp32_ms / self.int8_ms:.2f}; 1 thread, interleaved)"))
+        if self.latency is not None:
+            lines += describe_latency(self.latency)
         if self.score is not None:
             lines.append(("score", f"{self.score:.4f} (eval_fn on the fake-quant model, {self.candidates} scored)"))
         lines.append(("time", ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())))
@@ -126,11 +137,17 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
              strategy: str = "auto", importance: str | Callable = "l2", out: str | Path = "compressed.int8.onnx",
              calib_batches: int = 8, min_channels: int = 1, round_to: int | str = "auto",
              search_options: dict | None = None, time_rounds: int = 0, exporter: str = "auto",
-             recalibrate_bn: bool = False, int4: Int4Scheme | None = None, **trace_kw: Any) -> CompressResult:
-    """Prune and quantise ``model`` so its size (or BOPs) is at most ``budget`` of the dense fp32 model's.
+             recalibrate_bn: bool = False, int4: Int4Scheme | None = None,
+             target: Target | None = None,
+             latency_measure: LatencyMeasure | None = None, **trace_kw: Any) -> CompressResult:
+    """Prune and quantise ``model`` so its size, BOPs or measured latency is at most ``budget`` of the dense fp32
+    model's.
 
     Args:
-        budget: a float (fraction of the dense fp32 size in bytes) or ``QuantBudget.size / .bytes / .bops``.
+        budget: a float (fraction of the dense fp32 size in bytes) or ``QuantBudget.size / .bytes / .bops /
+            .latency / .ms``.  A latency budget is planned under a time proxy and checked by measuring the int8
+            file against the dense fp32 one, re-planning until they agree (``latency.py``); every plan tried is
+            in ``report.latency``.
         example_inputs: one sample (batch 1) of the model's input.
         quantize: ``"int8"`` (every Conv / Linear int8), ``"mixed"`` (fp32 / int8 per layer, and int4 for Linear
             layers, searched; strategy ``"rl"`` searches fp32 / int8 only) or ``"int4"`` (every Linear int4,
@@ -142,13 +159,16 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
             ``"joint"`` (evolutionary, ``joint.py``), ``"rl"`` (hierarchical controller on GCN embeddings, ``rl.py``).
         importance: the pruning criterion (as in ``prune``); it also orders channels for the joint search.
         out: the int8 ONNX file (the pruned fp32 file is written beside it).
-        round_to: kept widths in multiples of 8 / 4 by group size (``"auto"``, ``joint.width_step``), of N, or
-            exact (1).
+        round_to: kept widths in multiples of 16 (4 in groups under 16 units; ``"auto"``, ``joint.width_step``:
+            int8 kernels like them), of N, or exact (1).
         search_options: ``JointConfig`` fields (``joint.py``) or, for ``"rl"``, ``RLJointConfig`` (``rl.py``).
         recalibrate_bn: re-estimate BatchNorm statistics on ``calib_data`` after pruning (``bn_recal.py``):
             for every candidate the joint search scores and for the returned model, before int8 calibration.
         exporter: the ONNX exporter for the int8 file (``graphprune.export.export_onnx``): ``"torchscript"``
             is ~10x faster than dynamo on small CNNs, which matters when a bench compresses many candidates.
+        target: where a latency budget is measured: ``Target("ort-cpu", threads=, batch=)`` (default 1 thread,
+            batch 1).
+        latency_measure: a ``latency.LatencyMeasure`` replacing the ORT timing (tests use a deterministic one).
         time_rounds: when > 0, time the int8 and the pruned fp32 ONNX files (ORT CPU, 1 thread, batch 1,
             interleaved rounds) and report both.
     """
@@ -156,42 +176,46 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
     calib = take_batches(calib_data, calib_batches)
     strategy = _check_args(quantize, strategy, eval_fn, calib)
     b = _budget(budget)
+    if b.needs_latency and quantize == "int4":
+        # NOTE: the latency loop's timing path (latency.OrtInt8Measure) writes int8 / fp32 files only
+        raise BudgetError("a measured-latency budget times int8 / fp32 plans only (quantize='mixed' then searches "
+                          "fp32 / int8): use quantize='int8' or 'mixed', or a size / BOPs budget with int4")
     graph = inspect(model, example_inputs, **trace_kw)
     scores = unit_scores(graph, importance)
     int4 = int4 or Int4Scheme()
-    space = JointSpace(graph, scores, b, min_units=min_channels, round_to=round_to, int4=int4)
+    space_at = lambda qb: JointSpace(graph, scores, qb, min_units=min_channels, round_to=round_to,  # noqa: E731
+                                     int4=int4)
+    space = space_at(QuantBudget.size(1.0) if b.needs_latency else b)
     if not space.cost.layers:
         raise ValueError(f"compress found no Conv / Linear module calls in {type(model).__name__} (captured with "
                          f"{graph.traced.front_end}); quantisation plans name nn.Conv*/nn.Linear modules, so the "
                          "model must be traceable by torch.fx (front_end='fx') with those layers as modules")
-    base, menu = _bit_menus(space.cost.layers, quantize)
     seconds["analyse"] = time.perf_counter() - t0
-    t = time.perf_counter()
-    evaluated = []
-    if strategy in ("joint", "rl"):
-        def evaluate(keep: np.ndarray, bits: dict[str, int]) -> float:
-            candidate = zero_bit_model(graph, keep)
-            if recalibrate_bn:
-                candidate = recalibrate(candidate, calib)
-            return float(eval_fn(fake_quant_model(candidate, calib, bits, int4)))
-        if strategy == "rl":
-            from .rl import RLJointConfig, rl_joint_search  # NOTE: torch_geometric only when asked for
+    allocate, scored = _allocator(graph, strategy, quantize, eval_fn, calib, recalibrate_bn, search_options,
+                                  int4, int4_menus=not b.needs_latency)
 
-            choices = (8, 32) if quantize == "mixed" else (8,)
-            best, evaluated = rl_joint_search(space, evaluate, choices, RLJointConfig(**(search_options or {})))
-        else:
-            best, evaluated = joint_search(space, evaluate, menu, JointConfig(**(search_options or {})), base)
+    def rewrite_keep(keep: np.ndarray) -> fx.GraphModule:
+        t = time.perf_counter()
+        pruned = rewrite(graph, keep)
+        pruned = recalibrate(pruned, calib) if recalibrate_bn else pruned
+        seconds["rewrite"] = seconds.get("rewrite", 0.0) + time.perf_counter() - t
+        return pruned
+
+    outcome = None
+    t = time.perf_counter()
+    if b.needs_latency:
+        measure = latency_measure or OrtInt8Measure(latency_target(target), example_inputs, calib, exporter)
+        plan, outcome, _ = meet_compress_latency(b, model, example_inputs, space_at, allocate, rewrite_keep,
+                                                 measure, seconds=seconds)
+        best, pruned = plan.candidate, plan.pruned
+        seconds["search"] = time.perf_counter() - t - seconds.get("measure", 0.0) - seconds.get("rewrite", 0.0)
     else:
-        best = space.uniform(base) if strategy == "uniform" else space.global_keep(base)
-    seconds["search"] = time.perf_counter() - t
+        best, _ = allocate(space)
+        seconds["search"] = time.perf_counter() - t
+        pruned = rewrite_keep(best.keep)
     bitplan = BitPlan.from_unit_bits(graph, np.where(best.keep, 8, 0), best.bits, int4, budget=b.describe(),
                                      quantize=quantize, strategy=strategy, recalibrate_bn=recalibrate_bn,
                                      size_ratio=space.cost.size_bytes(best.keep, best.bits) / space.cost.dense("size"))
-    t = time.perf_counter()
-    pruned = rewrite(graph, best.keep)
-    if recalibrate_bn:
-        pruned = recalibrate(pruned, calib)
-    seconds["rewrite"] = time.perf_counter() - t
     result = _finish(graph, best.keep, bitplan, example_inputs, calib, out, eval_fn, seconds, pruned,
                      exporter=exporter)
     if time_rounds > 0:
@@ -200,8 +224,40 @@ def compress(model: torch.nn.Module, budget: QuantBudget | float, example_inputs
         result.report.fp32_ms, result.report.int8_ms = interleaved_ms([files.fp32_path, files.int8_path], x,
                                                                       rounds=time_rounds)
     result.report.budget, result.report.quantize, result.report.strategy = b.describe(), quantize, strategy
-    result.report.candidates = len(evaluated)
+    result.report.candidates = len(scored)
+    result.report.latency = outcome
     return result
+
+
+def _allocator(graph, strategy: str, quantize: str, eval_fn: Callable | None, calib: list, recalibrate_bn: bool,
+               search_options: dict | None, int4: Int4Scheme, int4_menus: bool = True
+               ) -> tuple[Callable[[JointSpace], tuple], dict]:
+    """``allocate(space) -> (best candidate, candidates scored)`` for ``strategy``, and the scores by candidate
+    (shared by every call: a latency budget re-plans, and a candidate met again is not scored again)."""
+    scored: dict[tuple, float] = {}
+
+    def evaluate(keep: np.ndarray, bits: dict[str, int]) -> float:
+        key = (keep.tobytes(), tuple(sorted(bits.items())))
+        if key not in scored:
+            candidate = zero_bit_model(graph, keep)
+            if recalibrate_bn:
+                candidate = recalibrate(candidate, calib)
+            scored[key] = float(eval_fn(fake_quant_model(candidate, calib, bits, int4)))
+        return scored[key]
+
+    def allocate(space: JointSpace) -> tuple:
+        base, menu = _bit_menus(space.cost.layers, quantize, int4_menus)
+        if strategy == "uniform":
+            return space.uniform(base), []
+        if strategy == "global":
+            return space.global_keep(base), []
+        if strategy == "rl":
+            from .rl import RLJointConfig, rl_joint_search  # NOTE: torch_geometric only when asked for
+
+            choices = (8, 32) if quantize == "mixed" else (8,)
+            return rl_joint_search(space, evaluate, choices, RLJointConfig(**(search_options or {})))
+        return joint_search(space, evaluate, menu, JointConfig(**(search_options or {})), base)
+    return allocate, scored
 
 
 def _finish(graph, keep: np.ndarray, bitplan: BitPlan, example_inputs: Any, calib: list, out: str | Path,
@@ -240,10 +296,12 @@ def _finish(graph, keep: np.ndarray, bitplan: BitPlan, example_inputs: Any, cali
     return CompressResult(pruned, bitplan, fq, onnx_files, report)
 
 
-def _bit_menus(layers: list, quantize: str) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
+def _bit_menus(layers: list, quantize: str, int4_menus: bool = True
+               ) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
     """The bits every layer starts from and the bits the joint search may give it, per ``quantize`` mode
-    (int4 only for Linear layers: ORT has no 4-bit Conv kernel)."""
-    linear = {layer.name: layer.kind == "linear" for layer in layers}
+    (int4 only for Linear layers: ORT has no 4-bit Conv kernel; none under a latency budget, whose timing path
+    writes int8 / fp32 files only)."""
+    linear = {layer.name: layer.kind == "linear" and int4_menus for layer in layers}
     base = {name: INT4 if quantize == "int4" and is_linear else 8 for name, is_linear in linear.items()}
     if quantize == "mixed":
         return base, {name: (8, 32, INT4) if is_linear else (8, 32) for name, is_linear in linear.items()}

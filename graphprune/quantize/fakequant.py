@@ -7,12 +7,14 @@ copy, in the order ONNX Runtime sees the model:
 2. **observe**: after the input and the output of every int8 layer (``layers.py``) an observer records the
    fp32 min / max over ``calib_data`` — ORT's MinMax calibration, at the points its QDQ format quantises
    (a Conv / Gemm's activation input and its output; a tensor quantised for one consumer is seen quantised
-   by all of them, as ORT rewires every consumer to the DequantizeLinear output);
+   by all of them, as ORT rewires every consumer to the DequantizeLinear output).  Where the layer's only
+   user is a ReLU / ReLU6 / clamp (``REMOVABLE``), the observer goes after that activation instead;
 3. **quantise**: observers become per-tensor uint8 fake-quant nodes, int8 layers' weights and biases are
    replaced by their quantised-dequantised values (``scheme.py``); int4 Linear layers' weights by their
    blockwise int4 values (``int4.py``; weight-only: no observers, fp32 outputs and bias; at ``accuracy_level`` 4
    an :class:`Int4InputQuant` node in front simulates the kernel's on-the-fly int8 input).  fp32 layers are left
-   alone.
+   alone.  An activation observed in place of its (int8) layer is removed, its fake-quant reading the layer's
+   output: ORT's quantiser removes it the same way (its range, saturated, does the clipping; ``ort_ptq.py``).
 
 The result scores a candidate without exporting it; ``tests/quantize`` holds it equal to ONNX Runtime's int8
 model within a few output quantisation steps.  :func:`zero_bit_model` is the 0-bit view of a pruned channel:
@@ -140,21 +142,60 @@ def _insert_after(gm: fx.GraphModule, node: fx.Node, module: nn.Module, name: st
     node.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
 
 
-def _observe(gm: fx.GraphModule, weight_bits: dict[str, int]) -> dict[str, str]:
-    """Insert observers; returns {fx node name of the observed value: observer module name}."""
+# Exported as ONNX Relu / Clip: the activations ORT's QDQ quantiser removes after a quantised layer
+REMOVABLE_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+REMOVABLE_FUNCTIONS = (torch.relu, nn.functional.relu, nn.functional.relu6, nn.functional.hardtanh, torch.clamp,
+                       torch.clip)
+REMOVABLE_METHODS = ("relu", "clamp", "clip")
+
+
+def _removable(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), REMOVABLE_MODULES)
+    if node.op == "call_function":
+        return node.target in REMOVABLE_FUNCTIONS
+    return node.op == "call_method" and node.target in REMOVABLE_METHODS
+
+
+def _folded_activation(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    """The activation ORT folds into ``node``'s output quantisation: ``node``'s only user, if removable."""
+    users = list(node.users)
+    if len(users) == 1 and _removable(gm, users[0]) and users[0].args and users[0].args[0] is node:
+        return users[0]
+    return None
+
+
+def _observe(gm: fx.GraphModule, weight_bits: dict[str, int]) -> tuple[dict[str, str], list[tuple[fx.Node, fx.Node]]]:
+    """Insert observers; returns {fx node name of the observed value: observer module name} and the
+    (layer, activation) pairs whose activation is observed in the layer's place (module docstring)."""
     nodes = {n.name: n for n in gm.graph.nodes}
     points: dict[str, str] = {}
+    folded: list[tuple[fx.Node, fx.Node]] = []
     for layer in quant_layers(gm):
         if weight_bits.get(layer.name, 8) != 8:
             continue
         node = nodes[layer.node]
-        for value in (node.args[0], node):
-            if isinstance(value, fx.Node) and value.name not in points:
+        act = _folded_activation(gm, node)
+        if act is not None and act.name not in points:
+            folded.append((node, act))
+        for value in (node.args[0], act if act is not None else node):
+            observed = isinstance(value, fx.Node) and value.op == "call_module" and \
+                str(value.target).startswith("_gp_act_")
+            if isinstance(value, fx.Node) and value.name not in points and not observed:
                 points[value.name] = f"_gp_act_{len(points)}"
                 _insert_after(gm, value, ActivationObserver(), points[value.name])
     gm.graph.lint()
     gm.recompile()
-    return points
+    return points, folded
+
+
+def _remove_folded(gm: fx.GraphModule, folded: list[tuple[fx.Node, fx.Node]]) -> None:
+    """Each folded activation's fake-quant reads the layer's output directly; the activation is dropped."""
+    for layer, act in folded:
+        act.replace_all_uses_with(layer)
+        gm.graph.erase_node(act)
+    gm.graph.lint()
+    gm.recompile()
 
 
 def _quantise_weights(gm: fx.GraphModule, weight_bits: dict[str, int], int4: Int4Scheme,
@@ -208,7 +249,7 @@ def fake_quant_model(model: fx.GraphModule, calib_data: Iterable, weight_bits: d
     kept_inputs = getattr(model, "meta", {}).get(ZERO_BIT_INPUTS, {})
     gm = fuse(copy.deepcopy(as_graph_module(model)).eval(), no_trace=True)
     check_int4_layers(quant_layers(gm), weight_bits)
-    points = _observe(gm, weight_bits)
+    points, folded = _observe(gm, weight_bits)
     seen = 0
     with torch.no_grad():
         for batch in calib_data:
@@ -219,6 +260,7 @@ def fake_quant_model(model: fx.GraphModule, calib_data: Iterable, weight_bits: d
     for observer_name in points.values():
         observer = gm.get_submodule(observer_name)
         setattr(gm, observer_name, ActivationFakeQuant(activation_qparams(observer.lo, observer.hi)))
+    _remove_folded(gm, folded)
     int4 = int4 or Int4Scheme()
     _quantise_weights(gm, weight_bits, int4, kept_inputs)
     if int4.accuracy_level == 4:

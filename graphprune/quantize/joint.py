@@ -5,8 +5,10 @@ criterion (so the same criterion decides which channels go to 0 bits), the size 
 and the budget — and meet the budget by construction: a candidate is decoded through a bisection over a
 scale on its keep ratios that lands on the largest feasible keep (costs are monotone in the keep mask).
 
-Kept widths are rounded down to multiples of 8 / 4 by group size (``width_step``; ``round_to=1`` is exact):
-the bench found exact widths made pruned models slower than dense ones on ORT's CPU kernels.
+Kept widths are rounded down to multiples of 16 (groups of 64 units or more; 8 / 4 / exact below, ``width_step``;
+``round_to=1`` is exact): the bench found exact widths made pruned models slower than dense ones on ORT's CPU
+kernels, and ORT's int8 QLinearConv runs widths in multiples of 16 far faster than multiples of 4 / 8
+(pruned MobileNetV2 int8 at size 0.10: 0.27 vs 0.39 of the dense fp32 time, bench/results/joint_quant_int8_speed.md).
 
 * :meth:`JointSpace.uniform` — one keep ratio for every group (prune→quantise, uniform);
 * :meth:`JointSpace.global_keep` — one threshold on per-group-normalised scores (prune→quantise, global);
@@ -29,6 +31,8 @@ from .cost import QuantBudget, QuantCost
 from .int4 import Int4Scheme
 
 __all__ = ["JointSpace", "JointConfig", "Candidate", "joint_search", "decode_genome", "width_step"]
+
+INT8_STEP = 16
 
 
 @dataclass
@@ -115,11 +119,11 @@ class JointSpace:
 def width_step(n: int, round_to: int | str = "auto") -> int:
     """Kept widths are multiples of this (a group kept whole is exempt).
 
-    ``"auto"``: the pruning heuristic's step (``search.menus.heuristic_step``: 8 / 4 / exact by group size) — CPU
-    int8 / fp32 kernels (ORT's QLinearConv, MLAS) run odd widths badly; ``round_to=N``: N; 1: exact.
+    ``"auto"``: 16 for groups of at least 64 units (ORT's int8 QLinearConv, measured: module docstring), else
+    the pruning heuristic's step (``search.menus.heuristic_step``: 8 / 4 / exact); ``round_to=N``: N; 1: exact.
     """
     if round_to == "auto":
-        return heuristic_step(n)
+        return INT8_STEP if n >= 4 * INT8_STEP else heuristic_step(n)
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"round_to must be 'auto' or a positive int, got {round_to!r}")
     return min(round_to, n)

@@ -8,7 +8,8 @@ Reads a pruned GraphModule, calibration batches and a weight bit-width per layer
    layer is the i-th Conv / Gemm / MatMul with a constant weight — checked by weight shape, a mismatch is an
    error naming the layer (never a silently mis-assigned bit-width);
 3. ``onnxruntime.quantization.quantize_static`` with the scheme of ``scheme.py`` (QDQ, uint8 activations,
-   per-channel symmetric int8 weights, MinMax calibration) on ``calib_data`` split into single samples (the
+   per-channel symmetric int8 weights, MinMax calibration; a Relu / Clip right after an int8 layer is folded
+   into the layer's output quantisation) on ``calib_data`` split into single samples (the
    exported graph has a fixed batch of 1; MinMax ranges do not depend on batching); fp32 and int4 layers are
    ``nodes_to_exclude``;
 4. int4 Linear layers (weight-only, ``int4.py``): their Gemm nodes are rewritten into MatMul + Add before step 3
@@ -43,6 +44,12 @@ from .layers import quant_layers
 __all__ = ["quantize_onnx", "QuantizedOnnx", "onnx_layer_nodes", "ort_run", "interleaved_ms", "QuantizeError"]
 
 _WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+# NOTE: Relu / Clip are handed to the quantiser so that it removes one that follows a quantised Conv / Gemm and
+# gives the layer's output the activation's range (QDQRemovableActivation).  Left out, the layer's output and the
+# activation's output got two scales, and ORT ran a DequantizeLinear -> QuantizeLinear requantisation between
+# every pair of layers (34 pairs in MobileNetV2): pruned MobileNetV2 int8 ran slower than pruned fp32
+# (bench/results/joint_quant_int8_speed.md).  fakequant.py removes the same activations.
+_REMOVABLE_ACTIVATIONS = ("Relu", "Clip")
 
 
 class QuantizeError(RuntimeError):
@@ -114,7 +121,7 @@ def _quantize(fp32: Path, out: Path, reader: Any, exclude: list[str]) -> None:
     try:
         quantize_static(str(fp32), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=False,
-                        op_types_to_quantize=list(_WEIGHTED_OPS), nodes_to_exclude=exclude,
+                        op_types_to_quantize=list(_WEIGHTED_OPS + _REMOVABLE_ACTIVATIONS), nodes_to_exclude=exclude,
                         calibrate_method=CalibrationMethod.MinMax)
     finally:
         root.setLevel(level)

@@ -1,6 +1,8 @@
 """``graphprune compress``: runs, writes the int8 file and the plan, and a replayed plan gives the same file."""
 import json
 
+import torch
+
 from graphprune.cli import main
 
 
@@ -48,3 +50,49 @@ def test_quantize_int4_writes_matmulnbits_and_a_plan_with_its_scheme(tmp_path, c
     assert main(["compress", "models:lenet5", "--data", "fashion_mnist", "--int4-block-size", "24",
                  "--out", str(tmp_path / "x.onnx")]) == 2
     assert "power of two >= 16" in capsys.readouterr().err
+
+
+class _FakeOrtMeasure:
+    """Stands in for the ORT timing of ``compress`` (no timing in tests): time = MACs, int8 layers at 0.8."""
+
+    seen = []
+
+    def __init__(self, target, example_inputs, calib, exporter):
+        self.target = target
+        _FakeOrtMeasure.seen.append(target)
+
+    def _ms(self, module, bits):
+        import graphprune
+        from graphprune.quantize import QuantCost
+
+        cost = QuantCost(graphprune.inspect(module, torch.zeros(1, 1, 28, 28)))
+        full = cost.graph.full_keep()
+        fp32 = cost.time_proxy(full, {layer.name: 32 for layer in cost.layers})
+        return 1e-6 * (fp32 - 0.4 * (fp32 - cost.time_proxy(full, bits)))
+
+    def dense_ms(self, dense):
+        return self._ms(dense, {"": 32})
+
+    def pair_ms(self, dense, pruned, bits):
+        return self.dense_ms(dense), self._ms(pruned, bits)
+
+
+def test_latency_budget_reaches_compress_with_its_target(tmp_path, capsys, monkeypatch):
+    import sys
+
+    import graphprune.quantize  # noqa: F401  (the package's ``compress`` attribute is the function: use the module)
+
+    monkeypatch.setattr(sys.modules["graphprune.quantize.compress"], "OrtInt8Measure", _FakeOrtMeasure)
+    out = tmp_path / "m.int8.onnx"
+    assert main(["compress", "models:lenet5", "--data", "fashion_mnist", "--data-samples", "32", "--latency", "0.5",
+                 "--threads", "2", "--batch", "4", "--time-rounds", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "0.500 of dense fp32 latency" in printed and "plan 1" in printed and "<- returned" in printed
+    assert _FakeOrtMeasure.seen[-1].threads == 2 and _FakeOrtMeasure.seen[-1].batch == 4
+
+
+def test_latency_and_size_budgets_together_are_refused(capsys):
+    assert main(["compress", "models:lenet5", "--data", "fashion_mnist", "--budget", "0.2", "--latency", "0.5"]) == 2
+    assert "--budget and --latency are different budgets" in capsys.readouterr().err
+    assert main(["compress", "models:lenet5", "--data", "fashion_mnist", "--latency", "1.5"]) == 2
+    assert "fraction in (0, 1]" in capsys.readouterr().err
