@@ -895,4 +895,105 @@ def cases():
     return out
 
 
-CASES = cases()
+# --- added while sweeping -------------------------------------------------------------------------------------
+def torch_prune_l1():
+    import torch.nn.utils.prune as tprune
+    m = convnet()
+    tprune.l1_unstructured(m.c1, "weight", amount=0.3)
+    return m, img()
+
+
+class Alias(ConvNet):
+    def __init__(self):
+        super().__init__()
+        self.alias = self.c2  # one module under two names
+
+    def forward(self, x):
+        x = F.relu(self.b1(self.c1(x)))
+        x = F.relu(self.b2(self.alias(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+class PermIndex(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 1)
+        self.register_buffer("perm", torch.randperm(16))
+        self.c2 = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.c2(F.relu(self.c1(x))[:, self.perm])
+
+
+class Conv1dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv1d(4, 16, 3, padding=1), nn.BatchNorm1d(16)
+        self.c2 = nn.Conv1d(16, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.c2(F.relu(self.b1(self.c1(x))))
+
+
+class CatBatch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.c(F.relu(torch.cat([self.a(x), self.b(x)], 0)))
+
+
+class Depthwise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=16, padding_mode="reflect")
+        self.c2 = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.c2(F.relu(self.dw(F.relu(self.c1(x)))))
+
+
+class Unused(ConvNet):
+    def __init__(self):
+        super().__init__()
+        self.spare = nn.Linear(16, 16)
+        self.spare_p = nn.Parameter(torch.randn(16))
+
+
+class BufferTied(nn.Module):
+    """One (1, C, 1, 1) buffer object registered on two modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 16, 1), nn.Conv2d(16, 4, 1)
+        shift = torch.randn(1, 16, 1, 1)
+        self.c1.register_buffer("shift", shift)
+        self.c2.register_buffer("shift", shift)
+
+    def forward(self, x):
+        y = F.relu(self.c1(x) + self.c1.shift)
+        y = F.relu(self.c2(y) + self.c2.shift)
+        return self.c3(y)
+
+
+def extra_cases():
+    return [
+        Case("torch_nn_utils_prune", "torch.nn.utils.prune.l1_unstructured (weight_orig * weight_mask pre-hook)",
+             torch_prune_l1),
+        Case("module_alias", "one module under two attribute names", lambda: (randomize_(Alias()).eval(), img())),
+        Case("perm_buffer_index", "x[:, perm] with an index buffer", lambda: (PermIndex().eval(), img(h=4))),
+        Case("conv1d_bn1d", "Conv1d + BatchNorm1d on (B, C, L)",
+             lambda: (randomize_(Conv1dNet()).eval(), torch.randn(2, 4, 10))),
+        Case("cat_batch_dim", "torch.cat of two branches along the batch dim", lambda: (CatBatch().eval(), img())),
+        Case("depthwise_reflect", "depthwise dilated conv with padding_mode='reflect'",
+             lambda: (Depthwise().eval(), img())),
+        Case("unused_module_param", "a Linear and a Parameter never used in forward",
+             lambda: (randomize_(Unused()).eval(), img())),
+        Case("buffer_on_two_modules", "one buffer tensor registered on two modules",
+             lambda: (BufferTied().eval(), img(h=4))),
+    ]
+
+
+CASES = cases() + extra_cases()

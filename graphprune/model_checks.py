@@ -6,7 +6,8 @@ A model whose weights have no data (the ``meta`` device: built with ``torch.devi
 are refused by name with the way out, because they would otherwise fail deep in a copy or trace (or worse,
 be pruned from a stale weight): TorchScript modules (compiled code, nothing to trace), lazy modules whose
 parameters have no shape yet, and the old hook-based ``torch.nn.utils.weight_norm`` / ``spectral_norm``
-(a pre-hook recomputes ``weight`` on every call; the traced graph would read the stale attribute).  Kept apart from
+and ``torch.nn.utils.prune`` masks (a pre-hook recomputes ``weight`` on every call; the traced graph would read
+the stale attribute, and a copy fails on it).  Kept apart from
 ``options.py`` (which reads the table of strategies) so that ``apply_plan`` sits below every stage.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from .plan import Plan
 
-__all__ = ["check_model_tensors", "check_apply_plan_args"]
+__all__ = ["check_model_tensors", "check_module_kinds", "check_apply_plan_args"]
 
 
 def check_apply_plan_args(model: Any, plan: Any) -> None:
@@ -38,7 +39,7 @@ def check_model_tensors(model: Any, entry: str = "prune") -> None:
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"{entry}: model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_module_kinds(model, entry)
+    check_module_kinds(model, entry)
     first_on: dict[str, str] = {}  # device -> first tensor found there
     for name, t in _named_tensors(model):
         if t.device.type == "meta":
@@ -53,8 +54,9 @@ def check_model_tensors(model: Any, entry: str = "prune") -> None:
                          "device first, e.g. model.to('cpu')")
 
 
-def _check_module_kinds(model: torch.nn.Module, entry: str) -> None:
+def check_module_kinds(model: torch.nn.Module, entry: str) -> None:
     """Refuse TorchScript modules, uninitialised lazy parameters and hook-based weight/spectral norm, by name."""
+    from torch.nn.utils.prune import BasePruningMethod
     from torch.nn.utils.spectral_norm import SpectralNorm
     from torch.nn.utils.weight_norm import WeightNorm
 
@@ -79,6 +81,13 @@ def _check_module_kinds(model: torch.nn.Module, entry: str) -> None:
                     f"pre-hook recomputes {hook.name!r} on every call, which a copy or trace does not see); "
                     f"use torch.nn.utils.parametrizations.{kind} instead (pruned as the weight it computes), or bake "
                     f"it first with torch.nn.utils.remove_{kind}(module)")
+            if isinstance(hook, BasePruningMethod):
+                tensor = getattr(hook, "_tensor_name", "weight")
+                raise ValueError(
+                    f"{entry}: {where} has a torch.nn.utils.prune mask on {tensor!r} (a forward pre-hook recomputes "
+                    f"{tensor!r} = {tensor}_orig * {tensor}_mask on every call, which a copy or trace does not see); "
+                    f"make it permanent first with torch.nn.utils.prune.remove(module, {tensor!r}) (the masked "
+                    "zeros stay in the weight)")
 
 
 def _named_tensors(model: torch.nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
