@@ -194,3 +194,28 @@ def test_half_precision_models_have_a_masked_reference(dtype):
     pruned = graphprune.prune(model, 0.5, x)
     assert {p.dtype for p in pruned.parameters()} == {dtype} and pruned(x).dtype == dtype
     assert np.isfinite(float(pruned(x).float().abs().sum()))
+
+
+class Shifted(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Linear(16, 4)
+        self.register_buffer("shift", torch.randn(1, 16, 1, 1), persistent=False)
+
+    def forward(self, x):
+        y = F.relu(self.c1(x) + self.shift)
+        return self.fc(F.relu(self.c2(y)).mean((2, 3)))
+
+
+def test_layout_dtype_flags_and_non_persistent_buffers_are_carried():
+    model = Shifted().double().to(memory_format=torch.channels_last).eval()
+    model.c1.requires_grad_(False)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64).to(memory_format=torch.channels_last)
+    pruned = graphprune.prune(model, 0.5, x)
+    assert pruned.c1.weight.shape[0] < 16
+    # before: index_select returned contiguous weights, undoing the user's channels_last
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in (pruned.c1, pruned.c2))
+    assert {p.dtype for p in pruned.parameters()} == {torch.float64}
+    assert [p.requires_grad for p in pruned.c1.parameters()] == [False, False] and pruned.c2.weight.requires_grad
+    assert "shift" not in pruned.state_dict() and pruned.shift.shape == (1, pruned.c1.out_channels, 1, 1)
+    assert model.c1.weight.is_contiguous(memory_format=torch.channels_last) and model.shift.shape[1] == 16
