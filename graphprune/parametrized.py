@@ -50,6 +50,15 @@ def _computed(module: torch.nn.Module, tensor: str, chain: torch.nn.Module) -> t
             m.training = mode
 
 
+def _drop_compat_hooks(module: torch.nn.Module) -> None:
+    """``parametrizations.weight_norm`` also registers a load_state_dict pre-hook that renames old ``weight_g`` /
+    ``weight_v`` keys into parametrization keys: meaningless on a plain weight, and a local function that stops
+    the pruned model from pickling (``save_pruned``).  Removed from the copy's own dict."""
+    for key, hook in list(module._load_state_dict_pre_hooks.items()):
+        if "_weight_norm_compat_hook" in getattr(getattr(hook, "hook", hook), "__qualname__", ""):
+            del module._load_state_dict_pre_hooks[key]
+
+
 def bake_parametrizations(model: torch.nn.Module) -> None:
     """Replace every parametrized tensor of ``model`` (a private copy) by a plain one holding its value (rule 1)."""
     for module in list(model.modules()):
@@ -63,6 +72,7 @@ def bake_parametrizations(model: torch.nn.Module) -> None:
                 value = torch.nn.Parameter(value, requires_grad=any(t.requires_grad for t in originals))
             baked[tensor] = value
         del module._modules["parametrizations"]
+        _drop_compat_hooks(module)
         # NOTE: the generated class (shared with the user's module) is left alone; this instance gets its base
         module.__class__ = module.__class__.__bases__[0]
         params = {k: v for k, v in baked.items() if isinstance(v, torch.nn.Parameter)}

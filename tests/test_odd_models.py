@@ -100,6 +100,26 @@ def test_parametrized_plan_replays_on_a_fresh_instance():
         assert torch.allclose(again(x), result.model(x), atol=1e-6)
 
 
+@pytest.mark.parametrize("output", ["module", "graph"])
+def test_parametrized_model_saves_and_rebuilds_safely(output, tmp_path):
+    from graphprune.export import load_pruned, save_pruned
+
+    torch.manual_seed(0)
+    model = MLP().eval()
+    parametrizations.weight_norm(model.l1)
+    fresh, x = copy.deepcopy(model), torch.randn(2, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = graphprune.prune(model, 0.5, x, return_result=True, output=output)
+        # before: weight_norm's load_state_dict hook (a local function) made the pruned model unpicklable, and
+        # the rebuild looked for 'l1.weight' among the fresh model's parametrization keys
+        save_pruned(result.model, tmp_path / "m.pt", result.plan)
+        back = load_pruned(tmp_path / "m.pt", model=fresh, example_inputs=x)
+    with torch.no_grad():
+        assert torch.equal(back.eval()(x), result.model.eval()(x))
+    assert any(parametrize.is_parametrized(m) for m in fresh.modules())
+
+
 def _old_weight_norm():
     m = MLP().eval()
     with warnings.catch_warnings():
