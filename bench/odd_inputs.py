@@ -201,6 +201,10 @@ def summary(row: dict | None) -> str:
         extra += [] if row.get("save_load", "ok") == "ok" else ["torch.save: " + str(row["save_load"])[:70]]
         extra += [w[:110] for w in row.get("warnings", [])[:1]]
         return "ok (" + "; ".join(extra) + ")"
+    hooks_warned = any("hooks were not carried" in w for w in row.get("warnings", []))
+    if row["outcome"] == "WRONG" and hooks_warned and row["detail"].startswith("graph != user model") \
+            and ";" not in row["detail"]:
+        return f"warned (hooks not carried): {row['detail']}; oracle {row['oracle']:.0e}"
     return f"{row['outcome']}: {row.get('detail', '')}"[:260].replace("|", "/")
 
 
