@@ -996,4 +996,81 @@ def extra_cases():
     ]
 
 
-CASES = cases() + extra_cases()
+class ParamSlice(nn.Module):
+    """Uses only part of a weight in forward: fc.weight[:, :8]."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = F.relu(self.c1(x)).mean((2, 3))
+        return F.linear(y[:, :8], self.fc.weight[:, :8], self.fc.bias)
+
+
+class LiteralZeros(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = F.relu(self.c1(x))
+        pad = torch.ones(x.shape[0], 16, x.shape[2], x.shape[3])  # literal channel count
+        return self.c2(y + pad)
+
+
+class LiteralView(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 1)
+        self.l = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = F.relu(self.c1(x)).view(x.shape[0], 16, -1).mean(-1)  # literal channel count
+        return self.l(y)
+
+
+class PixelShuffle(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 1), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return self.c2(F.pixel_shuffle(F.relu(self.c1(x)), 2))
+
+
+class WeightOut(nn.Module):
+    """Returns a penalty computed from a prunable weight next to the prediction."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.c2(F.relu(self.c1(x))), self.c1.weight.pow(2).sum()
+
+
+class MatmulParam(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(16, 8) * 0.3)
+        self.w2 = nn.Parameter(torch.randn(4, 16) * 0.3)
+
+    def forward(self, x):
+        return F.relu(x @ self.w1.t()) @ self.w2.t()
+
+
+def more_cases():
+    return [
+        Case("param_slice", "F.linear(y[:, :8], fc.weight[:, :8])", lambda: (ParamSlice().eval(), img(h=4))),
+        Case("literal_channels", "adds torch.ones(b, 16, h, w) (literal 16)", lambda: (LiteralZeros().eval(), img(h=4))),
+        Case("literal_view", "view(b, 16, -1) (literal 16)", lambda: (LiteralView().eval(), img(h=4))),
+        Case("pixel_shuffle", "F.pixel_shuffle(., 2) after a conv", lambda: (PixelShuffle().eval(), img(h=4))),
+        Case("weight_in_output", "returns (y, c1.weight.pow(2).sum())", lambda: (WeightOut().eval(), img(h=4))),
+        Case("matmul_raw_params", "x @ W1.t() @ W2.t() with raw Parameters",
+             lambda: (MatmulParam().eval(), torch.randn(3, 8))),
+    ]
+
+
+CASES = cases() + extra_cases() + more_cases()
