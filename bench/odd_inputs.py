@@ -230,6 +230,7 @@ def main() -> None:
     ap.add_argument("--only", default="")
     ap.add_argument("--out", default="")
     ap.add_argument("--start", default="", help="skip the cases before this one")
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX export check (the slow part)")
     ap.add_argument("--table", nargs=3, metavar=("BEFORE_JSON", "AFTER_JSON", "MD"),
                     help="write the before/after table instead of running")
     args = ap.parse_args()
@@ -244,6 +245,7 @@ def main() -> None:
         started = started or case.name == args.start
         if not started:
             continue
+        case.onnx = case.onnx and not args.no_onnx
         if only and case.name not in only:
             continue
         try:

@@ -2,7 +2,7 @@
 
 A model whose weights have no data (the ``meta`` device: built with ``torch.device("meta")`` or
 ``init_empty_weights``) cannot be sliced, and a model spread over several devices cannot be rewritten as one
-(``ValueError``); ``apply_plan`` takes a ``Plan`` (``TypeError`` with a hint for a path).  Three kinds of module
+(``ValueError``); ``apply_plan`` takes a ``Plan`` (``TypeError`` with a hint for a path).  Some kinds of module
 are refused by name with the way out, because they would otherwise fail deep in a copy or trace (or worse,
 be pruned from a stale weight): TorchScript modules (compiled code, nothing to trace), lazy modules whose
 parameters have no shape yet, and the old hook-based ``torch.nn.utils.weight_norm`` / ``spectral_norm``
@@ -55,7 +55,8 @@ def check_model_tensors(model: Any, entry: str = "prune") -> None:
 
 
 def check_module_kinds(model: torch.nn.Module, entry: str) -> None:
-    """Refuse TorchScript modules, uninitialised lazy parameters and hook-based weight/spectral norm, by name."""
+    """Refuse TorchScript modules, uninitialised lazy tensors, hook-based weight/spectral norm and
+    ``torch.nn.utils.prune`` masks, naming the module and the way out (module docstring)."""
     from torch.nn.utils.prune import BasePruningMethod
     from torch.nn.utils.spectral_norm import SpectralNorm
     from torch.nn.utils.weight_norm import WeightNorm
