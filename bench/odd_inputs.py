@@ -11,7 +11,12 @@ For each case the outcome is one of
 * ``WRONG``: one of those checks failed (what failed is said);
 * ``refused``: ``prune`` raised; the row shows the error type and its first line, for a person to judge.
 
-Run: ``PYTHONPATH=$PWD python bench/odd_inputs.py [--only name,...] [--out bench/results/odd_inputs_run.json]``.
+Cases: ``bench/odd_cases.py`` (builders by theme in ``bench/odd_case_*.py``); judgements: ``bench/odd_notes.py``.
+Run: ``PYTHONPATH=$PWD python bench/odd_inputs.py [--only a,b | --start a] [--no-onnx] [--out run.json]``; the table:
+``python bench/odd_inputs.py --table bench/results/odd_inputs_before.json bench/results/odd_inputs_after.json
+bench/results/odd_inputs.md``.  The masked reference shares the traced copy with the pruned model, so a wrong
+slicing of something both read alike (a parametrization's originals) passes here: tests/test_odd_models.py uses an
+independent oracle (the user's model with channels zeroed at the consumer) for those.
 """
 from __future__ import annotations
 
@@ -208,6 +213,14 @@ def summary(row: dict | None) -> str:
     return f"{row['outcome']}: {row.get('detail', '')}"[:260].replace("|", "/")
 
 
+def _counts(label: str, rows: list[dict]) -> str:
+    kinds = {}
+    for r in rows:
+        kind = summary(r).split(" ")[0].rstrip(":")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return f"- {label}: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + f" (of {len(rows)})"
+
+
 def write_table(before_path: str, after_path: str, md_path: str, notes: dict[str, str]) -> None:
     """bench/results/odd_inputs.md: case, what, outcome before the fixes, after, and a judgement."""
     before = {r["case"]: r for r in json.loads(Path(before_path).read_text())}
@@ -217,7 +230,9 @@ def write_table(before_path: str, after_path: str, md_path: str, notes: dict[str
              "on the example and a second input (max abs diff / output scale), masked reference at full keep == the "
              "user's model, user's model unchanged (state_dict, parameter identity, requires_grad, modes, dtype, "
              "strides, hooks, parametrizations), training flags carried; ONNX = max abs diff ORT vs PyTorch. "
-             "*before* = commit 2fabdba, *after* = this branch.", "",
+             "*before* = commit 2fabdba, *after* = this branch. ONNX was skipped (`--no-onnx`) where a cell has no "
+             "ONNX number: the machine ran at load ~18 on 2 cores.", "",
+             _counts("before", list(before.values())), _counts("after", after), "",
              "| case | what | before | after | judgement |", "|---|---|---|---|---|"]
     for r in after:
         lines.append(f"| {r['case']} | {r.get('what', '')} | {summary(before.get(r['case']))} | {summary(r)} | "

@@ -6,13 +6,14 @@ NOTES = {
                    "copies; a warning names them); before, no group was built and the refusal named only the fc",
     "spectral_norm": f"{FIXED}: as weight_norm; slicing the original would change sigma (silently wrong)",
     "orthogonal": f"{FIXED}: as weight_norm (a slice of an orthogonal matrix is not the orthogonalised slice)",
-    "custom_parametrization": f"{FIXED}: before, the originals were sliced: right only because w*2 is "
+    "custom_parametrization": f"{FIXED}: before, the originals were sliced: right here only because w*2 is "
                               "element-wise; w/||w|| gave a silently wrong model that the masked reference "
                               "could not see (tests/test_odd_models.py, independent oracle). torch.save of the "
                               "user's parametrized model fails in torch itself",
     "weight_norm_old": f"{FIXED}: refused by module with the way out (was torch's deepcopy error)",
-    "spectral_norm_old": f"{FIXED}: was SILENTLY WRONG (pruned from the stale weight attribute, 0.81 rel. "
-                         "error vs the model); now refused by module with the way out",
+    "spectral_norm_old": f"{FIXED}: was WRONG (pruned from the stale weight attribute, 0.81 rel. error vs the "
+                         "model; the only signal was the generic 'hooks not carried' warning); now refused by "
+                         "module with the way out",
     "torch_nn_utils_prune": f"{FIXED}: refused by module with the way out (prune.remove); was torch's deepcopy "
                             "error",
     "forward_hook": "warned by design: hooks are not carried unless keep_hooks=True (the warning names them); "
