@@ -18,6 +18,7 @@ from .importance import CRITERIA
 from .inspect_model import count_cost, inspect
 from .options import check_prune_options
 from .passes import MODULE_STATE_KEY, warn_hooks_not_kept
+from .parametrized import warn_baked
 from .passes.in_place import InPlaceError, choose_output
 from .trace import AUTO_LEAVES, _trace_graph, private_copy
 from .trace_state import collect_hooks, hooked_module_names
@@ -214,6 +215,7 @@ def prune(model: torch.nn.Module, budget: Budget | float, example_inputs: Any, *
     seconds["trace"] = time.perf_counter() - t
     traced.attention, traced.grouped = attention, grouped
     warn_hooks_not_kept(traced)
+    warn_baked(model)
     floors = dict(round_to=opts.round_to, min_units=opts.min_channels, max_prune_ratio=opts.max_prune_ratio)
     search_kw = dict(eval_fn=eval_fn, calib_data=calib_data, options=search_options, supernet=supernet,
                      train_data=train_data)

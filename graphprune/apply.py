@@ -13,6 +13,7 @@ import torch.fx as fx
 from .inspect_model import inspect
 from .model_checks import check_apply_plan_args
 from .passes import rewrite, warn_hooks_not_kept
+from .parametrized import warn_baked
 from .plan import Plan, PlanError
 
 __all__ = ["apply_plan"]
@@ -30,4 +31,5 @@ def apply_plan(model: torch.nn.Module, plan: Plan, example_inputs: Any, **trace_
     trace_kw.setdefault("grouped", plan.info.get("grouped", "group_width"))
     graph = inspect(model, example_inputs, **trace_kw)
     warn_hooks_not_kept(graph.traced)
+    warn_baked(model)
     return rewrite(graph, plan.keep_mask(graph))

@@ -11,6 +11,7 @@ import torch
 
 from .depgraph import DependencyGraph, build_dependency_graph
 from .capture import capture
+from .model_checks import check_module_kinds
 
 __all__ = ["inspect", "count_cost"]
 
@@ -21,6 +22,8 @@ def inspect(model: torch.nn.Module, example_inputs: Any, *, leaf_modules: Iterab
     """The dependency graph of ``model``: groups, frozen dims with reasons, costs (see ``.summary()``);
     ``front_end``, ``attention`` and ``grouped`` as in ``prune`` (torch.fx first, torch.export when fx cannot
     trace; what a unit of multi-head attention / of a grouped conv is)."""
+    if isinstance(model, torch.nn.Module):  # NOTE: refused by name before a copy or trace fails on it
+        check_module_kinds(model, "inspect")
     return build_dependency_graph(capture(model, example_inputs, front_end=front_end, leaf_modules=leaf_modules,
                                           concrete_args=concrete_args), attention=attention, grouped=grouped)
 

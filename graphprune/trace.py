@@ -38,6 +38,7 @@ import torch.fx as fx
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 
+from .parametrized import bake_parametrizations
 from .trace_state import HookRecord, collect_hooks, hooked_module_names, link_training, strip_hooks
 
 __all__ = ["structure_copy", "private_copy", "TraceError", "NodeRunError", "TracedModel", "trace", "normalize_inputs",
@@ -192,7 +193,8 @@ def structure_copy(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def private_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A structure copy whose buffers are clones and which has no hooks: safe to trace and run.
+    """A structure copy whose buffers are clones, which has no hooks and whose parametrized tensors are plain
+    ones holding their values (``graphprune.parametrized``): safe to trace, run and slice.
 
     Parameters stay shared (read only: tracing turns them into graph nodes and nothing here runs them
     outside ``_on_copies``); buffers are cloned because fx runs Python on them eagerly while tracing.
@@ -204,6 +206,7 @@ def private_copy(module: torch.nn.Module) -> torch.nn.Module:
                 memo[id(b)] = b.detach().clone().requires_grad_(b.requires_grad)
     private = copy.deepcopy(module, memo)
     strip_hooks(private)
+    bake_parametrizations(private)
     return private
 
 

@@ -94,7 +94,7 @@ def _mask_layer_norms(gm: fx.GraphModule, graph: DependencyGraph, keep: np.ndarr
             continue
         buf = f"_graphprune_lnmask_{count}"
         count += 1
-        gm.register_buffer(buf, full)
+        gm.register_buffer(buf, full.to(_mask_dtype(node)))
         with gm.graph.inserting_before(node):
             getter = gm.graph.get_attr(buf)
             if node.op == "call_module":
@@ -104,6 +104,13 @@ def _mask_layer_norms(gm: fx.GraphModule, graph: DependencyGraph, keep: np.ndarr
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
     return count
+
+
+def _mask_dtype(node: fx.Node) -> torch.dtype:
+    """The node's dtype (0 and 1 are exact in each): a float32 mask would promote a float16 / bfloat16 value
+    and turn a bool one (a comparison feeding ``masked_fill``) into floats; float32 when not recorded."""
+    dtype = getattr(node.meta.get("tensor_meta"), "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
 
 
 def masked_model(graph: DependencyGraph, keep: np.ndarray) -> fx.GraphModule:
@@ -120,7 +127,7 @@ def masked_model(graph: DependencyGraph, keep: np.ndarray) -> fx.GraphModule:
                 continue
             buf = f"_graphprune_mask_{count}"
             count += 1
-            gm.register_buffer(buf, mask)
+            gm.register_buffer(buf, mask.to(_mask_dtype(node)))
             with gm.graph.inserting_after(current):
                 getter = gm.graph.get_attr(buf)
             with gm.graph.inserting_after(getter):

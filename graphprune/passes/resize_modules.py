@@ -141,9 +141,11 @@ def rebuild_like(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, lo
     ``model`` itself is not modified.  Raises ``KeyError`` naming a saved key or attribute the model does not
     have.
     """
+    from ..parametrized import bake_parametrizations
     from .hf_config import update_config
 
     fresh = copy.deepcopy(model)
+    bake_parametrizations(fresh)  # NOTE: as every private copy prune slices (graphprune/parametrized.py)
     named = dict(fresh.named_parameters(remove_duplicate=False)) | dict(fresh.named_buffers(remove_duplicate=False))
     unknown = [k for k in state_dict if k not in named]
     if unknown:

@@ -21,7 +21,16 @@ def _sliced(tensor: torch.Tensor, graph: DependencyGraph, key: str, keep: np.nda
         if len(kept) != tensor.shape[axis]:
             out = out.index_select(axis, torch.as_tensor(kept, device=tensor.device))
             changed = True
-    return out if changed else None  # index_select already made new memory
+    return _in_layout_of(out, tensor) if changed else None  # index_select already made new memory
+
+
+def _in_layout_of(out: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+    """``out`` in ``tensor``'s memory format: a channels_last conv weight stays channels_last (``index_select``
+    returns a contiguous tensor, which would silently undo the user's ``model.to(memory_format=...)``)."""
+    for fmt, ndim in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
+        if tensor.ndim == ndim and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=fmt):
+            return out.contiguous(memory_format=fmt)
+    return out
 
 
 def slice_parameters(gm: fx.GraphModule, graph: DependencyGraph, keep: np.ndarray) -> bool:

@@ -32,7 +32,12 @@ _OTHER = [operator.truediv, operator.pow, operator.neg, operator.isub, operator.
           F.mish, F.hardsigmoid, F.hardtanh, F.elu,
           F.selu, F.celu, F.softplus, F.sigmoid, F.tanh, F.logsigmoid, F.softsign,
           F.tanhshrink, F.threshold, F.dropout1d, F.dropout2d, F.dropout3d,
-          F.alpha_dropout, F.feature_alpha_dropout, F.relu_, F.elu_, F.leaky_relu_, F.hardtanh_]
+          F.alpha_dropout, F.feature_alpha_dropout, F.relu_, F.elu_, F.leaky_relu_, F.hardtanh_,
+          # comparisons and logic (a mask for masked_fill / where): still one output element per input element
+          operator.gt, operator.lt, operator.ge, operator.le, operator.eq, operator.ne, operator.and_,
+          operator.or_, operator.xor, operator.invert, operator.mod, operator.floordiv, torch.gt, torch.lt,
+          torch.ge, torch.le, torch.eq, torch.ne, torch.logical_and, torch.logical_or, torch.logical_not,
+          torch.logical_xor, torch.isnan, torch.isfinite, torch.masked_fill]
 _ADDITIVE_METHODS = ["add", "sub"]
 _ZERO_PRESERVING_METHODS = ["mul", "relu", "contiguous"]
 _OTHER_METHODS = ["div", "truediv", "add_", "sub_", "mul_", "div_", "maximum",
@@ -41,7 +46,9 @@ _OTHER_METHODS = ["div", "truediv", "add_", "sub_", "mul_", "div_", "maximum",
                   "reciprocal", "clone", "detach", "float", "half", "double", "bfloat16",
                   "to", "type_as", "cpu", "cuda", "requires_grad_", "masked_fill", "lerp", "addcmul",
                   "__add__", "__mul__", "__sub__", "__truediv__", "__radd__", "__rmul__", "__rsub__",
-                  "__neg__", "erf", "log", "sign", "floor", "round", "nan_to_num", "where", "sin", "cos"]
+                  "__neg__", "erf", "log", "sign", "floor", "round", "nan_to_num", "where", "sin", "cos",
+                  "masked_fill_", "gt", "lt", "ge", "le", "eq", "ne", "logical_not", "logical_and", "logical_or",
+                  "bool", "isnan", "isfinite", "abs_", "neg_", "exp_", "clamp_min_", "clamp_max_"]
 _ZERO_PRESERVING_MODULES = [nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Tanh, nn.LeakyReLU, nn.ELU,
                             nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                             nn.FeatureAlphaDropout, nn.Identity]
