@@ -20,7 +20,7 @@ from typing import Iterable
 import numpy as np
 
 from .int4 import Int4Scheme
-from .ort_ptq import QuantizeError
+from .ort_session import QuantizeError, cpu_session
 
 __all__ = ["gemm_to_matmul", "check_same_outputs", "apply_matmul_nbits"]
 
@@ -109,10 +109,8 @@ def check_same_outputs(before: str | Path, after: str | Path, feed: dict[str, np
     Raises:
         QuantizeError: the outputs differ beyond that.
     """
-    from .ort_ptq import _session
-
-    want = _session(before, 1).run(None, feed)
-    got = _session(after, 1).run(None, feed)
+    want = cpu_session(before, 1).run(None, feed)
+    got = cpu_session(after, 1).run(None, feed)
     worst = 0.0
     for a, b in zip(want, got):
         diff = float(np.abs(a - b).max())

@@ -39,6 +39,7 @@ from ..files import atomic_path
 from ..trace import normalize_inputs
 from .fakequant import as_graph_module, batch_inputs
 from .int4 import INT4, Int4Scheme, check_int4_layers
+from .ort_session import QuantizeError, cpu_session  # noqa: F401  (QuantizeError: re-exported)
 from .layers import quant_layers
 
 __all__ = ["quantize_onnx", "QuantizedOnnx", "onnx_layer_nodes", "ort_run", "interleaved_ms", "QuantizeError"]
@@ -50,10 +51,6 @@ _WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 # every pair of layers (34 pairs in MobileNetV2): pruned MobileNetV2 int8 ran slower than pruned fp32
 # (bench/results/joint_quant_int8_speed.md).  fakequant.py removes the same activations.
 _REMOVABLE_ACTIVATIONS = ("Relu", "Clip")
-
-
-class QuantizeError(RuntimeError):
-    """The exported ONNX graph does not line up with the model's layers, or quantisation failed."""
 
 
 @dataclass
@@ -182,17 +179,9 @@ def _int4_ready(fp32_path: Path, out: Path, int4_nodes: list[str], feed: dict) -
     return out
 
 
-def _session(path: str | Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def ort_run(path: str | Path, inputs: torch.Tensor, threads: int = 1) -> np.ndarray:
     """Outputs of the first ONNX output for a batch, run one sample at a time (the graph has batch 1)."""
-    session = _session(path, threads)
+    session = cpu_session(path, threads)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: inputs[i:i + 1].numpy()})[0] for i in range(len(inputs))])
 
@@ -204,7 +193,7 @@ def interleaved_ms(paths: list[str | Path], example: torch.Tensor, rounds: int =
     NOTE: interleaving spreads the noise of a shared machine over all files alike, so their ratios hold
     even when the absolute times drift.
     """
-    sessions = [_session(p, threads) for p in paths]
+    sessions = [cpu_session(p, threads) for p in paths]
     feeds = [{s.get_inputs()[0].name: example.numpy()} for s in sessions]
     for session, feed in zip(sessions, feeds):
         for _ in range(max(3, runs // 2)):
