@@ -1,0 +1,163 @@
+"""Issue 12 follow-up: does the RL allocation earn its place once its reward is fixed?
+
+Runner for the study method ``rl-warm-ft`` (``search_study.py``): one CACP policy per budget, like
+``rl-per-budget``, with the options of ``graphprune.search.reward``:
+
+* reward after ``--rl-reward-steps`` SGD steps (lr ``--rl-reward-lr``, momentum 0.9) on the first
+  ``--rl-reward-steps`` batches of ``--rl-reward-batch`` fine-tune images of the seed's split, BN re-estimated,
+  then −CE on the held-out search images (``FinetunedEvaluator``; 0 steps = the plain masked reward);
+* the policy started at ``--rl-init`` (default: the better of uniform / global by that reward);
+* ``--rl-baseline``: ``ema`` (moving average, as before) or ``uniform`` (R − the uniform plan's reward).
+
+The rows' ``search_score`` is the *plain* masked score (the study's column, comparable with every other
+method); the reward the policy saw is in ``rl_histories``.  ``evaluations`` counts the fine-tuned-reward
+evaluations (each costs ≈ 1 + 3·steps·batch/64 masked evaluations; ``reward_cost`` in the row).
+
+    python bench/search.py --models mobilenetv2 --seeds 0 1 2 --budgets 0.15 --methods rl-warm-ft \\
+        --test 1000 --ft-subset 512 --calib 64 --eval 64 --episodes 40 --part-dir /tmp/rl/parts --resume
+    python bench/search_rl_reward.py /tmp/rl/parts/*.json bench/results/search_study.json   # the write-up data
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from graphprune.search.conditional import ConditionalSearch, RLConfig
+from graphprune.search.reward import finetuned_evaluator
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def reward_batches(cell, size: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` batches of ``size`` images of the seed's fine-tune split (fixed: same reward per plan)."""
+    x, y = cell.ft.dataset.tensors
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, min(len(y), size * count), size)]
+
+
+def rl_options(args) -> dict:
+    return {"reward_steps": args.rl_reward_steps, "reward_batch": args.rl_reward_batch, "reward_lr": args.rl_reward_lr,
+            "init": args.rl_init, "baseline": args.rl_baseline, "concentration": args.rl_concentration}
+
+
+def run_rl_options(cell, method: str, out: dict, save) -> None:
+    """One policy per budget with the reward options; a study row (fine-tuned from the original weights) per β."""
+    opts = rl_options(cell.args)
+    reward_eval = finetuned_evaluator(cell.evaluator, reward_batches(cell, opts["reward_batch"], max(opts["reward_steps"], 1)),
+                                      steps=opts["reward_steps"], lr=opts["reward_lr"])
+    config = RLConfig(batch_episodes=4, seed=cell.seed, baseline=opts["baseline"], init=opts["init"],
+                      init_concentration=opts["concentration"])
+    for b in cell.todo(method):
+        reward_eval._cache.clear()
+        calls, start = reward_eval.calls, time.perf_counter()
+        search = ConditionalSearch.from_context(replace(cell.ctx[b], evaluator=reward_eval),
+                                                replace(config, budget_range=(b, b)))
+        search.fit(cell.args.episodes, progress=False)
+        r = search.search_result(b)
+        evals, secs = reward_eval.calls - calls, time.perf_counter() - start
+        name = f"warm-ft-per-budget-{b}"
+        out["rl_histories"][name] = [h["reward"] for h in search.history]
+        out.setdefault("rl_uniform_scores", {})[name] = search.uniform_reward(b)  # NOTE: on the policy's reward
+        prior = search._priors.get(round(b, 3))
+        out["rows"].append(cell.keep_row(method, b, r.keep, evals, secs, projection=r.info["projection"],
+                                         rl_options=opts, init_rule=prior[1] if prior else None,
+                                         episode_seconds=[h["seconds"] for h in search.history]))
+        save()
+
+
+# ---------------------------------------------------------------------------------------------- τ
+def _taus(rows: list[dict]) -> dict:
+    from search_proxy import _tau
+
+    names = [n for n in ("masked", "finetuned_reward", "supernet") if rows and n in rows[0]]
+    return {n: _tau([r[n] for r in rows], [r["target"] for r in rows]) for n in names} if len(rows) > 2 else {}
+
+
+def tau_study(args, log=print) -> dict:
+    """Kendall τ of three proxies vs fine-tuned accuracy over ``args.kendall`` random plans per budget.
+
+    Proxies, all on the same plans (``search_proxy.random_plans``) and held-out images: the plain masked score
+    (original weights), the fine-tuned reward (``FinetunedEvaluator``, the RL option), and the masked score on
+    supernet weights (``--supernet-steps``, trained once with β ~ U(``--tau-supernet-range``)).  Target: the
+    plan rewritten from the original weights, BN-recalibrated, fine-tuned with the study's recipe, tested.
+    """
+    import graphprune
+    from graphprune import Budget
+    from graphprune.evaluate import CandidateEvaluator, EvalConfig, classification_eval_fn
+    from graphprune.importance import score_units
+    from graphprune.search import SearchContext, SupernetConfig
+    from graphprune.search.supernet import supernet_graph
+    from graphprune.train import evaluate, load_checkpoint
+    from search import ALLOC, EXAMPLE, load_data
+    from search_proxy import _finetuned, random_plans
+
+    torch.manual_seed(0)
+    model = load_checkpoint(Path(args.checkpoints) / f"{args.model}.pt").build().eval()
+    calib, held, ft, test = load_data(args)
+    graph = graphprune.inspect(model, EXAMPLE)
+    scores = score_units(graph, "l2")
+    plain = CandidateEvaluator(graph, classification_eval_fn(held, "neg_loss"), calib, EvalConfig(calib_batches=len(calib)))
+    x, y = ft.dataset.tensors
+    tuned = finetuned_evaluator(plain, [(x[i:i + args.rl_reward_batch], y[i:i + args.rl_reward_batch])
+                                        for i in range(0, args.rl_reward_batch * args.rl_reward_steps, args.rl_reward_batch)],
+                                steps=args.rl_reward_steps, lr=args.rl_reward_lr)
+    setup = {"args": args, "calib": calib, "ft": ft, "test": test}
+    out = {"model": args.model, "config": dict(vars(args)), "dense_test_acc": evaluate(model, test), "budgets": {}}
+    path = Path(args.out)
+    save = lambda: path.write_text(json.dumps(out, indent=1, default=float))
+    plans = {}
+    for b in args.budgets:  # NOTE: the plain proxies and targets first; the supernet (slowest to pay off) last
+        ctx = SearchContext(graph, scores, Budget.macs(b), ALLOC, plain, 0, False)
+        plans[b] = random_plans(ctx, args.kendall)
+        rows = []
+        for i, keep in enumerate(plans[b]):
+            row = {"ratio": ctx.ratio_of(keep)}
+            for name, ev in (("masked", plain), ("finetuned_reward", tuned)):
+                t = time.perf_counter()
+                row[name] = ev(keep)
+                row[f"{name}_seconds"] = time.perf_counter() - t
+            t = time.perf_counter()
+            row["target"] = _finetuned(graph, keep, setup)
+            row["target_seconds"] = time.perf_counter() - t
+            rows.append(row)
+            log(f"τ β={b} plan {i + 1}/{len(plans[b])}: {row}")
+            out["budgets"][str(b)] = {"plans": rows, "tau": _taus(rows)}
+            save()
+    if args.supernet_steps:
+        t = time.perf_counter()
+        lo, hi = args.tau_supernet_range
+        sn_graph, result = supernet_graph(graph, scores, ft.dataset, SupernetConfig(
+            steps=args.supernet_steps, batch_size=64, budget_range=(lo, hi), progress=False), ALLOC, "macs")
+        sn = CandidateEvaluator(sn_graph, plain.eval_fn, calib, plain.config)
+        out["supernet"] = {**result.summary(), "budget_range": [lo, hi], "train_seconds": time.perf_counter() - t,
+                           "full_test_acc": evaluate(sn_graph.traced.gm, test), "losses": result.losses}
+        log(f"supernet {out['supernet']}")
+        for b in args.budgets:
+            rows = out["budgets"][str(b)]["plans"]
+            for row, keep in zip(rows, plans[b]):
+                t = time.perf_counter()
+                row["supernet"] = sn(keep)
+                row["supernet_seconds"] = time.perf_counter() - t
+            out["budgets"][str(b)]["tau"] = _taus(rows)
+            save()
+    return out
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "tau":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from search import parse_args
+
+    argv = sys.argv[2:]
+    extra = argv.index("--tau-supernet-range") if "--tau-supernet-range" in argv else None
+    rng = (0.1, 0.4)
+    if extra is not None:
+        rng = (float(argv[extra + 1]), float(argv[extra + 2]))
+        argv = argv[:extra] + argv[extra + 3:]
+    a = parse_args(argv)
+    a.tau_supernet_range = rng
+    tau_study(a, lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
