@@ -161,3 +161,143 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "tau":
     a = parse_args(argv)
     a.tau_supernet_range = rng
     tau_study(a, lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
+
+
+# ------------------------------------------------------------------------------------------- report
+def build(parts: list[dict], study: dict, tau: dict | None, notes: list[str]) -> dict:
+    """Rows of the new runs beside the study's rows at the same (model, β); curves, flattening, τ."""
+    import search_study_report as ssr
+
+    merged = ssr.build([study, *parts])  # NOTE: new parts replace nothing: new (method, β) keys or missing rows
+    cells = sorted({(r["model"], r["budget"]) for p in parts for r in p["rows"]})
+    agg = [c for c in merged["aggregate"] if (c["model"], c["budget"]) in cells]
+    rows = {(r["model"], r["seed"], r["method"], r["budget"]): r for r in merged["rows"]}
+    versus = []
+    for model, b in cells:
+        here = [c for c in agg if c["model"] == model and c["budget"] == b]
+        rules = [c for c in here if c["family"] == "rule"]
+        for c in (c for c in here if c["method"].startswith("rl-")):
+            for metric in ("acc_after", "acc_recal"):
+                best = max(rules, key=lambda r: r[metric])
+                d = [rows[(model, s, c["method"], b)][metric] - rows[(model, s, best["method"], b)][metric]
+                     for s in c["seeds"] if (model, s, best["method"], b) in rows]
+                m, sd = ssr._ms(d)
+                versus.append({"model": model, "budget": b, "method": c["method"], "metric": metric,
+                               "best_rule": best["method"], "rule_acc": best[metric], "acc": c[metric],
+                               "paired_mean": m, "paired_std": sd, "seeds": len(d)})
+    curves = []
+    for f in merged["rl_flattening"]:
+        key, name = f["run"].split(" ", 1)
+        if not any(key.startswith(m + "/") for m, _ in cells) or "per-budget" not in name:
+            continue
+        budget = float(name.rsplit("-", 1)[1])
+        if (key.split("/")[0], budget) not in cells:
+            continue
+        rewards = np.array(merged["rl_histories"][key][name])
+        u = f["uniform_score"]
+        curves.append({**f, "model": key.split("/")[0], "budget": budget, "reward": "fine-tuned"
+                       if name.startswith("warm-ft") else "masked", "rewards": rewards.tolist(),
+                       "beats_uniform": float(np.mean(rewards > u)) if u is not None else None})
+    return {"cells": cells, "aggregate": agg, "versus": versus, "curves": curves, "tau": tau, "notes": notes,
+            "new_parts": [{"model": p["model"], "seed": p["seed"], "config": {k: p["config"].get(k) for k in (
+                "episodes", "rl_reward_steps", "rl_reward_batch", "rl_reward_lr", "rl_init", "rl_baseline",
+                "rl_concentration", "test", "ft_subset", "calib", "eval")}} for p in parts]}
+
+
+def markdown(rep: dict) -> str:
+    lines = ["# RL allocation with a fixed reward (issue 12)", ""]
+    for model, b in rep["cells"]:
+        lines += [f"## {model}, β = {b}", "", "| method | family | seeds | MACs | params | acc BN-recal | acc after FT | "
+                  "evaluations | search s |", "|---|---|---|---|---|---|---|---|---|"]
+        for c in sorted((c for c in rep["aggregate"] if c["model"] == model and c["budget"] == b),
+                        key=lambda c: -c["acc_after"]):
+            lines.append(f"| {c['method']} | {c['family']} | {len(c['seeds'])} | {c['macs_ratio']:.3f} | "
+                         f"{c['params_ratio']:.3f} | {100 * c['acc_recal']:.1f} ± {100 * c['acc_recal_std']:.1f} | "
+                         f"**{100 * c['acc_after']:.1f} ± {100 * c['acc_after_std']:.1f}** | {c['evaluations']:.0f} | "
+                         f"{c['search_seconds']:.0f} |")
+        lines.append("")
+    lines += ["## RL vs the best rule (paired over the seeds both have)", "",
+              "| model | β | RL method | metric | best rule | rule | RL | paired Δ ± std (points) | seeds |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for v in rep["versus"]:
+        lines.append(f"| {v['model']} | {v['budget']} | {v['method']} | {v['metric']} | {v['best_rule']} | "
+                     f"{100 * v['rule_acc']:.1f} | {100 * v['acc']:.1f} | {100 * v['paired_mean']:+.1f} ± "
+                     f"{100 * v['paired_std']:.1f} | {v['seeds']} |")
+    lines += ["", "## Reward curves", "", "Flattening as in `search_study.md` (trailing 20-episode mean reaches 95 % of "
+              "its rise; 'no rise' when the rise is under 2 s.e.). 'uniform' is the uniform plan's score *under the same "
+              "reward*; 'beats uniform' is the share of episodes whose reward exceeds it.", "",
+              "| run | reward | episodes | first 20 | last 20 | rise ± s.e. | flat at | best | uniform | beats uniform |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for f in rep["curves"]:
+        if "first_window" not in f:
+            continue
+        flat = "no rise" if not f["rises"] else f["flat_at"]
+        u = "—" if f["uniform_score"] is None else f"{f['uniform_score']:.3f}"
+        beats = "—" if f["beats_uniform"] is None else f"{100 * f['beats_uniform']:.0f} %"
+        lines.append(f"| {f['run']} | {f['reward']} | {f['episodes']} | {f['first_window']:.3f} | {f['last_window']:.3f} "
+                     f"| {f['rise']:+.3f} ± {f['rise_noise']:.3f} | {flat} | {f['best_reward']:.3f} | {u} | {beats} |")
+    lines += _tau_markdown(rep.get("tau"))
+    return "\n".join(lines + ["", *rep["notes"]]) + "\n"
+
+
+def _tau_markdown(tau: dict | None) -> list[str]:
+    if not tau:
+        return []
+    cfg = tau["config"]
+    lines = ["", f"## Proxy vs fine-tuned accuracy: Kendall τ ({tau['model']})", "",
+             f"Random plans (`search_proxy.random_plans`), target = test accuracy ({cfg['test']} images) after rewrite, "
+             f"BN recalibration and the study's fine-tune ({cfg['ft_epochs']} epoch on {cfg['ft_subset']} images).", "",
+             "| β | plans | target range | masked (original weights) | fine-tuned reward | supernet weights |",
+             "|---|---|---|---|---|---|"]
+    for b, sec in tau["budgets"].items():
+        t, accs = sec["tau"], [r["target"] for r in sec["plans"]]
+        cell = lambda n: f"{t[n]['tau']:+.3f} (p={t[n]['p_value']:.2f})" if n in t else "—"
+        lines.append(f"| {b} | {len(accs)} | {min(accs):.3f}–{max(accs):.3f} | {cell('masked')} | "
+                     f"{cell('finetuned_reward')} | {cell('supernet')} |")
+    if "supernet" in tau:
+        s = tau["supernet"]
+        lines += ["", f"Supernet: {s['steps']} steps, sub-networks β ~ U{tuple(s['budget_range'])}, KD loss "
+                      f"{s['subnet_loss_first10']:.3f} → {s['subnet_loss_last10']:.3f}, full-network test acc "
+                      f"{s['full_test_acc']:.3f} (dense {tau['dense_test_acc']:.3f}), {s['train_seconds']:.0f} s."]
+    n = max(len(sec["plans"]) for sec in tau["budgets"].values())
+    se = (2 * (2 * n + 5) / (9 * n * (n - 1))) ** 0.5 if n > 1 else float("nan")
+    return lines + ["", f"τ over {n} plans has a standard deviation ≈ {se:.2f} under independence."]
+
+
+def plot(rep: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = rep["cells"]
+    fig, axes = plt.subplots(1, len(cells), figsize=(5.5 * len(cells), 3.8), squeeze=False)
+    for ax, (model, b) in zip(axes[0], cells):
+        for f in (f for f in rep["curves"] if f["model"] == model and f["budget"] == b and f["uniform_score"] is not None):
+            r = np.array(f["rewards"]) - f["uniform_score"]
+            w = min(10, len(r))
+            style = "-" if f["reward"] == "fine-tuned" else "--"
+            ax.plot(np.arange(w - 1, len(r)), np.convolve(r, np.ones(w) / w, "valid"), style,
+                    label=f"{f['reward']} {f['run'].split()[0].split('/')[1]}")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(title=f"{model} β={b}", xlabel="episode", ylabel="reward − uniform plan's reward (10-ep mean)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "report":
+    # report PART.json... STUDY.json [TAU.json] [NOTES.txt]: writes bench/results/search_rl_reward.{md,json,png}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from graphprune.files import write_text_atomic
+
+    loaded = {a: json.loads(Path(a).read_text()) for a in sys.argv[2:] if a.endswith(".json")}
+    study = next(v for v in loaded.values() if "aggregate" in v)
+    tau = next((v for v in loaded.values() if "budgets" in v and "rows" not in v), None)
+    parts = [v for v in loaded.values() if "rows" in v and "aggregate" not in v]
+    notes = [Path(a).read_text().splitlines() for a in sys.argv[2:] if a.endswith(".txt")]
+    rep = build(parts, study, tau, notes[0] if notes else [])
+    write_text_atomic(RESULTS / "search_rl_reward.json", json.dumps(rep, indent=1, default=float))
+    write_text_atomic(RESULTS / "search_rl_reward.md", markdown(rep))
+    plot(rep, RESULTS / "search_rl_reward.png")
