@@ -74,7 +74,9 @@ def run_rl_options(cell, method: str, out: dict, save) -> None:
 def _taus(rows: list[dict]) -> dict:
     from search_proxy import _tau
 
-    names = [n for n in ("masked", "finetuned_reward", "supernet") if rows and n in rows[0]]
+    if not all("target" in r for r in rows):
+        return {}
+    names = [n for n in ("masked", "finetuned_reward", "supernet") if rows and all(n in r for r in rows)]
     return {n: _tau([r[n] for r in rows], [r["target"] for r in rows]) for n in names} if len(rows) > 2 else {}
 
 
@@ -114,6 +116,10 @@ def tau_study(args, log=print) -> dict:
     for b in args.budgets:  # NOTE: the plain proxies and targets first; the supernet (slowest to pay off) last
         ctx = SearchContext(graph, scores, Budget.macs(b), ALLOC, plain, 0, False)
         plans[b] = random_plans(ctx, args.kendall)
+        rows = [{"ratio": ctx.ratio_of(keep)} for keep in plans[b]]
+        out["budgets"][str(b)] = {"plans": rows, "tau": {}}
+        if args.tau_supernet_only:  # NOTE: another process measures the targets of the same plans (merge_tau)
+            continue
         rows = []
         for i, keep in enumerate(plans[b]):
             row = {"ratio": ctx.ratio_of(keep)}
@@ -155,11 +161,13 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "tau":
     argv = sys.argv[2:]
     extra = argv.index("--tau-supernet-range") if "--tau-supernet-range" in argv else None
     rng = (0.1, 0.4)
+    only = "--tau-supernet-only" in argv
+    argv = [a for a in argv if a != "--tau-supernet-only"]
     if extra is not None:
         rng = (float(argv[extra + 1]), float(argv[extra + 2]))
         argv = argv[:extra] + argv[extra + 3:]
     a = parse_args(argv)
-    a.tau_supernet_range = rng
+    a.tau_supernet_range, a.tau_supernet_only = rng, only
     tau_study(a, lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
 
 
@@ -202,6 +210,26 @@ def build(parts: list[dict], study: dict, tau: dict | None, notes: list[str]) ->
             "new_parts": [{"model": p["model"], "seed": p["seed"], "config": {k: p["config"].get(k) for k in (
                 "episodes", "rl_reward_steps", "rl_reward_batch", "rl_reward_lr", "rl_init", "rl_baseline",
                 "rl_concentration", "test", "ft_subset", "calib", "eval")}} for p in parts]}
+
+
+def merge_tau(runs: list[dict]) -> dict | None:
+    """One τ section from runs over the same plans (same model, data and plan seed): per budget, per plan, the union
+    of the proxies and the target each run measured; τ recomputed."""
+    if not runs:
+        return None
+    out = {**runs[0], "budgets": {}}
+    for run in runs:
+        out.update({k: v for k, v in run.items() if k == "supernet"})
+        for b, sec in run["budgets"].items():
+            have = out["budgets"].setdefault(b, {"plans": [dict(r) for r in sec["plans"]]})["plans"]
+            for mine, theirs in zip(have, sec["plans"]):
+                if abs(mine["ratio"] - theirs["ratio"]) > 1e-9:
+                    raise ValueError(f"merge_tau: plans differ at β={b} (ratio {mine['ratio']} vs {theirs['ratio']})")
+                mine.update(theirs)
+    for sec in out["budgets"].values():
+        sec["plans"] = [r for r in sec["plans"] if "target" in r]
+        sec["tau"] = _taus(sec["plans"])
+    return out
 
 
 def markdown(rep: dict) -> str:
@@ -294,7 +322,7 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "report":
 
     loaded = {a: json.loads(Path(a).read_text()) for a in sys.argv[2:] if a.endswith(".json")}
     study = next(v for v in loaded.values() if "aggregate" in v)
-    tau = next((v for v in loaded.values() if "budgets" in v and "rows" not in v), None)
+    tau = merge_tau([v for v in loaded.values() if "budgets" in v and "rows" not in v])
     parts = [v for v in loaded.values() if "rows" in v and "aggregate" not in v]
     notes = [Path(a).read_text().splitlines() for a in sys.argv[2:] if a.endswith(".txt")]
     rep = build(parts, study, tau, notes[0] if notes else [])
