@@ -120,9 +120,9 @@ def tau_study(args, log=print) -> dict:
         out["budgets"][str(b)] = {"plans": rows, "tau": {}}
         if args.tau_supernet_only:  # NOTE: another process measures the targets of the same plans (merge_tau)
             continue
-        rows = []
-        for i, keep in enumerate(plans[b]):
-            row = {"ratio": ctx.ratio_of(keep)}
+        order = range(len(rows))[::-1] if args.tau_reverse else range(len(rows))  # NOTE: two processes, one list
+        for i in order:
+            keep, row = plans[b][i], rows[i]
             for name, ev in (("masked", plain), ("finetuned_reward", tuned)):
                 t = time.perf_counter()
                 row[name] = ev(keep)
@@ -130,7 +130,6 @@ def tau_study(args, log=print) -> dict:
             t = time.perf_counter()
             row["target"] = _finetuned(graph, keep, setup)
             row["target_seconds"] = time.perf_counter() - t
-            rows.append(row)
             log(f"τ β={b} plan {i + 1}/{len(plans[b])}: {row}")
             out["budgets"][str(b)] = {"plans": rows, "tau": _taus(rows)}
             save()
@@ -161,13 +160,13 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "tau":
     argv = sys.argv[2:]
     extra = argv.index("--tau-supernet-range") if "--tau-supernet-range" in argv else None
     rng = (0.1, 0.4)
-    only = "--tau-supernet-only" in argv
-    argv = [a for a in argv if a != "--tau-supernet-only"]
+    only, reverse = "--tau-supernet-only" in argv, "--tau-reverse" in argv
+    argv = [a for a in argv if a not in ("--tau-supernet-only", "--tau-reverse")]
     if extra is not None:
         rng = (float(argv[extra + 1]), float(argv[extra + 2]))
         argv = argv[:extra] + argv[extra + 3:]
     a = parse_args(argv)
-    a.tau_supernet_range, a.tau_supernet_only = rng, only
+    a.tau_supernet_range, a.tau_supernet_only, a.tau_reverse = rng, only, reverse
     tau_study(a, lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
 
 
@@ -221,7 +220,8 @@ def merge_tau(runs: list[dict]) -> dict | None:
     for run in runs:
         out.update({k: v for k, v in run.items() if k == "supernet"})
         for b, sec in run["budgets"].items():
-            have = out["budgets"].setdefault(b, {"plans": [dict(r) for r in sec["plans"]]})["plans"]
+            have = out["budgets"].setdefault(b, {"plans": []})["plans"]
+            have += [dict(r) for r in sec["plans"][len(have):]]  # NOTE: an unfinished forward run lists a prefix
             for mine, theirs in zip(have, sec["plans"]):
                 if abs(mine["ratio"] - theirs["ratio"]) > 1e-9:
                     raise ValueError(f"merge_tau: plans differ at β={b} (ratio {mine['ratio']} vs {theirs['ratio']})")
