@@ -204,7 +204,7 @@ def methods(report, model, graph, scores, evaluator, ctx_of, setup) -> None:
         report["rows"].append(gp_row("evolutionary", b, graph, r.keep, r.seconds, setup, evaluator,
                                      {"evaluations": r.evaluations}))
         save()
-    rl_config = RLConfig(budget_range=(0.3, 0.8), batch_episodes=4)
+    rl_config = RLConfig(budget_range=(0.3, 0.8), batch_episodes=4, init="none")  # NOTE: the runs on record
     cond = ConditionalSearch.from_context(ctx_of[args.budgets[0]], rl_config)
     t = time.perf_counter()
     cond.fit(args.episodes, progress=False)

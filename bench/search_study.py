@@ -241,7 +241,9 @@ def _evolutionary(cell: Cell, method: str, out: dict, save) -> None:
 
 
 def _rl_config(cell: Cell) -> RLConfig:
-    return RLConfig(budget_range=(min(cell.args.budgets), max(cell.args.budgets)), batch_episodes=4, seed=cell.seed)
+    # NOTE: init="none": the cold-start policy the study's rows were measured with (rl-warm-ft is the warm one)
+    return RLConfig(budget_range=(min(cell.args.budgets), max(cell.args.budgets)), batch_episodes=4, seed=cell.seed,
+                    init="none")
 
 
 def _rl_per_budget(cell: Cell, method: str, out: dict, save) -> None:

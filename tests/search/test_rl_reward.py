@@ -148,7 +148,7 @@ def test_warm_started_policy_plans_the_rule_before_training(setup, rule):
 def test_warm_start_explores_around_the_rule(setup):
     """Sampled plans spread around the rule with the configured concentration; none leaves the budget."""
     ctx = _ctx(setup)
-    cold = ConditionalSearch.from_context(ctx, RLConfig(budget_range=(0.4, 0.4), seed=0))
+    cold = ConditionalSearch.from_context(ctx, RLConfig(budget_range=(0.4, 0.4), init="none", seed=0))
     warm = ConditionalSearch.from_context(ctx, RLConfig(budget_range=(0.4, 0.4), init="uniform", seed=0))
     want = ctx.counts_of(_keep(ctx.graph, ctx.scores, 0.4, "uniform"))
     dist = lambda s: np.mean([np.abs(ctx.counts_of(s.rollout(0.4)[0]) - want).sum() for _ in range(12)])
