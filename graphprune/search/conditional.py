@@ -75,8 +75,8 @@ class RLConfig:
     #: "ema": advantage = R − moving average per β bin; "uniform": R − the uniform plan's reward at the same β
     baseline: str = "ema"
     #: policy mean at start: "none" (Beta(2.3, 2.3)), a rule ("uniform", "global"), or "best-rule" (``reward.py``).
-    #: NOTE: default "uniform" (no evaluation): on MobileNetV2 at β 0.15 / 0.3 the cold start lost 20-40 points after
-    #: fine-tune to the rules, the warm start far less (``bench/results/search_rl_reward.md``)
+    #: NOTE: default "uniform" (no evaluation): the untrained policy then plans the uniform rule; on MobileNetV2 at
+    #: β 0.15 / 0.3 the cold start lost 24-34 points after fine-tune to the best rule (``search_rl_reward.md``)
     init: str = "uniform"
     init_concentration: float = 24.0
 
