@@ -204,7 +204,7 @@ def methods(report, model, graph, scores, evaluator, ctx_of, setup) -> None:
         report["rows"].append(gp_row("evolutionary", b, graph, r.keep, r.seconds, setup, evaluator,
                                      {"evaluations": r.evaluations}))
         save()
-    rl_config = RLConfig(budget_range=(0.3, 0.8), batch_episodes=4)
+    rl_config = RLConfig(budget_range=(0.3, 0.8), batch_episodes=4, init="none")  # NOTE: the runs on record
     cond = ConditionalSearch.from_context(ctx_of[args.budgets[0]], rl_config)
     t = time.perf_counter()
     cond.fit(args.episodes, progress=False)
@@ -370,6 +370,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="study mode: skip (method, β) rows already in the parts")
     p.add_argument("--rd-points", type=int, default=6, help="study mode: widths measured per rate-distortion curve")
     p.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
+    p.add_argument("--rl-reward-steps", type=int, default=2, help="rl-warm-ft: SGD steps before the reward")
+    p.add_argument("--rl-reward-batch", type=int, default=32, help="rl-warm-ft: images per reward SGD step")
+    p.add_argument("--rl-reward-lr", type=float, default=0.01, help="rl-warm-ft: reward SGD learning rate")
+    p.add_argument("--rl-init", default="best-rule", choices=["none", "uniform", "global", "best-rule"],
+                   help="rl-warm-ft: the rule the policy starts from")
+    p.add_argument("--rl-baseline", default="ema", choices=["ema", "uniform"], help="rl-warm-ft: advantage baseline")
+    p.add_argument("--rl-concentration", type=float, default=24.0, help="rl-warm-ft: Beta concentration at start")
     p.add_argument("--budgets", type=float, nargs="+", default=[0.15, 0.3, 0.5])
     p.add_argument("--calib", type=int, default=64, help="train images for BN recalibration")
     p.add_argument("--eval", type=int, default=64, help="held-out train images scoring candidates")

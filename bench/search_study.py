@@ -11,6 +11,8 @@ the plan, recalibrates BatchNorm, fine-tunes with one recipe shared by all metho
 ``evolutionary``         genetic search, per budget (``--population`` × ``--generations``)     search
 ``rl-per-budget``        one CACP policy per budget, ``--episodes`` each                        learned
 ``rl-conditional``       one CACP policy on β ~ U(min β, max β), ``--episodes`` once, then plan(β)  learned
+``rl-warm-ft``           per-budget policy with the reward options (``search_rl_reward.py``):     learned
+                         started at the best rule, reward after ``--rl-reward-steps`` SGD steps
 =====================  =====================================================================================
 
 What a seed changes: the split of the train subset into calibration / held-out search / fine-tune
@@ -49,11 +51,11 @@ from graphprune.train import evaluate, finetune, finetune_config, load_checkpoin
 EXAMPLE = torch.zeros(1, 1, 28, 28)
 ALLOC = AllocationConfig(round_to=1)
 METHODS = ("uniform", "global", "tp-global-l2", "sensitivity", "rate-distortion", "evolutionary",
-           "rl-per-budget", "rl-conditional")
+           "rl-per-budget", "rl-conditional", "rl-warm-ft")
 #: Which family each method belongs to (the summary compares the best of each).
 FAMILY = {"uniform": "rule", "global": "rule", "tp-global-l2": "rule", "sensitivity": "rule",
           "rate-distortion": "rule", "evolutionary": "search", "rl-per-budget": "learned",
-          "rl-conditional": "learned"}
+          "rl-conditional": "learned", "rl-warm-ft": "learned"}
 
 
 def rate_distortion_available() -> bool:
@@ -145,7 +147,7 @@ def run_cell(model_name: str, seed: int, args, log, part: Path | None, done: set
     save = (lambda: part.write_text(json.dumps(out, indent=1, default=float))) if part else (lambda: None)
     runners = {"uniform": _rule, "global": _rule, "rate-distortion": _rate_distortion, "rl-conditional": _rl_conditional,
                "rl-per-budget": _rl_per_budget, "sensitivity": _sensitivity, "evolutionary": _evolutionary,
-               "tp-global-l2": _tp_global}
+               "tp-global-l2": _tp_global, "rl-warm-ft": _rl_warm_ft}
     for method in ORDER:
         if method == "rate-distortion" and method in args.methods and not rate_distortion_available():
             log("rate-distortion: no 'rate_distortion' allocation strategy in this graphprune; row skipped")
@@ -156,8 +158,8 @@ def run_cell(model_name: str, seed: int, args, log, part: Path | None, done: set
     return out
 
 
-ORDER = ("uniform", "global", "rate-distortion", "rl-conditional", "rl-per-budget", "sensitivity", "evolutionary",
-         "tp-global-l2")
+ORDER = ("uniform", "global", "rate-distortion", "rl-conditional", "rl-per-budget", "rl-warm-ft", "sensitivity",
+         "evolutionary", "tp-global-l2")
 
 
 def _rule(cell: Cell, method: str, out: dict, save) -> None:
@@ -239,7 +241,9 @@ def _evolutionary(cell: Cell, method: str, out: dict, save) -> None:
 
 
 def _rl_config(cell: Cell) -> RLConfig:
-    return RLConfig(budget_range=(min(cell.args.budgets), max(cell.args.budgets)), batch_episodes=4, seed=cell.seed)
+    # NOTE: init="none": the cold-start policy the study's rows were measured with (rl-warm-ft is the warm one)
+    return RLConfig(budget_range=(min(cell.args.budgets), max(cell.args.budgets)), batch_episodes=4, seed=cell.seed,
+                    init="none")
 
 
 def _rl_per_budget(cell: Cell, method: str, out: dict, save) -> None:
@@ -268,3 +272,10 @@ def _rl_conditional(cell: Cell, method: str, out: dict, save) -> None:
         out["rows"].append(cell.keep_row(method, b, r.keep, evals / len(budgets), secs / len(budgets) + r.seconds,
                                          shared=True, projection=r.info["projection"]))
         save()
+
+
+def _rl_warm_ft(cell: Cell, method: str, out: dict, save) -> None:
+    """Per-budget RL with the reward options of ``search_rl_reward.py`` (its own evaluator: costs counted there)."""
+    from search_rl_reward import run_rl_options
+
+    run_rl_options(cell, method, out, save)

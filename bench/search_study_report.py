@@ -9,6 +9,7 @@
   first window to the last ("flattening").
 
     python bench/search_study_report.py part1.json part2.json ...   # writes bench/results/search_study.*
+    python bench/search_study_report.py bench/results/search_study.json new_part.json notes.txt   # add rows
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def merge(parts: list[dict]) -> dict:
     report = {"config": parts[0]["config"] if parts else {}, "dense": {}, "rl_histories": {}, "shared": {},
               "evaluator": {}}
     for p in parts:
+        if "aggregate" in p:  # an earlier merged report: its rows and curves, so new parts add to it
+            _merge_report(report, p, rows)
+            continue
         key = f"{p['model']}/seed{p['seed']}"
         if p.get("dense_test_acc") is not None:  # resumed parts do not measure it again
             report["dense"].setdefault(p["model"], {})[str(p["seed"])] = p["dense_test_acc"]
@@ -43,6 +47,19 @@ def merge(parts: list[dict]) -> dict:
             rows[(r["model"], r["seed"], r["method"], r["budget"])] = r
     report["rows"] = list(rows.values())
     return report
+
+
+def _merge_report(report: dict, merged: dict, rows: dict) -> None:
+    """Fold an earlier ``search_study.json`` into ``report`` (later parts replace its rows of the same key)."""
+    for model, seeds in merged.get("dense", {}).items():
+        report["dense"].setdefault(model, {}).update(seeds)
+    for name in ("rl_histories", "rl_uniform_scores", "shared"):
+        for key, value in merged.get(name, {}).items():
+            report.setdefault(name, {}).setdefault(key, {}).update(value)
+    report["evaluator"].update(merged.get("evaluator", {}))
+    report.setdefault("base_notes", merged.get("notes", []))
+    for r in merged["rows"]:
+        rows[(r["model"], r["seed"], r["method"], r["budget"])] = r
 
 
 def _ms(values) -> tuple[float, float]:
@@ -220,7 +237,8 @@ def build(parts: list[dict], notes: list[str] | None = None) -> dict:
     report["rule_vs_learned_recal"] = compare(report["aggregate"], "rule", "learned", "acc_recal")
     report["rule_vs_search_recal"] = compare(report["aggregate"], "rule", "search", "acc_recal")
     report["rl_flattening"] = rl_flattening(report)
-    report["notes"] = notes or []
+    report["notes"] = notes if notes else report.pop("base_notes", [])  # NOTE: re-merging keeps the write-up
+    report.pop("base_notes", None)
     return report
 
 

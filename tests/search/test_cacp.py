@@ -168,7 +168,8 @@ def test_policy_learns_on_a_known_reward():
 
     torch.manual_seed(0)
     ctx_e = SearchContext(ctx.graph, ctx.scores, Budget.macs(0.5), progress=False, evaluator=LastGroup())
-    s = ConditionalSearch.from_context(ctx_e, RLConfig(budget_range=(0.5, 0.5), lr=3e-2, batch_episodes=4))
+    s = ConditionalSearch.from_context(ctx_e, RLConfig(budget_range=(0.5, 0.5), lr=3e-2, batch_episodes=4,
+                                                               init="none"))  # the cold start: learning alone
     s.fit(60)
     r = [h["reward"] for h in s.history]
     assert np.mean(r[-12:]) > np.mean(r[:12])
