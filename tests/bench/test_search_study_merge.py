@@ -66,3 +66,15 @@ def test_tp_global_on_a_vgg_prunes_the_hidden_linear_but_not_the_output():
     assert linears[-1].out_features == 10 and linears[0].out_features < 512  # hidden Linear pruned too
     assert pruned(example).shape == (2, 10)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the user's model is untouched
+
+
+def test_widths_table_pools_layers_into_vgg_stages_and_averages_seeds():
+    widths_module = _load("search_study_widths")
+    dense = widths_module.dense_widths("vgg16")
+    assert dense == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 10]
+    half_late = [w // 2 if i in (10, 11, 12) else w for i, w in enumerate(dense)]
+    rows = [{"model": "vgg16", "seed": s, "method": "global", "budget": 0.5, "acc_after": 0.8, "widths": w}
+            for s, w in enumerate([dense, half_late])]
+    (kept,) = widths_module.kept_fractions(rows, "vgg16").values()
+    assert kept["conv11-13 (1²)"] == pytest.approx(0.75) and kept["conv1-2 (28²)"] == 1.0 and kept["fc1"] == 1.0
+    assert "| 0.50 | global | 1.00 |" in widths_module.markdown({("global", 0.5): kept}, rows, "vgg16")
