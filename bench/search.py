@@ -113,8 +113,11 @@ def tp_global(model: nn.Module, budget: float, steps: int = 100) -> nn.Module:
     from models.resnet_cifar import BasicBlock
 
     model = copy.deepcopy(model).eval()
-    if hasattr(model, "classifier"):  # MobileNetV2: graphprune freezes only the model output
-        ignored = [model.classifier]
+    if hasattr(model, "classifier"):  # MobileNetV2, VGG-16: graphprune freezes only the model output
+        # NOTE: VGG's classifier is Linear-BN-ReLU-Linear; ignoring the whole Sequential would also freeze the
+        # hidden Linear(512, 512) that graphprune prunes, so only the last Linear is ignored
+        linears = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)]
+        ignored = linears[-1:]
     else:
         ignored = [model.fc, model.conv1] + [m.conv2 for m in model.modules() if isinstance(m, BasicBlock)]
     dense, _ = tp.utils.count_ops_and_params(model, EXAMPLE)

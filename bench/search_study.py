@@ -108,6 +108,9 @@ class Cell:
                "budget": budget, "macs_ratio": cost.macs / self.dense.macs,
                "params_ratio": cost.params / self.dense.params, "evaluations": int(evaluations),
                "search_seconds": float(seconds), **extra}
+        # NOTE: which layers a method thins is the question on VGG-16 (late layers redundant), so every row keeps them
+        row["widths"] = [m.out_channels if isinstance(m, torch.nn.Conv2d) else m.out_features for m in pruned.modules()
+                         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
         if keep is not None:
             calls = self.evaluator.calls
             row["search_score"] = float(self.evaluator(keep))

@@ -10,6 +10,8 @@
 
     python bench/search_study_report.py part1.json part2.json ...   # writes bench/results/search_study.*
     python bench/search_study_report.py bench/results/search_study.json new_part.json notes.txt   # add rows
+    python bench/search_study_report.py bench/results/search_study.json vgg16_parts/*.json notes.txt
+        # a merged report given as input is split back into its parts first, so new parts add to its rows
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ def merge(parts: list[dict]) -> dict:
         report.setdefault("rl_uniform_scores", {}).setdefault(key, {}).update(p.get("rl_uniform_scores", {}))
         report["shared"].setdefault(key, {}).update(p.get("shared", {}))
         report["evaluator"][key] = p.get("evaluator")
+        report.setdefault("model_config", {})[p["model"]] = {k: p["config"][k] for k in SHOWN if k in p["config"]}
         for r in p["rows"]:
             rows[(r["model"], r["seed"], r["method"], r["budget"])] = r
     report["rows"] = list(rows.values())
@@ -60,6 +63,26 @@ def _merge_report(report: dict, merged: dict, rows: dict) -> None:
     report.setdefault("base_notes", merged.get("notes", []))
     for r in merged["rows"]:
         rows[(r["model"], r["seed"], r["method"], r["budget"])] = r
+
+
+def parts_from_report(report: dict) -> list[dict]:
+    """Per-(model, seed) parts rebuilt from a merged report, so ``merge`` can add new parts to an old report.
+
+    The old parts' own settings survive only as the report's ``model_config`` (or, for reports written before it,
+    the one ``config`` the whole report shows).
+    """
+    keys = sorted({(r["model"], r["seed"]) for r in report["rows"]})
+    parts = []
+    for model, seed in keys:
+        key = f"{model}/seed{seed}"
+        config = {**report["config"], **report.get("model_config", {}).get(model, {})}
+        parts.append({"model": model, "seed": seed, "config": config,
+                      "dense_test_acc": report["dense"].get(model, {}).get(str(seed)),
+                      "rows": [r for r in report["rows"] if (r["model"], r["seed"]) == (model, seed)],
+                      "rl_histories": report["rl_histories"].get(key, {}), "shared": report["shared"].get(key, {}),
+                      "evaluator": report["evaluator"].get(key),
+                      "rl_uniform_scores": report.get("rl_uniform_scores", {}).get(key, {})})
+    return parts
 
 
 def _ms(values) -> tuple[float, float]:
@@ -158,7 +181,11 @@ def markdown(report: dict) -> str:
     for model in sorted({c["model"] for c in agg}):
         dense = report["dense"].get(model, {})
         dense_text = f"Dense test acc {np.mean(list(dense.values())):.4f} (same subset)." if dense else ""
-        lines += [f"## {model}", "", dense_text, "",
+        own = report.get("model_config", {}).get(model, {})
+        header = {k: cfg[k] for k in SHOWN if k in cfg}
+        settings = ([f"Settings for this model (differ from the header): `{json.dumps(own, sort_keys=True)}`", ""]
+                    if own and own != header else [])
+        lines += [f"## {model}", "", dense_text, "", *settings,
                   "| β | method | family | MACs | params | acc BN-recal | acc after FT | evaluations | search s |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for c in sorted((c for c in agg if c["model"] == model), key=lambda c: (c["budget"], -c["acc_after"])):
@@ -252,6 +279,13 @@ def write(report: dict, prefix: str = "search_study", results: Path = RESULTS) -
 
 if __name__ == "__main__":
     notes_file = [a for a in sys.argv[1:] if a.endswith(".txt")]
-    parts = [json.loads(Path(a).read_text()) for a in sys.argv[1:] if a.endswith(".json")]
-    notes = Path(notes_file[0]).read_text().splitlines() if notes_file else []
+    parts, notes = [], []
+    for arg in (a for a in sys.argv[1:] if a.endswith(".json")):
+        loaded = json.loads(Path(arg).read_text())
+        if "aggregate" in loaded:  # a merged report: its rows come first, later parts replace or add to them
+            parts += parts_from_report(loaded)
+            notes = loaded.get("notes", [])
+        else:
+            parts.append(loaded)
+    notes = Path(notes_file[0]).read_text().splitlines() if notes_file else notes
     write(build(parts, notes))

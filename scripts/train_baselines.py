@@ -53,6 +53,8 @@ BASELINES = (Baseline("resnet20", 5), Baseline("resnet56", 3, "he_zero_residual"
 #: Trained only when named in ``--models`` (VGG-16: 1 epoch, for the search study in bench/search.py).
 OPTIONAL = (Baseline("vgg16", 1),)
 MODEL_KWARGS = {"num_classes": 10, "in_channels": 1}
+#: Checkpoints too large to commit (listed in .gitignore; the README says how to rebuild them).
+UNCOMMITTED = ("vgg16",)
 
 
 def he_zero_residual(net: torch.nn.Module) -> None:
@@ -139,6 +141,11 @@ def _readme_text(rows: list[dict]) -> str:
               "other jobs at load average 7-13, so wall times are pessimistic). Each model seeds itself and",
               "draws the same subset, so `python scripts/train_baselines.py --models <name>` reproduces one row.", ""]
     lines += [f"- {row['model']}: `{row['command']}`" for row in rows]
+    uncommitted = [row["model"] for row in rows if row["model"] in UNCOMMITTED]
+    if uncommitted:
+        lines += ["", f"Not in the repository: {', '.join(f'`{m}.pt`' for m in uncommitted)} (VGG-16: 60 MB in fp32, "
+                  "30 MB even in fp16, over the 20 MB a committed checkpoint may take). Rebuild with the command above "
+                  "(same seed, same subset); the wall time in the table is what it took on the shared machine."]
     return "\n".join(lines) + "\n"
 
 
