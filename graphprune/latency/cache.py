@@ -26,7 +26,7 @@ from .runners import runtime_version
 
 __all__ = ["TimingCache", "default_cache_dir", "machine_fingerprint"]
 
-PROTOCOL = 8  # bump when the sweep grid or timing protocol changes: old entries are then not reused
+PROTOCOL = 9  # 9: ORT sessions time without spinning pools (runners.ort_session_options); bump when the sweep grid or timing protocol changes: old entries are then not reused
 
 
 def default_cache_dir() -> Path:

@@ -18,4 +18,6 @@ def cpu_session(path: str | Path, threads: int):
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
+    # NOTE: interleaved timing (ort_ptq.interleaved_ms) keeps several sessions alive: idle pools must not spin
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

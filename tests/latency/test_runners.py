@@ -55,3 +55,14 @@ def test_unsupported_settings_are_refused():
         runners.prepare_onnx(onnx_piece(SPEC, 8, 16), [np.zeros(1)], Target("torch-cpu"))
     with pytest.raises(ValueError, match="unknown latency target runtime"):
         Target("tpu")
+
+
+def test_ort_timing_sessions_do_not_spin():
+    """Interleaved sessions with idle spinning pools steal each other's cores (runners.ort_session_options)."""
+    from graphprune.latency import Target
+    from graphprune.latency.runners import ort_session_options
+    from graphprune.quantize.ort_session import cpu_session  # noqa: F401  (same rule for the quantize timings)
+
+    opts = ort_session_options(Target("ort-cpu", threads=2))
+    assert opts.intra_op_num_threads == 2
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
