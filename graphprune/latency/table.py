@@ -35,6 +35,15 @@ added when the pieces under-explain the dense time (overhead does not shrink wit
 predictions are scaled by ``dense / Σ pieces``.  Either way removing units never increases a prediction
 (each curve is monotone, and so is the map).
 
+Piece batch.  On CPU targets a piece is timed at ``piece_batch(target)`` = min(batch, ``PIECE_BATCH``)
+images and its times, less the per-call overhead, are scaled by ``batch / piece_batch``: on a CPU a layer's
+time grows linearly with the batch and its width curve (the staircase of channel blocks) does not depend on
+it, while timing every width of every layer at batch 32 made a first latency-budget prune of ResNet-50 take
+1,303 s (``bench/results/latency_quiet_b32.md``).  The calibration above is measured whole at the target's
+real batch, so what linearity misses there is absorbed by ``gamma``.  ``bench/latency_piece_batch.py``
+measures the cost and the prediction error of this against pieces timed at the real batch.  GPU targets
+time pieces at the real batch (a small batch does not fill the device: time is not linear in it).
+
 Width menu.  For a group, the union over the layers it touches of each layer-axis's staircase right ends
 (translated from channels to the group's units).  Why the union: with separable per-layer times, a width
 that is no layer's right end has the same time as one unit more, so it is dominated; every right end of
@@ -59,9 +68,10 @@ from .pieces import NodePiece, PieceSpec, node_pieces
 from .staircase import extend_menu, staircase, width_curve
 from .sweep import PieceTiming, time_spec
 
-__all__ = ["LatencyTable", "TableLatencyModel", "build_latency_model", "measure_table", "half_keep"]
+__all__ = ["LatencyTable", "TableLatencyModel", "build_latency_model", "measure_table", "half_keep", "piece_batch"]
 
 GAMMA_RANGE = (0.25, 4.0)
+PIECE_BATCH = 4  # the most images a piece is timed with on a CPU target (module docstring: piece batch)
 OVERHEAD_SPEC = PieceSpec("linear", (1,), full_in=1, full_out=1)  # a 1x1 layer: the per-call cost
 
 
@@ -78,6 +88,8 @@ class LatencyTable:
             every standalone piece pays once but the whole model pays once in total); subtracted from
             every piece time.
         measured, reused: piece specs timed now / read from the cache; seconds: build wall time.
+        piece_batch: the batch the pieces were timed at (their times are scaled by
+            ``target.batch / piece_batch``; see the module docstring).
     """
 
     target: Target
@@ -91,6 +103,17 @@ class LatencyTable:
     reused: int = 0
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    piece_batch: int | None = None
+
+    @property
+    def piece_scale(self) -> float:
+        """Factor from piece times (at ``piece_batch``) to times at the target's batch."""
+        return self.target.batch / self.piece_batch if self.piece_batch else 1.0
+
+
+def piece_batch(target: Target) -> int:
+    """Batch the pieces of ``target`` are timed at: ``min(batch, PIECE_BATCH)`` on CPU, the batch on GPU."""
+    return target.batch if target.runtime == "torch-cuda" else min(target.batch, PIECE_BATCH)
 
 
 def _model_key(graph) -> str:
@@ -105,7 +128,8 @@ def measure_table(graph, target: Target = Target(), *, cache_dir: str | Path | N
 
     start = time.perf_counter()
     cache = TimingCache.open(target, cache_dir)
-    pieces, macs_nodes = node_pieces(graph, target.batch)
+    batch = piece_batch(target)
+    pieces, macs_nodes = node_pieces(graph, batch)
     specs = {p.spec.key: p.spec for p in pieces}
     specs[OVERHEAD_SPEC.key] = OVERHEAD_SPEC
     missing = [k for k in specs if k not in cache.pieces]
@@ -121,7 +145,7 @@ def measure_table(graph, target: Target = Target(), *, cache_dir: str | Path | N
     dense, half = cache.dense[model_key]
     return LatencyTable(target, pieces, timings, macs_nodes, float(dense), overhead, half,
                         measured=len(missing), reused=len(specs) - len(missing),
-                        seconds=time.perf_counter() - start)
+                        seconds=time.perf_counter() - start, piece_batch=batch)
 
 
 def half_keep(graph) -> np.ndarray:
@@ -172,10 +196,10 @@ class TableLatencyModel:
     def _compile_pieces(self) -> None:
         """Flat arrays: each node's full ms and where its two normalised curves start in ``self._curves``."""
         curves, starts, classes, full_ms = [], [], [], []
-        offset, overhead = 0, self.table.overhead_ms
+        offset, overhead, scale = 0, self.table.overhead_ms, self.table.piece_scale
         for p in self.table.pieces:
             timing = self.table.timings[p.spec.key]
-            full_ms.append(max(timing.full_ms - overhead, 0.0))
+            full_ms.append(max(timing.full_ms - overhead, 0.0) * scale)
             for axis, cls in (("in", p.in_class), ("out", p.out_class)):
                 full = p.spec.full(axis)
                 if axis in timing.sweeps:

@@ -107,3 +107,33 @@ def test_real_onnxruntime_build_measures_and_predicts(tiny, tmp_path):
           f"measured {pruned_ms:.4f} ms, build {table.seconds:.2f} s")
     assert np.isfinite(predicted) and 0 < predicted <= latency.dense_ms
     assert 0.2 < predicted / pruned_ms < 5
+
+
+def test_cpu_targets_time_pieces_at_a_small_batch_and_scale_them(tiny, tmp_path, monkeypatch):
+    from graphprune.latency import table as table_module
+
+    _, _, graph = tiny
+    assert table_module.piece_batch(Target("ort-cpu", batch=32)) == table_module.PIECE_BATCH
+    assert table_module.piece_batch(Target("ort-cpu", batch=2)) == 2
+    assert table_module.piece_batch(Target("torch-cuda", batch=32)) == 32  # a small batch does not fill a GPU
+    timed = []
+
+    def fake_time_spec(spec, target):  # time ∝ images · MACs of the piece
+        timed.append(spec.lead[0])
+        full = spec.lead[0] * 1e-6 * spec.full_in * spec.full_out
+        sweeps = {a: AxisSweep(*[[spec.full(a)], [full], [0.0]], 1, spec.full(a)) for a in spec.prunable}
+        return PieceTiming(full, sweeps)
+
+    monkeypatch.setattr(table_module, "time_spec", fake_time_spec)
+    monkeypatch.setattr(table_module, "_measure_dense_and_half", lambda graph, target: [1.0, None])
+    table = table_module.measure_table(graph, Target("ort-cpu", batch=32), cache_dir=tmp_path, progress=False)
+    assert table.piece_batch == table_module.PIECE_BATCH and table.piece_scale == 32 / table_module.PIECE_BATCH
+    assert set(timed) == {table_module.PIECE_BATCH, 1}  # the pieces, and the 1x1 per-call overhead piece
+    assert all(p.spec.lead[0] == table_module.PIECE_BATCH for p in table.pieces)
+    model = TableLatencyModel(graph, Target("ort-cpu", batch=32), table)
+    # the per-call overhead is paid once per piece call, whatever the batch: taken out before scaling
+    expected = [(spec_ms - table.overhead_ms) * table.piece_scale
+                for spec_ms in (table.timings[p.spec.key].full_ms for p in table.pieces)]
+    assert model._full_ms == pytest.approx(expected, rel=1e-12)
+    at_target_batch = [32e-6 * p.spec.full_in * p.spec.full_out for p in table.pieces]
+    assert model._full_ms == pytest.approx(np.array(at_target_batch) - table.overhead_ms * table.piece_scale, rel=1e-9)
