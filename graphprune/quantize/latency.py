@@ -166,30 +166,6 @@ def meet_compress_latency(budget: QuantBudget, dense_model: torch.nn.Module, exa
     return plan, outcome, planner.by_key
 
 
-class _BatchReader:
-    """``CalibrationDataReader`` feeding calibration samples in groups of ``batch`` (the file's fixed batch)."""
-
-    def __init__(self, calib: Iterable, input_names: list[str], batch: int):
-        samples = [inputs for inputs in map(batch_inputs, calib)]
-        rows = [tuple(t[i:i + 1] for t in s) for s in samples for i in range(s[0].shape[0])]
-        groups = [rows[i:i + batch] for i in range(0, len(rows), batch)]
-        # NOTE: MinMax ranges do not depend on grouping; a short last group is filled by cycling the first rows
-        self._feeds = iter([{n: torch.cat([r[k] for r in (g + rows * batch)[:batch]]).numpy().astype(np.float32)
-                             for k, n in enumerate(input_names)} for g in groups])
-
-    def get_next(self) -> dict | None:
-        return next(self._feeds, None)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        feed = self.get_next()
-        if feed is None:
-            raise StopIteration
-        return feed
-
-
 class OrtInt8Measure:
     """The default :class:`LatencyMeasure`: the plan's int8 QDQ file (as ``compress`` writes it, at the target's
     batch) timed interleaved with the dense fp32 file on ORT CPU (``latency.runners``, fastest of 3 sessions)."""
@@ -213,7 +189,7 @@ class OrtInt8Measure:
         return path
 
     def _int8(self, pruned: fx.GraphModule, bits: dict[str, int]) -> Path:
-        from .ort_ptq import _quantize, onnx_layer_nodes
+        from .ort_ptq import CalibrationReader, _quantize, onnx_layer_nodes
 
         key = id(pruned)  # NOTE: a plan's pruned model lives as long as the loop; one file per plan
         if key not in self._files:
@@ -221,7 +197,8 @@ class OrtInt8Measure:
             fp32 = self._export(pruned, work / f"plan{len(self._files)}.fp32.onnx")
             nodes = onnx_layer_nodes(fp32, as_graph_module(pruned))
             exclude = [nodes[n] for n, b in bits.items() if b == 32 and n in nodes]
-            reader = _BatchReader(self.calib, [f"input_{i}" for i in range(len(self.inputs))], self.target.batch)
+            reader = CalibrationReader(self.calib, [f"input_{i}" for i in range(len(self.inputs))],
+                                       self.target.batch)
             out = work / f"plan{len(self._files)}.int8.onnx"
             _quantize(fp32, out, reader, exclude)
             self._files[key] = out

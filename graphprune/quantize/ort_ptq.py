@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -88,13 +88,32 @@ def onnx_layer_nodes(onnx_path: str | Path, model: fx.GraphModule) -> dict[str, 
     return mapping
 
 
-class _SampleReader:
-    """``CalibrationDataReader`` over calibration batches, one sample at a time."""
+class CalibrationReader:
+    """ORT's ``CalibrationDataReader`` over calibration batches, ``batch`` samples per feed.
 
-    def __init__(self, calib_data: Iterable, input_names: list[str]):
-        self._feeds = (
-            {name: t[i:i + 1].detach().cpu().numpy().astype(np.float32) for name, t in zip(input_names, inputs)}
-            for inputs in map(batch_inputs, calib_data) for i in range(inputs[0].shape[0]))
+    ``batch`` is the ONNX file's fixed batch (1: one sample at a time).  A short last group is filled by
+    cycling the first samples: MinMax ranges do not depend on how samples are grouped.
+    """
+
+    def __init__(self, calib_data: Iterable, input_names: list[str], batch: int = 1):
+        self._feeds = self._grouped(calib_data, input_names, batch)
+
+    @staticmethod
+    def _grouped(calib_data: Iterable, input_names: list[str], batch: int) -> Iterator[dict]:
+        def feed(rows: list[tuple]) -> dict:
+            return {name: torch.cat([r[k] for r in rows]).numpy().astype(np.float32)
+                    for k, name in enumerate(input_names)}
+
+        first, group = [], []
+        for inputs in map(batch_inputs, calib_data):
+            for i in range(inputs[0].shape[0]):
+                row = tuple(t[i:i + 1].detach().cpu() for t in inputs)
+                first, group = first + [row] if len(first) < batch else first, group + [row]
+                if len(group) == batch:
+                    yield feed(group)
+                    group = []
+        if group:
+            yield feed((group + first * batch)[:batch])
 
     def get_next(self) -> dict | None:
         return next(self._feeds, None)
@@ -150,13 +169,13 @@ def quantize_onnx(model: fx.GraphModule, example_inputs: Any, calib_data: Iterab
     int4_nodes = [nodes[name] for name, bits in weight_bits.items() if bits == INT4 and name in nodes]
     input_names = [f"input_{i}" for i in range(len(normalize_inputs(example_inputs)))]
     calib_data = list(calib_data)
-    reader = _SampleReader(calib_data, input_names)
+    reader = CalibrationReader(calib_data, input_names)
     with tempfile.TemporaryDirectory() as scratch, atomic_path(path) as tmp:
         # NOTE: ORT writes augmented calibration models beside the output; keep them out of the user's folder
         work, source = Path(scratch) / "model.int8.onnx", fp32_path
         if int4_nodes:
             source = _int4_ready(fp32_path, Path(scratch) / "model.matmul.onnx", int4_nodes,
-                                 next(iter(_SampleReader(calib_data, input_names))))
+                                 next(iter(CalibrationReader(calib_data, input_names))))
         _quantize(source, work, reader, exclude + int4_nodes)
         if int4_nodes:
             import onnx

@@ -79,3 +79,15 @@ def test_misaligned_layers_are_refused(net, calib, tmp_path):
     q = quantize_onnx(other, EXAMPLE, calib, tmp_path / "o.int8.onnx")
     with pytest.raises(QuantizeError, match="Conv/Linear calls"):
         onnx_layer_nodes(q.fp32_path, gm)
+
+
+def test_calibration_reader_feeds_the_files_batch_and_cycles_the_first_samples():
+    from graphprune.quantize.ort_ptq import CalibrationReader
+
+    calib = [torch.arange(4.0).reshape(4, 1) + 10 * b for b in range(2)]  # 8 samples: 0-3, 10-13
+    singles = [feed["x"].ravel().tolist() for feed in CalibrationReader(calib, ["x"])]
+    assert singles == [[0.0], [1.0], [2.0], [3.0], [10.0], [11.0], [12.0], [13.0]]
+    triples = [feed["x"].ravel().tolist() for feed in CalibrationReader(calib, ["x"], batch=3)]
+    assert triples == [[0.0, 1.0, 2.0], [3.0, 10.0, 11.0], [12.0, 13.0, 0.0]]  # short last group: cycled
+    reader = CalibrationReader(calib, ["x"], batch=8)
+    assert reader.get_next()["x"].dtype == np.float32 and reader.get_next() is None
