@@ -30,8 +30,9 @@ with and without the supernet option (``--supernet-steps``; ``search_proxy.py``)
     python bench/search.py --render bench/results/search.json     # table + plot again from the JSON
 
 Study mode (issue 12; ``search_study.py``, ``search_study_report.py``): ``--seeds`` repeats search and
-fine-tune per seed for every ``--models`` entry and writes ``bench/results/search_study.{json,md,png}``
-(mean ± std over seeds, search cost, best rule vs best learned, RL reward flattening)::
+fine-tune per seed for every ``--models`` entry and writes the merged report of every part in the part folder
+(mean ± std over seeds, search cost, best rule vs best learned, RL reward flattening) to
+``bench/results/<--out>.{json,md,png}``, or to ``<part folder>/report/`` when ``--out`` is not given::
 
     python bench/search.py --models resnet56 mobilenetv2 --seeds 0 1 2 --test 1000 --ft-subset 1000 \
         --episodes 200 --population 16 --generations 8 --out search_study
@@ -275,9 +276,10 @@ def study(args) -> dict:
     import search_study_report
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    results = out.parent if out.parent != Path(".") else RESULTS
+    out = Path(args.out or "search_study")
     parts = Path(args.part_dir) if args.part_dir else Path(tempfile.gettempdir()) / f"graphprune_{out.name}_parts"
+    # NOTE: without --out the merged report stays beside the parts: a partial study must not replace results
+    results = (out.parent if out.parent != Path(".") else RESULTS) if args.out else parts / "report"
     parts.mkdir(parents=True, exist_ok=True)
     for model_name in args.models or [args.model]:
         for seed in args.seeds:
@@ -396,8 +398,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="kendall: only the Kendall section, merged into an existing --out JSON; retest: fine-tune "
                         "its plans again (other data order, other test subset) to measure the target's noise")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="search")
-    return p.parse_args(argv)
+    p.add_argument("--out", help="result name under bench/results (default: search; study mode: the merged "
+                   "report goes to <part folder>/report/ unless --out is given)")
+    args = p.parse_args(argv)
+    args.out = args.out if args.out or args.seeds is not None else "search"
+    return args
 
 
 if __name__ == "__main__":

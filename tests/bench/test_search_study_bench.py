@@ -96,11 +96,15 @@ def test_resume_skips_rows_already_in_the_parts(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     search = _load("search")
     common = ["--models", "resnet20", "--seeds", "0", "--budgets", "0.3", "--test", "20", "--ft-subset", "20",
-              "--calib", "16", "--eval", "16", "--part-dir", str(tmp_path / "parts"), "--out", str(tmp_path / "s")]
-    first = search.study(search.parse_args(common + ["--methods", "uniform"]))
+              "--calib", "16", "--eval", "16", "--part-dir", str(tmp_path / "parts")]
+    first = search.study(search.parse_args(common + ["--methods", "uniform", "--out", str(tmp_path / "s")]))
+    results = {p: p.stat().st_mtime_ns for p in search.RESULTS.glob("search*")}
     again = search.study(search.parse_args(common + ["--methods", "uniform", "global", "--resume"]))
+    # without --out the merged report stays beside the parts; the committed results are not touched
+    assert (tmp_path / "parts" / "report" / "search_study.md").exists()
+    assert {p: p.stat().st_mtime_ns for p in search.RESULTS.glob("search*")} == results
     assert [r["method"] for r in first["rows"]] == ["uniform"]
     assert sorted(r["method"] for r in again["rows"]) == ["global", "uniform"]  # uniform kept, not run again
     uniform = [r for r in again["rows"] if r["method"] == "uniform"]
     assert uniform == first["rows"]
-    assert len(list((tmp_path / "parts").glob("*.json"))) == 2  # the resumed run never overwrites a part
+    assert len(list((tmp_path / "parts").glob("*_seed0_*.json"))) == 2  # the resumed run never overwrites a part
