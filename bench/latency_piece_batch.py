@@ -47,7 +47,7 @@ from graphprune.latency import cache as cache_module  # noqa: E402
 from graphprune.latency import runners, sweep  # noqa: E402
 from graphprune.latency import table as table_module  # noqa: E402
 from graphprune.passes import rewrite  # noqa: E402
-from graphprune.testing import random_keep  # noqa: E402
+from graphprune.testing import fraction_keep  # noqa: E402
 from graphprune.trace import trace  # noqa: E402
 
 from common import RESULTS, build_model, environment, markdown_table  # noqa: E402
@@ -88,38 +88,12 @@ def _patched(**values):
             setattr(module, name, value)
 
 
-def _uniform(graph, ratio):
-    keep = graph.full_keep()
-    for g in graph.groups:
-        keep[g.units] = np.arange(g.n_units) < max(1, round(ratio * g.n_units))
-    return keep
-
-
-def _menu(graph, model, ratio):
-    keep = graph.full_keep()
-    for i, g in enumerate(graph.groups):
-        menu = model.width_menu(i)
-        k = menu[menu <= max(1, round(ratio * g.n_units))]
-        keep[g.units] = np.arange(g.n_units) < (k[-1] if len(k) else menu[0])
-    return keep
-
-
 def _plan_keep(plan, graph):
     """The prune's plan as a mask over this graph (None where its groups differ: then it is left out)."""
     try:
         return plan.keep_mask(graph)
     except Exception:
         return None
-
-
-def _menu_random(graph, model, rng):
-    """Each group at the largest menu width <= a random fraction (0.2-1) of its units."""
-    keep = graph.full_keep()
-    for i, g in enumerate(graph.groups):
-        menu = model.width_menu(i)
-        k = menu[menu <= max(1, round(rng.uniform(0.2, 1.0) * g.n_units))]
-        keep[g.units] = np.arange(g.n_units) < (k[-1] if len(k) else menu[0])
-    return keep
 
 
 def run_model(name: str, target: Target, args) -> Row:
@@ -161,10 +135,10 @@ def run_model(name: str, target: Target, args) -> Row:
         menus = [np.array_equal(full.width_menu(i), small.width_menu(i)) for i in range(len(graph.groups))]
         row.menus_equal = float(np.mean(menus)) if menus else None
     # NOTE: prune only returns menu widths; "uniform60" (exact 0.6 of every group) shows an off-menu plan
-    plans = {"menu30": _menu(graph, small, 0.3), "menu50": _menu(graph, small, 0.5), "menu70": _menu(graph, small, 0.7),
-             "menu-random": _menu_random(graph, small, np.random.default_rng(0)),
-             "prune": _plan_keep(res.plan, graph),
-             "uniform60": _uniform(graph, 0.6)}
+    random_ratios = np.random.default_rng(0).uniform(0.2, 1.0, len(graph.groups))
+    plans = {"menu30": fraction_keep(graph, 0.3, small), "menu50": fraction_keep(graph, 0.5, small),
+             "menu70": fraction_keep(graph, 0.7, small), "menu-random": fraction_keep(graph, random_ratios, small),
+             "prune": _plan_keep(res.plan, graph), "uniform60": fraction_keep(graph, 0.6)}
     plans = {k: v for k, v in plans.items() if v is not None}
     modules = [graph.traced.gm] + [rewrite(graph, k) for k in plans.values()]
     ms = runners.measure_ms(modules, x, target, repeats=args.repeats, sessions=args.sessions)

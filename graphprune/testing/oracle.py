@@ -22,7 +22,7 @@ from ..passes import masked_model, rewrite
 from ..search.allocate import _repair_empty
 from ..trace import normalize_inputs, trace
 
-__all__ = ["randomize_", "random_keep", "OracleResult", "check_rewrite", "counted_macs"]
+__all__ = ["randomize_", "random_keep", "fraction_keep", "OracleResult", "check_rewrite", "counted_macs"]
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -51,6 +51,24 @@ def random_keep(graph: DependencyGraph, rng: np.random.Generator, p_keep: float 
             keep[g.first_unit + rng.integers(g.n_units)] = True
         order.append(rng.permutation(g.n_units))
     return _repair_empty(graph, keep, order)
+
+
+def fraction_keep(graph: DependencyGraph, ratio, latency=None) -> np.ndarray:
+    """Each group keeping its first ``round(ratio · units)`` units (at least one).
+
+    ``ratio`` is one fraction or one per group; with ``latency`` (a :class:`~graphprune.latency.LatencyModel`) each
+    group takes the widest width of its menu at or below that count (its narrowest when none is), as a prune
+    with measured widths would.
+    """
+    ratios = np.broadcast_to(np.asarray(ratio, dtype=np.float64), (len(graph.groups),))
+    keep = graph.full_keep()
+    for i, (g, r) in enumerate(zip(graph.groups, ratios)):
+        count = max(1, round(float(r) * g.n_units))
+        if latency is not None:
+            menu = latency.width_menu(i)
+            count = int(menu[menu <= count][-1]) if (menu <= count).any() else int(menu[0])
+        keep[g.units] = np.arange(g.n_units) < count
+    return keep
 
 
 @dataclass

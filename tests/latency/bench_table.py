@@ -22,25 +22,8 @@ from graphprune.depgraph import build_dependency_graph
 from graphprune.latency import Target, build_latency_model
 from graphprune.latency.sweep import time_widths
 from graphprune.passes import rewrite
-from graphprune.testing import random_keep
+from graphprune.testing import fraction_keep, random_keep
 from graphprune.trace import trace
-
-
-def _uniform_keep(graph, ratio):
-    keep = graph.full_keep()
-    for g in graph.groups:
-        keep[g.units] = np.arange(g.n_units) < max(1, round(ratio * g.n_units))
-    return keep
-
-
-def _menu_keep(graph, model, ratio):
-    """Each group at the largest menu width <= ratio · full (a latency-aware uniform plan)."""
-    keep = graph.full_keep()
-    for i, g in enumerate(graph.groups):
-        menu = model.width_menu(i)
-        k = menu[menu <= max(1, round(ratio * g.n_units))]
-        keep[g.units] = np.arange(g.n_units) < (k[-1] if len(k) else menu[0])
-    return keep
 
 
 def _separable_error(model, n_specs=3, n_pairs=4, seed=0):
@@ -75,8 +58,8 @@ def bench(name: str) -> dict:
         t = time.perf_counter()
         build_latency_model(graph, target, cache_dir=cache, progress=False)
         cached = time.perf_counter() - t
-    keeps = {"uniform40": _uniform_keep(graph, 0.4), "menu40": _menu_keep(graph, model, 0.4),
-             "uniform75": _uniform_keep(graph, 0.75), "random60": random_keep(graph, np.random.default_rng(0), 0.6)}
+    keeps = {"uniform40": fraction_keep(graph, 0.4), "menu40": fraction_keep(graph, 0.4, model),
+             "uniform75": fraction_keep(graph, 0.75), "random60": random_keep(graph, np.random.default_rng(0), 0.6)}
     modules = [graph.traced.gm] + [rewrite(graph, k) for k in keeps.values()]
     measured = model.measure_ms(modules, x)
     t = time.perf_counter()

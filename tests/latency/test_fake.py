@@ -36,3 +36,19 @@ def test_fake_measure_matches_predict_on_the_pruned_module(tiny):
     keep = random_keep(graph, np.random.default_rng(0), 0.6)
     got = fake.measure_ms([rewrite(graph, keep)], x)[0]
     assert np.isclose(got, fake.predict_ms(keep))
+
+
+def test_fraction_keep_rounds_down_to_each_groups_menu(tiny):
+    from graphprune.testing import fraction_keep
+
+    _, _, graph = tiny
+    fake = FakeLatencyModel(graph, step=8)
+    exact, on_menu = fraction_keep(graph, 0.6), fraction_keep(graph, 0.6, fake)
+    ratios = np.linspace(0.2, 1.0, len(graph.groups))
+    per_group = fraction_keep(graph, ratios)
+    for i, g in enumerate(graph.groups):
+        want, menu = max(1, round(0.6 * g.n_units)), fake.width_menu(i)
+        assert exact[g.units].tolist() == [u < want for u in range(g.n_units)]  # the first units, in order
+        kept = int(on_menu[g.units].sum())
+        assert kept in menu and (kept <= want or kept == menu[0]) and not any(want >= m > kept for m in menu)
+        assert per_group[g.units].sum() == max(1, round(ratios[i] * g.n_units))
