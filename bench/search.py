@@ -47,7 +47,6 @@ import argparse
 import copy
 import json
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -72,7 +71,7 @@ from graphprune.search.sensitivity import SensitivityConfig, sensitivity_profile
 from graphprune.train import evaluate, finetune, finetune_config, load_checkpoint, make_loader  # noqa: E402
 sys.path.insert(0, str(REPO / "bench"))
 from search_proxy import kendall, kendall_markdown, retest  # noqa: E402
-from search_study import ALLOC, METHODS, run_cell  # noqa: E402
+from search_study import ALLOC, METHODS, run_cell, run_study  # noqa: E402
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)
 RESULTS = REPO / "bench" / "results"
@@ -272,25 +271,8 @@ def run(args) -> dict:
 
 
 def study(args) -> dict:
-    """Study mode: every (model, seed) cell, then the merged report of every part in the part folder."""
-    import search_study_report
-
-    torch.set_num_threads(args.threads)
-    out = Path(args.out or "search_study")
-    parts = Path(args.part_dir) if args.part_dir else Path(tempfile.gettempdir()) / f"graphprune_{out.name}_parts"
-    # NOTE: without --out the merged report stays beside the parts: a partial study must not replace results
-    results = (out.parent if out.parent != Path(".") else RESULTS) if args.out else parts / "report"
-    parts.mkdir(parents=True, exist_ok=True)
-    for model_name in args.models or [args.model]:
-        for seed in args.seeds:
-            tag = "all" if set(args.methods) == set(METHODS) else "+".join(args.methods)
-            done = {(r["method"], r["budget"]) for p in parts.glob(f"{model_name}_seed{seed}_*.json")
-                    for r in json.loads(p.read_text())["rows"]} if args.resume else set()
-            stamp = time.strftime("_%H%M%S") if args.resume else ""  # NOTE: never overwrite the parts resumed from
-            run_cell(model_name, seed, args, log, parts / f"{model_name}_seed{seed}_{tag}{stamp}.json", done)
-    report = search_study_report.build([json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))])
-    search_study_report.write(report, out.name, results)
-    return report
+    """Study mode (``search_study.run_study``), logging as this script does."""
+    return run_study(args, log, RESULTS)
 
 
 # ------------------------------------------------------------------------------------------- outputs

@@ -282,3 +282,30 @@ def _rl_warm_ft(cell: Cell, method: str, out: dict, save) -> None:
     from search_rl_reward import run_rl_options
 
     run_rl_options(cell, method, out, save)
+
+
+def run_study(args, log, results_dir: Path) -> dict:
+    """Study mode: every (model, seed) cell, then the merged report of every part in the part folder.
+
+    The report goes to ``results_dir/<--out>.*``, or to ``<part folder>/report/`` without ``--out``: a partial
+    study must not replace committed results.
+    """
+    import tempfile
+
+    import search_study_report
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out or "search_study")
+    parts = Path(args.part_dir) if args.part_dir else Path(tempfile.gettempdir()) / f"graphprune_{out.name}_parts"
+    results = (out.parent if out.parent != Path(".") else results_dir) if args.out else parts / "report"
+    parts.mkdir(parents=True, exist_ok=True)
+    for model_name in args.models or [args.model]:
+        for seed in args.seeds:
+            tag = "all" if set(args.methods) == set(METHODS) else "+".join(args.methods)
+            done = {(r["method"], r["budget"]) for p in parts.glob(f"{model_name}_seed{seed}_*.json")
+                    for r in json.loads(p.read_text())["rows"]} if args.resume else set()
+            stamp = time.strftime("_%H%M%S") if args.resume else ""  # NOTE: never overwrite the parts resumed from
+            run_cell(model_name, seed, args, log, parts / f"{model_name}_seed{seed}_{tag}{stamp}.json", done)
+    report = search_study_report.build([json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))])
+    search_study_report.write(report, out.name, results)
+    return report
