@@ -3,7 +3,6 @@
 The cell runs on a fake Fashion-MNIST layout (random images) with the bundled ResNet-20 checkpoint, so CI needs
 neither the dataset nor torch-pruning (the ``tp-global-l2`` method is not run here).
 """
-import importlib.util
 import struct
 import sys
 from pathlib import Path
@@ -12,16 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from bench_modules import load_bench
 
 
-def _load(name: str):
-    sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # NOTE: dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+_load = load_bench
 
 
 def _fake_fashion_mnist(directory: Path, n_train: int = 200, n_test: int = 60) -> None:

@@ -3,23 +3,14 @@
 Adding VGG-16 rows to a study whose ResNet-56 / MobileNetV2 parts are gone needs the old report itself as input;
 these tests check that the round trip loses nothing and that new parts add rows without touching the old ones.
 """
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from bench_modules import load_bench
 
 
-def _load(name: str):
-    sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # NOTE: dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+_load = load_bench
 
 
 def _part(model: str, seed: int, accs: dict, episodes: int) -> dict:
