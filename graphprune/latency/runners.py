@@ -32,12 +32,16 @@ from ..trace import normalize_inputs
 from .model import Target
 
 __all__ = ["PreparedCall", "prepare_onnx", "prepare_torch", "time_interleaved", "time_interleaved_stats", "fastest_session", "measure_ms", "with_batch",
-           "runtime_version"]
+           "runtime_version", "sized_rounds"]
 
 PreparedCall = Callable[[], Any]
 
 WARMUP = 2
 REPEATS = 5
+MIN_REPEATS = 5  # rounds a time limit never cuts below (a median of fewer is one outlier away from wrong)
+MEASURE_SECONDS = 60.0  # NOTE: whole-model checks time at most about this long (warm-up aside); at batch 32 a
+# ConvNeXt-T call is ~4 s at 1 thread, and 15 rounds x 3 sessions of dense + pruned took ~390 s per check
+LONG_CALL_S = 0.5  # a first call longer than this is its own warm-up: a second one adds time, not warmth
 SESSIONS = 3  # NOTE: an ORT session is now and then ~3x slower for its whole life (seen ~1 in 10 on a shared
 # CPU, also for two sessions of one model side by side); whole models get this many sessions, keep the fastest
 MIN_SAMPLE_S = 2e-4  # NOTE: calls shorter than this are looped so the timer's resolution does not dominate
@@ -199,20 +203,32 @@ def _timed(call: PreparedCall, loops: int, sync: bool) -> float:
     return (time.perf_counter() - start) / loops
 
 
+def sized_rounds(repeats: int, round_seconds: float, max_seconds: float | None) -> int:
+    """Rounds to time: ``repeats``, cut so the rounds take about ``max_seconds`` (None: no limit), but never
+    below ``MIN_REPEATS`` (nor above ``repeats``)."""
+    if max_seconds is None or round_seconds <= 0:
+        return repeats
+    return max(min(repeats, MIN_REPEATS), min(repeats, int(max_seconds // round_seconds)))
+
+
 def time_interleaved_stats(calls: Sequence[PreparedCall], target: Target, *, warmup: int = WARMUP,
-                           repeats: int = REPEATS) -> tuple[list[float], list[float]]:
+                           repeats: int = REPEATS, max_seconds: float | None = None
+                           ) -> tuple[list[float], list[float]]:
     """Median ms of each prepared call and its standard error, timed interleaved (A B C A B C …).
 
-    The standard error of a median is about 1.2533 · σ / √n, σ estimated robustly (1.4826 · MAD).
+    The standard error of a median is about 1.2533 · σ / √n, σ estimated robustly (1.4826 · MAD).  With
+    ``max_seconds``, fewer rounds are timed when ``repeats`` of them would take longer (``sized_rounds``: one
+    round's time is estimated from the warm-up); calls longer than ``LONG_CALL_S`` get one warm-up call.
     """
     sync = target.runtime == "torch-cuda"
     with _torch_threads(target):
         first = [_timed(c, 1, sync) for c in calls]
-        for _ in range(max(0, warmup - 1)):
-            first = [_timed(c, 1, sync) for c in calls]
+        if max(first) < LONG_CALL_S:
+            for _ in range(max(0, warmup - 1)):
+                first = [_timed(c, 1, sync) for c in calls]
         loops = [max(1, math.ceil(MIN_SAMPLE_S / max(t, 1e-9))) for t in first]
         samples: list[list[float]] = [[] for _ in calls]
-        for _ in range(repeats):
+        for _ in range(sized_rounds(repeats, sum(n * t for n, t in zip(loops, first)), max_seconds)):
             for i, call in enumerate(calls):
                 samples[i].append(_timed(call, loops[i], sync))
     medians = [1e3 * float(np.median(s)) for s in samples]
@@ -238,11 +254,13 @@ def time_interleaved(calls: Sequence[PreparedCall], target: Target, *, warmup: i
 
 
 def measure_ms(modules: Sequence[torch.nn.Module], example_inputs: Any, target: Target, *,
-               warmup: int = WARMUP, repeats: int = 3 * REPEATS, sessions: int = SESSIONS) -> list[float]:
+               warmup: int = WARMUP, repeats: int = 3 * REPEATS, sessions: int = SESSIONS,
+               max_seconds: float | None = MEASURE_SECONDS) -> list[float]:
     """End-to-end median ms of each module on ``target``, interleaved; ONNX runtimes get an export of each.
 
     The example inputs' batch dim is replaced by ``target.batch``; each module runs in ``sessions``
-    sessions and keeps its fastest median.
+    sessions and keeps its fastest median.  Up to ``repeats`` rounds, fewer (not under ``MIN_REPEATS``)
+    when they would take more than ``max_seconds`` (long calls: big batches, big models at one thread).
     """
     inputs = with_batch(example_inputs, target.batch)
     with tempfile.TemporaryDirectory(prefix="graphprune-latency-") as tmp:
@@ -253,5 +271,5 @@ def measure_ms(modules: Sequence[torch.nn.Module], example_inputs: Any, target: 
             calls = [prepare_onnx(p, arrays, target, tmp) for _ in range(sessions) for p in paths]
         else:
             calls = [prepare_torch(m, inputs, target) for _ in range(sessions) for m in modules]
-        got = time_interleaved_stats(calls, target, warmup=warmup, repeats=repeats)
+        got = time_interleaved_stats(calls, target, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
         return fastest_session(*got, sessions)[0]

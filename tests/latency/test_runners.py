@@ -66,3 +66,35 @@ def test_ort_timing_sessions_do_not_spin():
     opts = ort_session_options(Target("ort-cpu", threads=2))
     assert opts.intra_op_num_threads == 2
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_rounds_are_sized_to_the_time_they_take():
+    """Long calls (batch 32, big models) get fewer rounds, never fewer than MIN_REPEATS; short ones all of them."""
+    assert runners.sized_rounds(15, 0.01, 60.0) == 15
+    assert runners.sized_rounds(15, 6.0, 60.0) == 10
+    assert runners.sized_rounds(15, 20.0, 60.0) == runners.MIN_REPEATS
+    assert runners.sized_rounds(3, 20.0, 60.0) == 3  # a caller asking for fewer than the floor gets what it asked
+    assert runners.sized_rounds(15, 20.0, None) == 15
+
+
+def test_long_calls_are_timed_in_fewer_rounds_with_one_warm_up(monkeypatch):
+    """Counted calls of a fake 'slow' model: a one-second-per-round clock makes 15 rounds cost 15 s."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr(runners.time, "perf_counter", lambda: clock["t"])
+    runs = [0, 0]
+
+    def call(i, seconds):
+        def run():
+            runs[i] += 1
+            clock["t"] += seconds
+        return run
+    calls = [call(0, 1.0), call(1, 0.5)]  # one round: 1.5 s
+    runners.time_interleaved_stats(calls, Target("ort-cpu"), warmup=2, repeats=15, max_seconds=9.0)
+    assert runs == [1 + 6, 1 + 6]  # one warm-up (the calls are long), 9 s // 1.5 s = 6 rounds
+    runs[:] = [0, 0]
+    runners.time_interleaved_stats(calls, Target("ort-cpu"), warmup=2, repeats=15, max_seconds=None)
+    assert runs == [1 + 15, 1 + 15]
+    short = [call(0, 0.01), call(1, 0.01)]
+    runs[:] = [0, 0]
+    runners.time_interleaved_stats(short, Target("ort-cpu"), warmup=2, repeats=15, max_seconds=9.0)
+    assert runs == [2 + 15, 2 + 15]  # short calls: both warm-ups, every round (0.01 s >= MIN_SAMPLE_S: no loops)
