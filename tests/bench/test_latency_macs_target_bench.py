@@ -1,0 +1,26 @@
+"""Smoke run of bench/latency_macs_target.py on a tiny CNN (the real bench times torchvision models)."""
+import torch
+
+from tests.bench.bench_modules import load_bench
+
+
+def _tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, stride=4, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10))
+
+
+def test_macs_target_bench_times_default_and_target_plans(monkeypatch, tmp_path):
+    bench = load_bench("latency_macs_target")
+    monkeypatch.setattr(bench, "build_model", lambda name: _tiny())
+    row = bench.run("tiny", bench.parse_target("ort:1:1"), repeats=3, sessions=1, with_tp=False)
+    assert not row.errors, row.errors
+    assert set(row.ms) == {"gp default", "gp target"} and row.dense_ms > 0
+    for variant in row.ms:  # both meet the MACs budget; the target's plan came from a table built here
+        assert 0.3 < row.macs[variant] <= 0.5 + 1e-6
+        assert row.efficiency(variant) > 0
+    assert row.table_s > 0 and row.prune_s > 0
+    text = bench.render([row], {"torch": "t", "onnxruntime": "o", "date": "d"})
+    assert "gp target" in text and "| tiny |" in text
