@@ -192,11 +192,14 @@ def main(argv=None) -> None:
     parser.add_argument("--full-protocol", type=int, default=cache_module.PROTOCOL)
     parser.add_argument("--time-full-build", action="store_true",
                         help="build the full-batch table in a fresh cache and time it (instead of --full-cache)")
+    parser.add_argument("--measure-seconds", type=float, default=runners.MEASURE_SECONDS,
+                        help="runners.MEASURE_SECONDS for prune's whole-model checks; 0: no limit (before it existed)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sessions", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "latency_piece_batch"))
     args = parser.parse_args(argv)
     target = Target("ort-cpu", threads=1, batch=args.batch)
+    runners.MEASURE_SECONDS = args.measure_seconds or None
     env, rows = environment(), []
     for name in args.models:
         rows.append(run_model(name, target, args))

@@ -255,13 +255,16 @@ def time_interleaved(calls: Sequence[PreparedCall], target: Target, *, warmup: i
 
 def measure_ms(modules: Sequence[torch.nn.Module], example_inputs: Any, target: Target, *,
                warmup: int = WARMUP, repeats: int = 3 * REPEATS, sessions: int = SESSIONS,
-               max_seconds: float | None = MEASURE_SECONDS) -> list[float]:
+               max_seconds: float | None | str = "default") -> list[float]:
     """End-to-end median ms of each module on ``target``, interleaved; ONNX runtimes get an export of each.
 
     The example inputs' batch dim is replaced by ``target.batch``; each module runs in ``sessions``
     sessions and keeps its fastest median.  Up to ``repeats`` rounds, fewer (not under ``MIN_REPEATS``)
-    when they would take more than ``max_seconds`` (long calls: big batches, big models at one thread).
+    when they would take more than ``max_seconds`` (long calls: big batches, big models at one thread);
+    ``"default"``: ``MEASURE_SECONDS`` as it is at call time; None: all ``repeats``.
     """
+    if max_seconds == "default":
+        max_seconds = MEASURE_SECONDS
     inputs = with_batch(example_inputs, target.batch)
     with tempfile.TemporaryDirectory(prefix="graphprune-latency-") as tmp:
         if target.runtime in ("ort-cpu", "openvino-cpu"):

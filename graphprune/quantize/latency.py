@@ -205,12 +205,12 @@ class OrtInt8Measure:
         return self._files[key]
 
     def _time(self, paths: list[Path]) -> list[float]:
-        from ..latency.runners import MEASURE_SECONDS, fastest_session, prepare_onnx, time_interleaved_stats
+        from ..latency import runners
 
         arrays = [t.detach().cpu().numpy() for t in self.inputs]
-        calls = [prepare_onnx(p, arrays, self.target) for _ in range(self.SESSIONS) for p in paths]
-        return fastest_session(*time_interleaved_stats(calls, self.target, repeats=15,
-                                                          max_seconds=MEASURE_SECONDS), self.SESSIONS)[0]
+        calls = [runners.prepare_onnx(p, arrays, self.target) for _ in range(self.SESSIONS) for p in paths]
+        got = runners.time_interleaved_stats(calls, self.target, repeats=15, max_seconds=runners.MEASURE_SECONDS)
+        return runners.fastest_session(*got, self.SESSIONS)[0]
 
     def dense_ms(self, dense: torch.nn.Module) -> float:
         if self._dense is None:
