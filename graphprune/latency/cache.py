@@ -58,13 +58,14 @@ class TimingCache:
     Attributes:
         path: the JSON file (None: an in-memory cache that never writes).
         pieces: ``PieceSpec.key`` -> the piece's stored sweep (``table.PieceTiming.to_json``).
-        dense: model hash -> ``[dense ms, half-width ms or None]`` (``table.measure_table``).
+        dense: model hash -> the whole-model calibration ``{"dense": ms, "half": ms or None, "fractions":
+            {fraction: ms or None}}`` (``table.measure_table``; an older ``[dense, half]`` list is re-measured).
     """
 
     path: Path | None
     fingerprint: dict[str, Any]
     pieces: dict[str, Any] = field(default_factory=dict)
-    dense: dict[str, list] = field(default_factory=dict)
+    dense: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def open(cls, target: Target, cache_dir: str | Path | None | bool = None) -> "TimingCache":

@@ -15,22 +15,31 @@ Per-call overhead.  A standalone piece pays the runtime's per-call cost (dispatc
 the whole model pays once, not once per layer; it is measured on a 1x1 layer and subtracted from every
 piece time (it would otherwise dominate small layers and flatten their curves).
 
-Calibration.  The dense model and a half-width model (every group keeping half its units, rewritten by the
-rewrite passes) are measured whole on the target, interleaved.  Standalone pieces differ from layers in
+Calibration.  The dense model, a half-width model (every group keeping half its units, rewritten by the
+rewrite passes) and ``CALIBRATION_FRACTIONS`` models (every group at that fraction, rounded down to a
+layout-friendly multiple: ``calibration_keep``) are measured whole on the target, interleaved.  Standalone pieces differ from layers in
 the model: they pay per-layer costs the fused graph does not (ONNX Runtime converts NCHW to its blocked
 layout and back around every standalone conv, a cost that shrinks more slowly than the MACs), and the model
 runs ops no piece has (pooling, adds).  Measured on ResNets with ONNX Runtime, the whole model shrinks
 about like its MACs (half width: ~0.28 of dense) while the pieces' sum shrinks about linearly (~0.5).  So
-predictions are a power law through both measurements::
+predictions are a power law of the pieces' ratio::
 
     predict(keep) = dense_ms · (Σ_n T_n(keep) / Σ_n T_n(full)) ** gamma
 
-with ``gamma`` (clamped to [0.25, 4]) chosen so that ``predict(half) == half_ms``; ``predict(full) ==
-dense_ms`` exactly.  A power law, not an affine map: it stays positive and sane below half width, where an
-affine fit through two noisy points extrapolates to negative times.  Known error (``bench_table.py``,
-ResNet-18/50, ORT, 1 thread, on a shared 2-core VM): within ~±30% between half and full width; below
-half the whole model stops shrinking like its MACs (per-op costs), and predictions there run ~50% low.  When the half model cannot be built
-or its measurement is not below the dense one, the dense measurement alone calibrates: the difference is
+with ``gamma`` piecewise: in log-log space the prediction interpolates linearly between the calibration models' points and
+the dense one (each segment a power law, ``gamma`` its slope), and below the narrowest model continues that
+segment's law; ``predict(full) == dense_ms`` and ``predict(calibration model) == its ms`` exactly.  When the
+points are not increasing (noise) or a segment's ``gamma`` leaves [0.25, 4], one power law fitted by least
+squares in log space replaces them.  Why several models, not the half one alone: measured on an AVX2 host
+(``bench/results/latency_calibration.md``, ORT, 1 thread, batch 1), ResNet-18's half model (widths 32 … 256)
+ran ~20 % faster than its neighbours, so one law through it was steep and plans at 0.3-0.4 of the widths
+were predicted up to 30 % low; interpolating through 0.3 / 0.5 / 0.8 width models (scored offline on the
+same measurements) cut the worst error on menu-width plans from 21-26 % to 9-12 % on ResNet-18/50,
+MobileNetV2 and RegNetY-800MF.  Power laws, not affine maps: they stay positive and sane below the narrowest
+model, where an affine fit through noisy points extrapolates to negative times.  Off-menu widths (exactly 0.6
+of every group) still run 20-50 % slower than predicted: the runtimes' blocked layouts, which standalone pieces
+do not see.  When no calibration model can be built or none measures below the dense one, the dense
+measurement alone calibrates: the difference is
 added when the pieces under-explain the dense time (overhead does not shrink with pruning), else
 predictions are scaled by ``dense / Σ pieces``.  Either way removing units never increases a prediction
 (each curve is monotone, and so is the map).
@@ -68,9 +77,11 @@ from .pieces import NodePiece, PieceSpec, node_pieces
 from .staircase import extend_menu, staircase, width_curve
 from .sweep import PieceTiming, time_spec
 
-__all__ = ["LatencyTable", "TableLatencyModel", "build_latency_model", "measure_table", "half_keep", "piece_batch"]
+__all__ = ["LatencyTable", "TableLatencyModel", "build_latency_model", "measure_table", "half_keep",
+           "calibration_keep", "piece_batch"]
 
 GAMMA_RANGE = (0.25, 4.0)
+CALIBRATION_FRACTIONS = (0.3, 0.8)  # besides the half model (module docstring: calibration)
 PIECE_BATCH = 4  # the most images a piece is timed with on a CPU target (module docstring: piece batch)
 OVERHEAD_SPEC = PieceSpec("linear", (1,), full_in=1, full_out=1)  # a 1x1 layer: the per-call cost
 
@@ -84,6 +95,7 @@ class LatencyTable:
         macs_nodes: cost nodes without a piece (priced by MACs).
         dense_ms: the whole model measured once.
         half_ms: the model with every group at half width, measured with it (None: not available).
+        fraction_ms: ``{fraction: ms}`` of the ``calibration_keep`` models measured with it (may be empty).
         overhead_ms: time of one call of a 1x1 layer on the target (the runtime's per-call cost, which
             every standalone piece pays once but the whole model pays once in total); subtracted from
             every piece time.
@@ -99,6 +111,7 @@ class LatencyTable:
     dense_ms: float
     overhead_ms: float = 0.0
     half_ms: float | None = None
+    fraction_ms: dict[float, float] = field(default_factory=dict)
     measured: int = 0
     reused: int = 0
     seconds: float = 0.0
@@ -137,13 +150,15 @@ def measure_table(graph, target: Target = Target(), *, cache_dir: str | Path | N
         cache.pieces[key] = time_spec(specs[key], target).to_json()
         cache.save()  # NOTE: after every piece, so an interrupted build keeps what it measured
     model_key = _model_key(graph)
-    if model_key not in cache.dense:
-        cache.dense[model_key] = _measure_dense_and_half(graph, target)
+    if not isinstance(cache.dense.get(model_key), dict):  # NOTE: a list is the older [dense, half] entry
+        cache.dense[model_key] = _measure_calibration(graph, target)
         cache.save()
     timings = {k: PieceTiming.from_json(cache.pieces[k]) for k in specs}
     overhead = timings[OVERHEAD_SPEC.key].full_ms
-    dense, half = cache.dense[model_key]
-    return LatencyTable(target, pieces, timings, macs_nodes, float(dense), overhead, half,
+    entry = cache.dense[model_key]
+    fractions = {float(f): float(ms) for f, ms in entry.get("fractions", {}).items() if ms is not None}
+    return LatencyTable(target, pieces, timings, macs_nodes, float(entry["dense"]), overhead, entry["half"],
+                        fraction_ms=fractions,
                         measured=len(missing), reused=len(specs) - len(missing),
                         seconds=time.perf_counter() - start, piece_batch=batch)
 
@@ -156,18 +171,32 @@ def half_keep(graph) -> np.ndarray:
     return keep
 
 
-def _measure_dense_and_half(graph, target: Target) -> list:
-    """[dense ms, half-width ms or None], measured interleaved."""
-    from ..passes import RewriteError, rewrite  # NOTE: only to build the calibration model; lazy, one way
+def calibration_keep(graph, fraction: float) -> np.ndarray:
+    """Every group keeping ``fraction`` of its units, rounded down to a multiple of 16 (groups of 64 units or
+    more) or 8 (16 or more) as the menus prefer, at least one unit."""
+    keep = graph.full_keep()
+    for g in graph.groups:
+        step = 16 if g.n_units >= 64 else 8 if g.n_units >= 16 else 1
+        count = max(step, int(fraction * g.n_units) // step * step) if step > 1 else round(fraction * g.n_units)
+        keep[g.units] = np.arange(g.n_units) < max(1, min(count, g.n_units))
+    return keep
 
-    modules = [graph.traced.gm]
-    if graph.n_units:
+
+def _measure_calibration(graph, target: Target) -> dict:
+    """``{"dense": ms, "half": ms or None, "fractions": {fraction: ms or None}}``, measured interleaved."""
+    from ..passes import RewriteError, rewrite  # NOTE: only to build the calibration models; lazy, one way
+
+    modules, names = [graph.traced.gm], ["dense"]
+    keeps = [("half", half_keep(graph))] + [(f, calibration_keep(graph, f)) for f in CALIBRATION_FRACTIONS]
+    for name, keep in keeps if graph.n_units else []:
         try:
-            modules.append(rewrite(graph, half_keep(graph)))
+            modules.append(rewrite(graph, keep))
+            names.append(name)
         except RewriteError:
-            pass  # calibrated on the dense model alone
-    times = runners.measure_ms(modules, graph.traced.example_inputs, target)
-    return [times[0], times[1] if len(times) > 1 else None]
+            pass  # calibrated on the models that could be built
+    times = dict(zip(names, runners.measure_ms(modules, graph.traced.example_inputs, target)))
+    return {"dense": times["dense"], "half": times.get("half"),
+            "fractions": {str(f): times.get(f) for f in CALIBRATION_FRACTIONS}}
 
 
 class TableLatencyModel:
@@ -185,13 +214,25 @@ class TableLatencyModel:
         """``gamma`` (power law) or ``offset`` / ``scale`` (one measurement) of the map to ms (module docstring)."""
         raw = self._raw_ms(self.graph.class_sizes(self.graph.full_keep()))
         dense, half = self.dense_ms, self.table.half_ms
-        self.raw_full, self.gamma = raw, None
+        self.raw_full, self.gamma, self.knots = raw, None, None
         self.offset, self.scale = (dense - raw, 1.0) if dense >= raw else (0.0, dense / raw if raw > 0 else 1.0)
-        if half is not None and 0 < half < dense and raw > 0:
-            raw_half = self._raw_ms(self.graph.class_sizes(half_keep(self.graph)))
-            if 0 < raw_half < raw:
-                gamma = np.log(half / dense) / np.log(raw_half / raw)
-                self.gamma = float(np.clip(gamma, GAMMA_RANGE[0], GAMMA_RANGE[1]))
+        if raw <= 0:
+            return
+        measured = [(half_keep(self.graph), half)] if half is not None else []
+        measured += [(calibration_keep(self.graph, f), ms) for f, ms in sorted(self.table.fraction_ms.items())]
+        points = []  # (log x, log y): x the pieces' ratio, y the measured ratio, both in (0, 1)
+        for keep, ms in measured:
+            raw_k = self._raw_ms(self.graph.class_sizes(keep))
+            if 0 < raw_k < raw and 0 < ms < dense:
+                points.append((np.log(raw_k / raw), np.log(ms / dense)))
+        if points:
+            lx, ly = np.array(sorted(points)).T
+            self.gamma = float(np.clip((lx @ ly) / (lx @ lx), GAMMA_RANGE[0], GAMMA_RANGE[1]))
+            knots_x, knots_y = np.append(lx, 0.0), np.append(ly, 0.0)  # the dense model: log 1 = 0
+            slopes = np.diff(knots_y) / np.maximum(np.diff(knots_x), 1e-12)
+            if np.all(np.diff(knots_x) > 0) and np.all((slopes >= GAMMA_RANGE[0]) & (slopes <= GAMMA_RANGE[1])):
+                self.knots = (knots_x, knots_y, float(slopes[0]))
+            # NOTE: otherwise (noise put a narrower model above a wider one) the least-squares law alone
 
     def _compile_pieces(self) -> None:
         """Flat arrays: each node's full ms and where its two normalised curves start in ``self._curves``."""
@@ -248,6 +289,11 @@ class TableLatencyModel:
     def predict_ms(self, keep: np.ndarray) -> float:
         """Predicted ms of the model pruned to ``keep``."""
         raw = self._raw_ms(self.graph.class_sizes(np.asarray(keep, dtype=bool)))
+        if self.knots is not None and raw > 0:
+            knots_x, knots_y, first_slope = self.knots
+            lx = np.log(raw / self.raw_full)
+            ly = np.interp(lx, knots_x, knots_y) if lx >= knots_x[0] else knots_y[0] + first_slope * (lx - knots_x[0])
+            return self.dense_ms * float(np.exp(ly))
         if self.gamma is not None:
             return self.dense_ms * (raw / self.raw_full) ** self.gamma
         return self.offset + self.scale * raw

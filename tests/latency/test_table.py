@@ -5,7 +5,8 @@ import pytest
 from graphprune.latency import LatencyModel, TableLatencyModel, Target, build_latency_model
 from graphprune.latency.pieces import node_pieces
 from graphprune.latency.sweep import AxisSweep, PieceTiming, sweep_widths
-from graphprune.latency.table import LatencyTable, half_keep
+from graphprune.latency import table as table_module
+from graphprune.latency.table import CALIBRATION_FRACTIONS, LatencyTable, calibration_keep, half_keep
 from graphprune.passes import rewrite
 from graphprune.testing import random_keep
 
@@ -97,7 +98,11 @@ def test_real_onnxruntime_build_measures_and_predicts(tiny, tmp_path):
                for t in table.timings.values())
     assert latency.predict_ms(graph.full_keep()) == pytest.approx(latency.dense_ms)
     assert 0 < table.half_ms < table.dense_ms
-    assert latency.predict_ms(half_keep(graph)) == pytest.approx(table.half_ms)
+    assert set(table.fraction_ms) == set(CALIBRATION_FRACTIONS) or graph.n_units == 0
+    for keep_c, ms in [(half_keep(graph), table.half_ms)] + [(calibration_keep(graph, f), m)
+                                                            for f, m in table.fraction_ms.items()]:
+        assert 0 < ms < table.dense_ms  # a least-squares fit through them: near, not on, each point
+        assert 0.5 < latency.predict_ms(keep_c) / ms < 2
     keep = random_keep(graph, np.random.default_rng(0), 0.5)
     pruned = rewrite(graph, keep)
     dense_now, pruned_ms = latency.measure_ms([model, pruned], x)
@@ -125,7 +130,8 @@ def test_cpu_targets_time_pieces_at_a_small_batch_and_scale_them(tiny, tmp_path,
         return PieceTiming(full, sweeps)
 
     monkeypatch.setattr(table_module, "time_spec", fake_time_spec)
-    monkeypatch.setattr(table_module, "_measure_dense_and_half", lambda graph, target: [1.0, None])
+    monkeypatch.setattr(table_module, "_measure_calibration",
+                        lambda graph, target: {"dense": 1.0, "half": None, "fractions": {}})
     table = table_module.measure_table(graph, Target("ort-cpu", batch=32), cache_dir=tmp_path, progress=False)
     assert table.piece_batch == table_module.PIECE_BATCH and table.piece_scale == 32 / table_module.PIECE_BATCH
     assert set(timed) == {table_module.PIECE_BATCH, 1}  # the pieces, and the 1x1 per-call overhead piece
@@ -137,3 +143,67 @@ def test_cpu_targets_time_pieces_at_a_small_batch_and_scale_them(tiny, tmp_path,
     assert model._full_ms == pytest.approx(expected, rel=1e-12)
     at_target_batch = [32e-6 * p.spec.full_in * p.spec.full_out for p in table.pieces]
     assert model._full_ms == pytest.approx(np.array(at_target_batch) - table.overhead_ms * table.piece_scale, rel=1e-9)
+
+
+def test_calibration_fits_one_power_law_through_several_whole_models(tiny):
+    """Points on y = x^1.5 give gamma 1.5; a lucky (fast) half model alone would steepen it, the others temper it."""
+    _, _, graph = tiny
+    table = _synthetic_table(graph, dense_ms=1.0)
+    probe = TableLatencyModel(graph, Target(), table)
+    ratio = {f: probe._raw_ms(graph.class_sizes(calibration_keep(graph, f))) / probe.raw_full
+             for f in CALIBRATION_FRACTIONS}
+    half = probe._raw_ms(graph.class_sizes(half_keep(graph))) / probe.raw_full
+    table.half_ms, table.fraction_ms = half ** 1.5, {f: r ** 1.5 for f, r in ratio.items()}
+    assert TableLatencyModel(graph, Target(), table).gamma == pytest.approx(1.5)
+    table.half_ms = 0.8 * half ** 1.5  # the half model runs 20 % faster than the law
+    alone = TableLatencyModel(graph, Target(), _synthetic_table(graph, 1.0))
+    alone.table.half_ms = table.half_ms
+    alone._calibrate()
+    fitted = TableLatencyModel(graph, Target(), table)
+    assert 1.5 < fitted.gamma < alone.gamma
+
+
+def test_an_older_cache_entry_is_measured_again(tiny, tmp_path, monkeypatch):
+    _, _, graph = tiny
+    calls = []
+
+    def fake(graph, target):
+        calls.append(1)
+        return {"dense": 2.0, "half": 1.0, "fractions": {"0.3": 0.5, "0.8": 1.6}}
+    monkeypatch.setattr(table_module, "time_spec", lambda spec, target: PieceTiming(1.0, {}))
+    monkeypatch.setattr(table_module, "_measure_calibration", fake)
+    table_module.measure_table(graph, Target(), cache_dir=tmp_path, progress=False)
+    cache = table_module.TimingCache.open(Target(), tmp_path)
+    key = next(iter(cache.dense))
+    cache.dense[key] = [2.0, 1.0]  # the entry an older graphprune wrote
+    cache.save()
+    table = table_module.measure_table(graph, Target(), cache_dir=tmp_path, progress=False)
+    assert len(calls) == 2 and table.fraction_ms == {0.3: 0.5, 0.8: 1.6} and table.half_ms == 1.0
+    table_module.measure_table(graph, Target(), cache_dir=tmp_path, progress=False)
+    assert len(calls) == 2  # the new entry is reused
+
+
+def test_piecewise_calibration_passes_through_every_model_and_stays_monotone(tiny):
+    _, _, graph = tiny
+    table = _synthetic_table(graph, dense_ms=2.0)
+    probe = TableLatencyModel(graph, Target(), table)
+    keeps = {f: calibration_keep(graph, f) for f in CALIBRATION_FRACTIONS}
+    x = {f: probe._raw_ms(graph.class_sizes(k)) / probe.raw_full for f, k in keeps.items()}
+    x_half = probe._raw_ms(graph.class_sizes(half_keep(graph))) / probe.raw_full
+    # a measured curve no single power law fits: steep near full width, flat near the narrow end
+    law = {f: 2.0 * (0.1 + 0.9 * v ** 2) for f, v in x.items()}
+    table.half_ms, table.fraction_ms = 2.0 * (0.1 + 0.9 * x_half ** 2), law
+    model = TableLatencyModel(graph, Target(), table)
+    assert model.knots is not None
+    for f, k in keeps.items():
+        assert model.predict_ms(k) == pytest.approx(law[f], rel=1e-9)
+    assert model.predict_ms(half_keep(graph)) == pytest.approx(table.half_ms, rel=1e-9)
+    assert model.predict_ms(graph.full_keep()) == pytest.approx(2.0, rel=1e-12)
+    keep, before = graph.full_keep(), 2.0
+    for unit in np.random.default_rng(3).permutation(graph.n_units)[:-1]:
+        keep[unit] = False
+        now = model.predict_ms(keep)
+        assert 0 <= now <= before + 1e-12  # (this loop empties whole groups: 0 is reachable)
+        before = now
+    table.fraction_ms = {f: 1.99 for f in law}  # noise: narrow models measured above wider ones
+    assert TableLatencyModel(graph, Target(), table).knots is None  # one least-squares law instead
