@@ -18,6 +18,9 @@ def test_floor_power_goes_through_both_points_and_full():
     h = bench.floor_power_through((0.5, 0.25), (0.8, 0.64))
     assert h(0.3) == pytest.approx(0.09, rel=1e-3)
     assert math.isfinite(bench.floor_power_through((0.5, 1.2), (0.8, 0.9))(0.4))  # no fit: falls back
+    pw = bench.piecewise_through([(0.3, 0.2), (0.6, 0.5)])
+    assert pw(0.3) == pytest.approx(0.2) and pw(0.6) == pytest.approx(0.5) and pw(1.0) == pytest.approx(1.0)
+    assert pw(0.15) < 0.2 and pw(math.sqrt(0.18)) == pytest.approx(math.sqrt(0.1), rel=1e-9)
 
 
 def _tiny() -> torch.nn.Module:
@@ -36,5 +39,5 @@ def test_calibration_bench_measures_every_plan(monkeypatch, tmp_path):
     assert {"menu50", "menu80", "uniform60", "random0"} <= set(row.plans)
     for q in row.plans.values():
         assert 0 < q["x"] <= 1 + 1e-9 and 0 < q["macs"] <= 1 + 1e-9 and q["y"] > 0
-    assert set(bench.scores(row)) == {"table", "power@half", "power-lsq", "floor+power", "macs"}
+    assert set(bench.scores(row)) == {"table", "power@half", "power-lsq", "floor+power", "piecewise", "macs"}
     assert "floor+power med / max" in bench.render([row], {"torch": "t", "onnxruntime": "o", "date": "d"})
