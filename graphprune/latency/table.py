@@ -15,9 +15,9 @@ Per-call overhead.  A standalone piece pays the runtime's per-call cost (dispatc
 the whole model pays once, not once per layer; it is measured on a 1x1 layer and subtracted from every
 piece time (it would otherwise dominate small layers and flatten their curves).
 
-Calibration.  The dense model, a half-width model (every group keeping half its units, rewritten by the
-rewrite passes) and ``CALIBRATION_FRACTIONS`` models (every group at that fraction, rounded down to a
-layout-friendly multiple: ``calibration_keep``) are measured whole on the target, interleaved.  Standalone pieces differ from layers in
+Calibration.  The dense model and three pruned models (every group at 0.3, 0.5 and 0.8 of its units rounded
+down to its width menu, as a prune's plan is: ``TableLatencyModel.calibration_keep``; rewritten by the rewrite
+passes) are measured whole on the target, interleaved.  Standalone pieces differ from layers in
 the model: they pay per-layer costs the fused graph does not (ONNX Runtime converts NCHW to its blocked
 layout and back around every standalone conv, a cost that shrinks more slowly than the MACs), and the model
 runs ops no piece has (pooling, adds).  Measured on ResNets with ONNX Runtime, the whole model shrinks
@@ -33,9 +33,10 @@ points are not increasing (noise) or a segment's ``gamma`` leaves [0.25, 4], one
 squares in log space replaces them.  Why several models, not the half one alone: measured on an AVX2 host
 (``bench/results/latency_calibration.md``, ORT, 1 thread, batch 1), ResNet-18's half model (widths 32 … 256)
 ran ~20 % faster than its neighbours, so one law through it was steep and plans at 0.3-0.4 of the widths
-were predicted up to 30 % low; interpolating through 0.3 / 0.5 / 0.8 width models (scored offline on the
-same measurements) cut the worst error on menu-width plans from 21-26 % to 9-12 % on ResNet-18/50,
-MobileNetV2 and RegNetY-800MF.  Power laws, not affine maps: they stay positive and sane below the narrowest
+were predicted up to 30 % low.  Why menu-rounded models: the map from the pieces' ratio to the whole model's
+depends on which layers shrink (MobileNetV2's menus keep small groups whole), so the calibration models are
+built like the plans it will predict; interpolating through such plans cut the worst error on other menu-width
+plans from 13-26 % to 8-13 % on six torchvision models (scored offline on one batch of measurements).  Power laws, not affine maps: they stay positive and sane below the narrowest
 model, where an affine fit through noisy points extrapolates to negative times.  Off-menu widths (exactly 0.6
 of every group) still run 20-50 % slower than predicted: the runtimes' blocked layouts, which standalone pieces
 do not see.  When no calibration model can be built or none measures below the dense one, the dense
@@ -77,11 +78,11 @@ from .pieces import NodePiece, PieceSpec, node_pieces
 from .staircase import extend_menu, staircase, width_curve
 from .sweep import PieceTiming, time_spec
 
-__all__ = ["LatencyTable", "TableLatencyModel", "build_latency_model", "measure_table", "half_keep",
-           "calibration_keep", "piece_batch"]
+__all__ = ["LatencyTable", "TableLatencyModel", "build_latency_model", "measure_table", "menu_keep",
+           "piece_batch"]
 
 GAMMA_RANGE = (0.25, 4.0)
-CALIBRATION_FRACTIONS = (0.3, 0.8)  # besides the half model (module docstring: calibration)
+CALIBRATION_FRACTIONS = (0.3, 0.8)  # besides the half-width model (module docstring: calibration)
 PIECE_BATCH = 4  # the most images a piece is timed with on a CPU target (module docstring: piece batch)
 OVERHEAD_SPEC = PieceSpec("linear", (1,), full_in=1, full_out=1)  # a 1x1 layer: the per-call cost
 
@@ -94,8 +95,9 @@ class LatencyTable:
         pieces: the graph's conv/linear nodes as pieces; timings: their specs' sweeps by ``spec.key``.
         macs_nodes: cost nodes without a piece (priced by MACs).
         dense_ms: the whole model measured once.
-        half_ms: the model with every group at half width, measured with it (None: not available).
-        fraction_ms: ``{fraction: ms}`` of the ``calibration_keep`` models measured with it (may be empty).
+        half_ms: the model with every group at half width (rounded to its menu), measured with it (None: not
+            available).
+        fraction_ms: ``{fraction: ms}`` of the other calibration models measured with it (may be empty).
         overhead_ms: time of one call of a 1x1 layer on the target (the runtime's per-call cost, which
             every standalone piece pays once but the whole model pays once in total); subtracted from
             every piece time.
@@ -150,12 +152,14 @@ def measure_table(graph, target: Target = Target(), *, cache_dir: str | Path | N
         cache.pieces[key] = time_spec(specs[key], target).to_json()
         cache.save()  # NOTE: after every piece, so an interrupted build keeps what it measured
     model_key = _model_key(graph)
-    if not isinstance(cache.dense.get(model_key), dict):  # NOTE: a list is the older [dense, half] entry
-        cache.dense[model_key] = _measure_calibration(graph, target)
-        cache.save()
     timings = {k: PieceTiming.from_json(cache.pieces[k]) for k in specs}
     overhead = timings[OVERHEAD_SPEC.key].full_ms
-    entry = cache.dense[model_key]
+    entry = cache.dense.get(model_key)
+    if not isinstance(entry, dict) or entry.get("keeps") != "menu":  # NOTE: older entries: other models measured
+        uncalibrated = TableLatencyModel(graph, target, LatencyTable(target, pieces, timings, macs_nodes, 1.0, overhead,
+                                                                     piece_batch=batch))
+        entry = cache.dense[model_key] = _measure_calibration(graph, target, uncalibrated.calibration_keep)
+        cache.save()
     fractions = {float(f): float(ms) for f, ms in entry.get("fractions", {}).items() if ms is not None}
     return LatencyTable(target, pieces, timings, macs_nodes, float(entry["dense"]), overhead, entry["half"],
                         fraction_ms=fractions,
@@ -163,40 +167,32 @@ def measure_table(graph, target: Target = Target(), *, cache_dir: str | Path | N
                         seconds=time.perf_counter() - start, piece_batch=batch)
 
 
-def half_keep(graph) -> np.ndarray:
-    """Every group keeping its first half of units (at least one)."""
+def menu_keep(graph, fraction: float, width_menu) -> np.ndarray:
+    """Every group keeping the widest width of its menu (``width_menu(group index)``) at or below ``fraction`` of its
+    units (its narrowest when none is), as a plan with measured widths would."""
     keep = graph.full_keep()
-    for g in graph.groups:
-        keep[g.units] = np.arange(g.n_units) < max(1, g.n_units // 2)
+    for i, g in enumerate(graph.groups):
+        count, menu = max(1, round(fraction * g.n_units)), np.asarray(width_menu(i))
+        count = int(menu[menu <= count][-1]) if (menu <= count).any() else int(menu[0])
+        keep[g.units] = np.arange(g.n_units) < count
     return keep
 
 
-def calibration_keep(graph, fraction: float) -> np.ndarray:
-    """Every group keeping ``fraction`` of its units, rounded down to a multiple of 16 (groups of 64 units or
-    more) or 8 (16 or more) as the menus prefer, at least one unit."""
-    keep = graph.full_keep()
-    for g in graph.groups:
-        step = 16 if g.n_units >= 64 else 8 if g.n_units >= 16 else 1
-        count = max(step, int(fraction * g.n_units) // step * step) if step > 1 else round(fraction * g.n_units)
-        keep[g.units] = np.arange(g.n_units) < max(1, min(count, g.n_units))
-    return keep
-
-
-def _measure_calibration(graph, target: Target) -> dict:
-    """``{"dense": ms, "half": ms or None, "fractions": {fraction: ms or None}}``, measured interleaved."""
+def _measure_calibration(graph, target: Target, keep_at) -> dict:
+    """``{"dense": ms, "half": ms or None, "fractions": {fraction: ms or None}, "keeps": "menu"}``: the dense model
+    and the ``keep_at(fraction)`` models, measured interleaved."""
     from ..passes import RewriteError, rewrite  # NOTE: only to build the calibration models; lazy, one way
 
     modules, names = [graph.traced.gm], ["dense"]
-    keeps = [("half", half_keep(graph))] + [(f, calibration_keep(graph, f)) for f in CALIBRATION_FRACTIONS]
-    for name, keep in keeps if graph.n_units else []:
+    for fraction in (0.5, *CALIBRATION_FRACTIONS) if graph.n_units else ():
         try:
-            modules.append(rewrite(graph, keep))
-            names.append(name)
+            modules.append(rewrite(graph, keep_at(fraction)))
+            names.append(fraction)
         except RewriteError:
             pass  # calibrated on the models that could be built
     times = dict(zip(names, runners.measure_ms(modules, graph.traced.example_inputs, target)))
-    return {"dense": times["dense"], "half": times.get("half"),
-            "fractions": {str(f): times.get(f) for f in CALIBRATION_FRACTIONS}}
+    return {"dense": times["dense"], "half": times.get(0.5),
+            "fractions": {str(f): times.get(f) for f in CALIBRATION_FRACTIONS}, "keeps": "menu"}
 
 
 class TableLatencyModel:
@@ -218,8 +214,8 @@ class TableLatencyModel:
         self.offset, self.scale = (dense - raw, 1.0) if dense >= raw else (0.0, dense / raw if raw > 0 else 1.0)
         if raw <= 0:
             return
-        measured = [(half_keep(self.graph), half)] if half is not None else []
-        measured += [(calibration_keep(self.graph, f), ms) for f, ms in sorted(self.table.fraction_ms.items())]
+        measured = [(self.calibration_keep(0.5), half)] if half is not None else []
+        measured += [(self.calibration_keep(f), ms) for f, ms in sorted(self.table.fraction_ms.items())]
         points = []  # (log x, log y): x the pieces' ratio, y the measured ratio, both in (0, 1)
         for keep, ms in measured:
             raw_k = self._raw_ms(self.graph.class_sizes(keep))
@@ -297,6 +293,10 @@ class TableLatencyModel:
         if self.gamma is not None:
             return self.dense_ms * (raw / self.raw_full) ** self.gamma
         return self.offset + self.scale * raw
+
+    def calibration_keep(self, fraction: float) -> np.ndarray:
+        """The calibration model at ``fraction``: every group at that fraction, rounded down to its width menu."""
+        return menu_keep(self.graph, fraction, self.width_menu)
 
     def width_menu(self, group_index: int) -> np.ndarray:
         """Kept-unit counts at the right end of a latency step of some layer of the group (module docstring)."""

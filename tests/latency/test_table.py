@@ -6,7 +6,7 @@ from graphprune.latency import LatencyModel, TableLatencyModel, Target, build_la
 from graphprune.latency.pieces import node_pieces
 from graphprune.latency.sweep import AxisSweep, PieceTiming, sweep_widths
 from graphprune.latency import table as table_module
-from graphprune.latency.table import CALIBRATION_FRACTIONS, LatencyTable, calibration_keep, half_keep
+from graphprune.latency.table import CALIBRATION_FRACTIONS, LatencyTable
 from graphprune.passes import rewrite
 from graphprune.testing import random_keep
 
@@ -52,10 +52,12 @@ def test_calibration_makes_full_keep_the_dense_time_and_keeps_predictions_monoto
 def test_two_measurements_pin_dense_and_half_and_keep_predictions_monotone(tiny):
     _, _, graph = tiny
     table = _synthetic_table(graph, dense_ms=1.0)
-    table.half_ms = 0.3  # the whole model shrinks faster than its standalone pieces
+    probe = TableLatencyModel(graph, Target(), table)
+    x_half = probe._raw_ms(graph.class_sizes(probe.calibration_keep(0.5))) / probe.raw_full
+    table.half_ms = 0.6 * x_half  # the whole model shrinks faster than its standalone pieces
     model = TableLatencyModel(graph, Target(), table)
     assert model.predict_ms(graph.full_keep()) == pytest.approx(1.0)
-    assert model.predict_ms(half_keep(graph)) == pytest.approx(0.3)
+    assert model.predict_ms(model.calibration_keep(0.5)) == pytest.approx(table.half_ms)
     assert model.gamma > 1  # the whole model shrinks faster than the pieces' sum
     keep, before = graph.full_keep(), 1.0
     for unit in np.random.default_rng(2).permutation(graph.n_units)[:-1]:
@@ -99,10 +101,14 @@ def test_real_onnxruntime_build_measures_and_predicts(tiny, tmp_path):
     assert latency.predict_ms(graph.full_keep()) == pytest.approx(latency.dense_ms)
     assert 0 < table.half_ms < table.dense_ms
     assert set(table.fraction_ms) == set(CALIBRATION_FRACTIONS) or graph.n_units == 0
-    for keep_c, ms in [(half_keep(graph), table.half_ms)] + [(calibration_keep(graph, f), m)
-                                                            for f, m in table.fraction_ms.items()]:
-        assert 0 < ms < table.dense_ms  # a least-squares fit through them: near, not on, each point
-        assert 0.5 < latency.predict_ms(keep_c) / ms < 2
+    points = [(0.5, table.half_ms), *table.fraction_ms.items()]
+    all_used = all(0 < ms < table.dense_ms for _, ms in points)  # NOTE: a tiny model's 0.8 may time as dense
+    for f, ms in points:
+        assert ms > 0
+        keep_c = latency.calibration_keep(f)  # menu-rounded, like a prune's plan
+        assert all(int(keep_c[g.units].sum()) in latency.width_menu(i) for i, g in enumerate(graph.groups))
+        if latency.knots is not None and all_used:  # interpolation passes through every calibration model
+            assert latency.predict_ms(keep_c) == pytest.approx(ms, rel=1e-9)
     keep = random_keep(graph, np.random.default_rng(0), 0.5)
     pruned = rewrite(graph, keep)
     dense_now, pruned_ms = latency.measure_ms([model, pruned], x)
@@ -131,7 +137,7 @@ def test_cpu_targets_time_pieces_at_a_small_batch_and_scale_them(tiny, tmp_path,
 
     monkeypatch.setattr(table_module, "time_spec", fake_time_spec)
     monkeypatch.setattr(table_module, "_measure_calibration",
-                        lambda graph, target: {"dense": 1.0, "half": None, "fractions": {}})
+                        lambda graph, target, keep_at: {"dense": 1.0, "half": None, "fractions": {}, "keeps": "menu"})
     table = table_module.measure_table(graph, Target("ort-cpu", batch=32), cache_dir=tmp_path, progress=False)
     assert table.piece_batch == table_module.PIECE_BATCH and table.piece_scale == 32 / table_module.PIECE_BATCH
     assert set(timed) == {table_module.PIECE_BATCH, 1}  # the pieces, and the 1x1 per-call overhead piece
@@ -150,9 +156,9 @@ def test_calibration_fits_one_power_law_through_several_whole_models(tiny):
     _, _, graph = tiny
     table = _synthetic_table(graph, dense_ms=1.0)
     probe = TableLatencyModel(graph, Target(), table)
-    ratio = {f: probe._raw_ms(graph.class_sizes(calibration_keep(graph, f))) / probe.raw_full
+    ratio = {f: probe._raw_ms(graph.class_sizes(probe.calibration_keep(f))) / probe.raw_full
              for f in CALIBRATION_FRACTIONS}
-    half = probe._raw_ms(graph.class_sizes(half_keep(graph))) / probe.raw_full
+    half = probe._raw_ms(graph.class_sizes(probe.calibration_keep(0.5))) / probe.raw_full
     table.half_ms, table.fraction_ms = half ** 1.5, {f: r ** 1.5 for f, r in ratio.items()}
     assert TableLatencyModel(graph, Target(), table).gamma == pytest.approx(1.5)
     table.half_ms = 0.8 * half ** 1.5  # the half model runs 20 % faster than the law
@@ -167,9 +173,9 @@ def test_an_older_cache_entry_is_measured_again(tiny, tmp_path, monkeypatch):
     _, _, graph = tiny
     calls = []
 
-    def fake(graph, target):
-        calls.append(1)
-        return {"dense": 2.0, "half": 1.0, "fractions": {"0.3": 0.5, "0.8": 1.6}}
+    def fake(graph, target, keep_at):
+        calls.append(keep_at(0.5))
+        return {"dense": 2.0, "half": 1.0, "fractions": {"0.3": 0.5, "0.8": 1.6}, "keeps": "menu"}
     monkeypatch.setattr(table_module, "time_spec", lambda spec, target: PieceTiming(1.0, {}))
     monkeypatch.setattr(table_module, "_measure_calibration", fake)
     table_module.measure_table(graph, Target(), cache_dir=tmp_path, progress=False)
@@ -179,6 +185,7 @@ def test_an_older_cache_entry_is_measured_again(tiny, tmp_path, monkeypatch):
     cache.save()
     table = table_module.measure_table(graph, Target(), cache_dir=tmp_path, progress=False)
     assert len(calls) == 2 and table.fraction_ms == {0.3: 0.5, 0.8: 1.6} and table.half_ms == 1.0
+    assert calls[0].sum() < graph.n_units  # the calibration models are pruned ones
     table_module.measure_table(graph, Target(), cache_dir=tmp_path, progress=False)
     assert len(calls) == 2  # the new entry is reused
 
@@ -187,9 +194,9 @@ def test_piecewise_calibration_passes_through_every_model_and_stays_monotone(tin
     _, _, graph = tiny
     table = _synthetic_table(graph, dense_ms=2.0)
     probe = TableLatencyModel(graph, Target(), table)
-    keeps = {f: calibration_keep(graph, f) for f in CALIBRATION_FRACTIONS}
+    keeps = {f: probe.calibration_keep(f) for f in CALIBRATION_FRACTIONS}
     x = {f: probe._raw_ms(graph.class_sizes(k)) / probe.raw_full for f, k in keeps.items()}
-    x_half = probe._raw_ms(graph.class_sizes(half_keep(graph))) / probe.raw_full
+    x_half = probe._raw_ms(graph.class_sizes(probe.calibration_keep(0.5))) / probe.raw_full
     # a measured curve no single power law fits: steep near full width, flat near the narrow end
     law = {f: 2.0 * (0.1 + 0.9 * v ** 2) for f, v in x.items()}
     table.half_ms, table.fraction_ms = 2.0 * (0.1 + 0.9 * x_half ** 2), law
@@ -197,7 +204,7 @@ def test_piecewise_calibration_passes_through_every_model_and_stays_monotone(tin
     assert model.knots is not None
     for f, k in keeps.items():
         assert model.predict_ms(k) == pytest.approx(law[f], rel=1e-9)
-    assert model.predict_ms(half_keep(graph)) == pytest.approx(table.half_ms, rel=1e-9)
+    assert model.predict_ms(model.calibration_keep(0.5)) == pytest.approx(table.half_ms, rel=1e-9)
     assert model.predict_ms(graph.full_keep()) == pytest.approx(2.0, rel=1e-12)
     keep, before = graph.full_keep(), 2.0
     for unit in np.random.default_rng(3).permutation(graph.n_units)[:-1]:
