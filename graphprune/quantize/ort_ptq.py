@@ -131,12 +131,14 @@ class CalibrationReader:
 def _quantize(fp32: Path, out: Path, reader: Any, exclude: list[str]) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from .scheme import REDUCE_RANGE
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))  # NOTE: ORT logs advice on the root logger; restored below
     try:
         quantize_static(str(fp32), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=False,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=REDUCE_RANGE,
                         op_types_to_quantize=list(_WEIGHTED_OPS + _REMOVABLE_ACTIVATIONS), nodes_to_exclude=exclude,
                         calibrate_method=CalibrationMethod.MinMax)
     finally:

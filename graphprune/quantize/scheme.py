@@ -17,21 +17,49 @@ VNNI (``activation_type=QUInt8, weight_type=QInt8, reduce_range=False``):
 
 * bias: int32, zero point 0, ``scale_c = input_scale * weight_scale_c``.
 
+On x86 CPUs **without** VNNI (AVX2 / AVX-512F only) ORT's u8 x s8 kernels add pairs of products in saturating
+int16 (``VPMADDUBSW``): 255 · 127 · 2 overflows, and measured on such a host (AMD EPYC, AVX2) a pruned int8
+ResNet ran 23 quantisation steps away from the simulation.  There the scheme uses ORT's ``reduce_range=True``
+(its advice for such CPUs): weights in [-64, 64], ``scale_c = max |w_c| / 64``, which cannot saturate.
+``REDUCE_RANGE`` is decided once from this machine's CPU flags (``GRAPHPRUNE_INT8_REDUCE_RANGE=0/1`` overrides it,
+e.g. to build for another machine); the simulation and the ORT files always agree on it.
+
 Quantise-dequantise is ``(clamp(round(x / scale) + zp, qmin, qmax) - zp) * scale`` with round-half-to-even,
 as ONNX ``QuantizeLinear`` specifies.  A scale below float32's smallest normal number becomes 1 (ORT does so).
 """
 from __future__ import annotations
 
+import os
+import platform
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 __all__ = ["ActivationQParams", "activation_qparams", "fake_quant_activation", "fake_quant_weight",
-           "fake_quant_bias", "weight_scales", "ACT_QMIN", "ACT_QMAX", "WEIGHT_QMAX"]
+           "fake_quant_bias", "weight_scales", "ACT_QMIN", "ACT_QMAX", "WEIGHT_QMAX", "REDUCE_RANGE"]
 
 ACT_QMIN, ACT_QMAX = 0, 255
-WEIGHT_QMAX = 127          # symmetric int8 weights: [-127, 127]
+
+
+def _needs_reduce_range() -> bool:
+    """True on an x86 CPU without VNNI (module docstring); ``GRAPHPRUNE_INT8_REDUCE_RANGE`` overrides."""
+    forced = os.environ.get("GRAPHPRUNE_INT8_REDUCE_RANGE")
+    if forced is not None:
+        return forced.strip().lower() in ("1", "true", "yes")
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False  # NOTE: flags unknown (not Linux): the full range, as ORT's defaults assume
+    return re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", cpuinfo) is None
+
+
+REDUCE_RANGE = _needs_reduce_range()
+WEIGHT_QMAX = 64 if REDUCE_RANGE else 127  # symmetric int8 weights: [-WEIGHT_QMAX, WEIGHT_QMAX]
 BIAS_QMAX = 2 ** 31 - 1
 
 
@@ -64,19 +92,24 @@ def fake_quant_activation(x: torch.Tensor, qp: ActivationQParams) -> torch.Tenso
     return _qdq(x, scale, torch.tensor(float(qp.zero_point), dtype=x.dtype), ACT_QMIN, ACT_QMAX)
 
 
+def _weight_qmax(bits: int) -> int:
+    return WEIGHT_QMAX if bits == 8 else 2 ** (bits - 1) - 1
+
+
 def weight_scales(weight: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Per-output-channel (axis 0) symmetric scales: ``max |w_c| / (2^(bits-1) - 1)``; 1 for an all-zero channel."""
-    qmax = 2 ** (bits - 1) - 1
+    """Per-output-channel (axis 0) symmetric scales: ``max |w_c| / qmax`` (``WEIGHT_QMAX`` for 8 bits, else
+    ``2^(bits-1) - 1``); 1 for an all-zero channel."""
+    qmax = _weight_qmax(bits)
     absmax = weight.detach().abs().reshape(weight.shape[0], -1).amax(dim=1).to(torch.float64)
     scale = (absmax / qmax).to(torch.float32)
     return torch.where(scale < torch.finfo(torch.float32).tiny, torch.ones_like(scale), scale)
 
 
 def fake_quant_weight(weight: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Per-output-channel symmetric quantise-dequantise (int8: [-127, 127]); 0 bits gives zeros."""
+    """Per-output-channel symmetric quantise-dequantise (int8: [-WEIGHT_QMAX, WEIGHT_QMAX]); 0 bits gives zeros."""
     if bits == 0:
         return torch.zeros_like(weight)
-    qmax = 2 ** (bits - 1) - 1
+    qmax = _weight_qmax(bits)
     scale = weight_scales(weight, bits).reshape(-1, *([1] * (weight.dim() - 1)))
     return _qdq(weight, scale, torch.zeros((), dtype=weight.dtype), -qmax, qmax)
 
