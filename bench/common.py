@@ -18,6 +18,7 @@ The two pruners are configured as follows (everywhere in ``bench/``):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import subprocess
@@ -25,7 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -307,6 +308,21 @@ def write_json(path: Path, payload: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
     tmp.replace(path)
+
+
+def run_rows_merged(out: Path, row_type: type, models: Sequence[str], targets: Sequence[Any],
+                    run_one: Callable[[str, Any], Any], render: Callable[[list, dict], str]) -> None:
+    """``run_one(model, target)`` for every target and model; after each row, merge it into ``out`` (JSON, keyed by
+    the rows' ``model`` and ``target``; rows of earlier runs are kept) and rewrite ``out`` and its ``.md``."""
+    rows = [row_type(**r) for r in json.loads(out.read_text())["rows"]] if out.exists() else []
+    for target in targets:
+        for name in models:
+            row = run_one(name, target)
+            rows = [r for r in rows if (r.model, r.target) != (row.model, row.target)] + [row]
+            env = environment()
+            write_json(out, {"env": env, "rows": [dataclasses.asdict(r) for r in rows]})
+            out.with_suffix(".md").write_text(render(rows, env))
+            print(render([row], env), flush=True)
 
 
 def environment() -> dict:

@@ -26,11 +26,10 @@ Writes ``bench/results/latency_calibration.{json,md}`` (rows merged by model and
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -38,11 +37,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, build_model, environment, markdown_table  # noqa: E402
+from common import RESULTS, build_model, markdown_table, run_rows_merged  # noqa: E402
 from latency import parse_target, target_label  # noqa: E402
 
 from graphprune.depgraph import build_dependency_graph  # noqa: E402
-from graphprune.files import write_text_atomic  # noqa: E402
 from graphprune.latency import build_latency_model  # noqa: E402
 from graphprune.latency.runners import measure_ms  # noqa: E402
 from graphprune.passes import rewrite  # noqa: E402
@@ -185,16 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--sessions", type=int, default=2)
     p.add_argument("--out", default=str(RESULTS / "latency_calibration.json"))
     args = p.parse_args(argv)
-    out = Path(args.out)
-    rows = [Row(**r) for r in json.loads(out.read_text())["rows"]] if out.exists() else []
-    for target in [parse_target(t) for t in args.targets]:
-        for name in args.models:
-            row = run(name, target, args.repeats, args.sessions)
-            rows = [r for r in rows if (r.model, r.target) != (row.model, row.target)] + [row]
-            env = environment()
-            write_text_atomic(out, json.dumps({"env": env, "rows": [asdict(r) for r in rows]}, indent=1))
-            write_text_atomic(out.with_suffix(".md"), render(rows, env))
-            print(render([row], env), flush=True)
+    run_rows_merged(Path(args.out), Row, args.models, [parse_target(t) for t in args.targets],
+                    lambda name, target: run(name, target, args.repeats, args.sessions), render)
     return 0
 
 

@@ -20,22 +20,20 @@ Writes ``bench/results/latency_macs_target.{json,md}`` (rows merged by model and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, build_model, environment, error_text, markdown_table  # noqa: E402
+from common import RESULTS, build_model, error_text, markdown_table, run_rows_merged  # noqa: E402
 from latency import parse_target, target_label, torch_pruning_at  # noqa: E402
 
 import graphprune  # noqa: E402
-from graphprune.files import write_text_atomic  # noqa: E402
 from graphprune.latency import Target  # noqa: E402
 from graphprune.latency.runners import measure_ms  # noqa: E402
 from graphprune.testing import counted_macs  # noqa: E402
@@ -129,16 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-tp", action="store_true", help="skip Torch-Pruning")
     p.add_argument("--out", default=str(RESULTS / "latency_macs_target.json"))
     args = p.parse_args(argv)
-    out = Path(args.out)
-    rows = [Row(**r) for r in json.loads(out.read_text())["rows"]] if out.exists() else []
-    for target in [parse_target(t) for t in args.targets]:
-        for name in args.models:
-            row = run(name, target, args.repeats, args.sessions, not args.no_tp)
-            rows = [r for r in rows if (r.model, r.target) != (row.model, row.target)] + [row]
-            env = environment()
-            write_text_atomic(out, json.dumps({"env": env, "rows": [asdict(r) for r in rows]}, indent=1))
-            write_text_atomic(out.with_suffix(".md"), render(rows, env))
-            print(render([row], env), flush=True)
+    run_rows_merged(Path(args.out), Row, args.models, [parse_target(t) for t in args.targets],
+                    lambda name, target: run(name, target, args.repeats, args.sessions, not args.no_tp), render)
     return 0
 
 

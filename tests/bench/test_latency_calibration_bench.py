@@ -1,4 +1,5 @@
 """bench/latency_calibration.py: the calibration rules' algebra, and a smoke run on a tiny CNN."""
+import json
 import math
 
 import pytest
@@ -35,7 +36,11 @@ def test_calibration_bench_measures_every_plan(monkeypatch, tmp_path):
     bench = load_bench("latency_calibration")
     monkeypatch.setattr(bench, "build_model", lambda name: _tiny())
     monkeypatch.setenv("GRAPHPRUNE_CACHE", str(tmp_path))
-    row = bench.run("tiny", bench.parse_target("ort:1:1"), repeats=3, sessions=1)
+    out = tmp_path / "calibration.json"
+    bench.main(["--models", "tiny", "--repeats", "3", "--sessions", "1", "--out", str(out)])
+    saved = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in saved] == ["tiny"] and out.with_suffix(".md").exists()
+    row = bench.Row(**saved[0])
     assert {"menu50", "menu80", "uniform60", "random0"} <= set(row.plans)
     for q in row.plans.values():
         assert 0 < q["x"] <= 1 + 1e-9 and 0 < q["macs"] <= 1 + 1e-9 and q["y"] > 0
