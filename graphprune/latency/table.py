@@ -26,21 +26,21 @@ predictions are a power law of the pieces' ratio::
 
     predict(keep) = dense_ms · (Σ_n T_n(keep) / Σ_n T_n(full)) ** gamma
 
-with ``gamma`` piecewise: in log-log space the prediction interpolates linearly between the calibration models' points and
-the dense one (each segment a power law, ``gamma`` its slope), and below the narrowest model continues that
-segment's law; ``predict(full) == dense_ms`` and ``predict(calibration model) == its ms`` exactly.  When the
-points are not increasing (noise) or a segment's ``gamma`` leaves [0.25, 4], one power law fitted by least
-squares in log space replaces them.  Why several models, not the half one alone: measured on an AVX2 host
-(``bench/results/latency_calibration.md``, ORT, 1 thread, batch 1), ResNet-18's half model (widths 32 … 256)
-ran ~20 % faster than its neighbours, so one law through it was steep and plans at 0.3-0.4 of the widths
-were predicted up to 30 % low.  Why menu-rounded models: the map from the pieces' ratio to the whole model's
-depends on which layers shrink (MobileNetV2's menus keep small groups whole), so the calibration models are
-built like the plans it will predict; interpolating through such plans cut the worst error on other menu-width
-plans from 13-26 % to 8-13 % on six torchvision models (scored offline on one batch of measurements).  Power laws, not affine maps: they stay positive and sane below the narrowest
-model, where an affine fit through noisy points extrapolates to negative times.  Off-menu widths (exactly 0.6
-of every group) still run 20-50 % slower than predicted: the runtimes' blocked layouts, which standalone pieces
-do not see.  When no calibration model can be built or none measures below the dense one, the dense
-measurement alone calibrates: the difference is
+with ``gamma`` piecewise: in log-log space the prediction interpolates linearly between the calibration
+models' points and the dense one (each segment a power law, ``gamma`` its slope), and below the narrowest
+model continues that segment's law; ``predict(full) == dense_ms`` and ``predict(calibration model) == its
+ms`` exactly.  When the points are not increasing (noise) or a segment's ``gamma`` leaves [0.25, 4], one
+power law fitted by least squares in log space replaces them.  Why several models, not the half one alone:
+measured on an AVX2 host (``bench/results/latency_calibration.md``, ORT, 1 thread, batch 1), ResNet-18's
+half model (widths 32 … 256) ran ~20 % faster than its neighbours, so one law through it was steep and
+plans at 0.3-0.4 of the widths were predicted up to 30 % low.  Why menu-rounded models: the map from the
+pieces' ratio to the whole model's depends on which layers shrink (MobileNetV2's menus keep small groups
+whole), so the calibration models are built like the plans it will predict.  Measured on six torchvision
+models, the worst error on other menu-width plans fell from 13-26 % to 7-13 %.  Power laws, not affine
+maps: they stay positive and sane below the narrowest model, where an affine fit through noisy points
+extrapolates to negative times.  Off-menu widths (exactly 0.6 of every group) still run 20-50 % slower than
+predicted: the runtimes' blocked layouts, which standalone pieces do not see.  When no calibration model
+can be built or none measures below the dense one, the dense measurement alone calibrates: the difference is
 added when the pieces under-explain the dense time (overhead does not shrink with pruning), else
 predictions are scaled by ``dense / Σ pieces``.  Either way removing units never increases a prediction
 (each curve is monotone, and so is the map).
