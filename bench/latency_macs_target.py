@@ -10,16 +10,20 @@ Per model and target, timed **interleaved in one process** (``measure_ms``: roun
 TP r8, …; fastest of ``--sessions`` sessions each): dense, ``gp default`` = ``prune(model, 0.5)``,
 ``gp target`` = ``prune(model, 0.5, target=t)``, and Torch-Pruning 1.6 round_to=8 bisected to 0.5 MACs
 (``bench/latency.py``'s ``torch_pruning_at``).  Efficiency = speed-up x MACs ratio.  Also the table build
-seconds (fresh cache) and the prune seconds after it.
+seconds (fresh cache) and the prune seconds after it.  With ``--measured-search``, also ``gp measured``: the
+upper-bound probe of ``bench/measured_search.py`` (reallocation at the same MACs, each candidate measured whole,
+importance guards off) — how far moving width between groups can go on that runtime at all.
 
     python bench/latency_macs_target.py --models densenet121 --targets ort:1:1
     python bench/latency_macs_target.py --models resnet18 regnet_y_800mf --targets ort:2:1
+    python bench/latency_macs_target.py --models mobilenet_v3_large --targets ort:2:1 --measured-search
 
 Writes ``bench/results/latency_macs_target.{json,md}`` (rows merged by model and target).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -32,13 +36,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, build_model, error_text, markdown_table, run_rows_merged  # noqa: E402
 from latency import parse_target, target_label, torch_pruning_at  # noqa: E402
+from measured_search import measured_prune  # noqa: E402
 
 import graphprune  # noqa: E402
 from graphprune.latency import Target  # noqa: E402
 from graphprune.latency.runners import measure_ms  # noqa: E402
 from graphprune.testing import counted_macs  # noqa: E402
 
-VARIANTS = ("gp default", "gp target", "TP r8")
+VARIANTS = ("gp default", "gp target", "gp measured", "TP r8")
 
 
 @dataclass
@@ -53,13 +58,14 @@ class Row:
     errors: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
     load: list = field(default_factory=list)   # 1-min load average before the prunes, after the timing
+    search: dict = field(default_factory=dict)  # gp measured: seconds, measured start/end ratio, moves
 
     def efficiency(self, variant: str) -> float | None:
         ms, m = self.ms.get(variant), self.macs.get(variant)
         return self.dense_ms / ms * m if ms and m and self.dense_ms else None
 
 
-def run(name: str, target: Target, repeats: int, sessions: int, with_tp: bool) -> Row:
+def run(name: str, target: Target, repeats: int, sessions: int, with_tp: bool, measured: bool) -> Row:
     torch.manual_seed(0)
     model = build_model(name).eval()
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -85,8 +91,14 @@ def run(name: str, target: Target, repeats: int, sessions: int, with_tp: bool) -
             row.prune_s = time.perf_counter() - t
         except Exception as exc:
             row.errors["gp target"] = error_text(exc)
-        finally:
-            os.environ.pop("GRAPHPRUNE_CACHE")
+        if measured:
+            try:
+                t = time.perf_counter()
+                variants["gp measured"], log = measured_prune(model, 0.5, x, target)
+                row.search = {"seconds": time.perf_counter() - t, **dataclasses.asdict(log)}
+            except Exception as exc:
+                row.errors["gp measured"] = error_text(exc)
+        os.environ.pop("GRAPHPRUNE_CACHE")
     if with_tp:
         try:
             variants["TP r8"], _ = torch_pruning_at(model, x)
@@ -112,10 +124,16 @@ def render(rows: list[Row], env: dict) -> str:
                      f"{r.table_s:.0f}" if r.table_s else "—", f"{r.prune_s:.0f}" if r.prune_s else "—",
                      "/".join(f"{x:.1f}" for x in r.load)])
     errors = [f"- {r.model} {r.target} {v}: {e}" for r in rows for v, e in r.errors.items()]
+    searches = [f"- {r.model} {r.target}: {r.search['measured']} plans measured in {r.search['seconds']:.0f} s, "
+                f"ratio {r.search['start_ratio']:.3f} -> {r.search['end_ratio']:.3f} in its own measurements; "
+                f"moves: {', '.join(r.search['moves']) or 'none'}" for r in rows if r.search]
     return "\n".join(["# MACs budget with the target named (`bench/latency_macs_target.py`)", "",
                       f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, {env['date']}. Speed-up x = dense ms /"
                       " model ms in one interleaved batch; eff = speed-up x MACs ratio (1.0 = ideal).", "",
-                      markdown_table(head, body), "", *(["Errors:", *errors, ""] if errors else [])])
+                      markdown_table(head, body), "",
+                      *(["`gp measured` (`bench/measured_search.py`, an upper-bound probe, importance guards off):",
+                         *searches, ""] if searches else []),
+                      *(["Errors:", *errors, ""] if errors else [])])
 
 
 def main(argv=None) -> int:
@@ -125,10 +143,13 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--sessions", type=int, default=3)
     p.add_argument("--no-tp", action="store_true", help="skip Torch-Pruning")
+    p.add_argument("--measured-search", action="store_true",
+                   help="also the upper-bound probe: shaping with every candidate plan measured (measured_search.py)")
     p.add_argument("--out", default=str(RESULTS / "latency_macs_target.json"))
     args = p.parse_args(argv)
     run_rows_merged(Path(args.out), Row, args.models, [parse_target(t) for t in args.targets],
-                    lambda name, target: run(name, target, args.repeats, args.sessions, not args.no_tp), render)
+                    lambda name, target: run(name, target, args.repeats, args.sessions, not args.no_tp,
+                                                            args.measured_search), render)
     return 0
 
 

@@ -15,12 +15,14 @@ def _tiny() -> torch.nn.Module:
 def test_macs_target_bench_times_default_and_target_plans(monkeypatch, tmp_path):
     bench = load_bench("latency_macs_target")
     monkeypatch.setattr(bench, "build_model", lambda name: _tiny())
-    row = bench.run("tiny", bench.parse_target("ort:1:1"), repeats=3, sessions=1, with_tp=False)
+    row = bench.run("tiny", bench.parse_target("ort:1:1"), repeats=3, sessions=1, with_tp=False, measured=True)
     assert not row.errors, row.errors
-    assert set(row.ms) == {"gp default", "gp target"} and row.dense_ms > 0
-    for variant in row.ms:  # both meet the MACs budget; the target's plan came from a table built here
+    assert set(row.ms) == {"gp default", "gp target", "gp measured"} and row.dense_ms > 0
+    for variant in row.ms:  # all meet the MACs budget; the target's plans came from a table built here
         assert 0.3 < row.macs[variant] <= 0.5 + 1e-6
         assert row.efficiency(variant) > 0
     assert row.table_s > 0 and row.prune_s > 0
+    # the probe measured at least its starting plan whole, and every move it kept was measured faster
+    assert row.search["measured"] >= 1 and row.search["end_ratio"] <= row.search["start_ratio"]
     text = bench.render([row], {"torch": "t", "onnxruntime": "o", "date": "d"})
-    assert "gp target" in text and "| tiny |" in text
+    assert "gp target" in text and "| tiny |" in text and "plans measured" in text
