@@ -17,6 +17,7 @@ importance guards off) — how far moving width between groups can go on that ru
     python bench/latency_macs_target.py --models densenet121 --targets ort:1:1
     python bench/latency_macs_target.py --models resnet18 regnet_y_800mf --targets ort:2:1
     python bench/latency_macs_target.py --models mobilenet_v3_large --targets ort:2:1 --measured-search
+    python bench/latency_macs_target.py --models densenet121 --targets ort:2:1 --macs 0.57 --out OTHER.json
 
 Writes ``bench/results/latency_macs_target.{json,md}`` (rows merged by model and target).
 """
@@ -59,22 +60,24 @@ class Row:
     timing: dict = field(default_factory=dict)
     load: list = field(default_factory=list)   # 1-min load average before the prunes, after the timing
     search: dict = field(default_factory=dict)  # gp measured: seconds, measured start/end ratio, moves
+    budget: float = 0.5                         # the MACs budget of every variant (TP bisected to it)
 
     def efficiency(self, variant: str) -> float | None:
         ms, m = self.ms.get(variant), self.macs.get(variant)
         return self.dense_ms / ms * m if ms and m and self.dense_ms else None
 
 
-def run(name: str, target: Target, repeats: int, sessions: int, with_tp: bool, measured: bool) -> Row:
+def run(name: str, target: Target, repeats: int, sessions: int, with_tp: bool, measured: bool,
+        budget: float = 0.5) -> Row:
     torch.manual_seed(0)
     model = build_model(name).eval()
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     row = Row(name, target_label(target), timing={"repeats": repeats, "sessions": sessions},
-              load=[os.getloadavg()[0]])
+              load=[os.getloadavg()[0]], budget=budget)
     dense_macs = counted_macs(model, (x,))
     variants = {}
     try:
-        variants["gp default"] = graphprune.prune(model, 0.5, x)
+        variants["gp default"] = graphprune.prune(model, budget, x)
     except Exception as exc:
         row.errors["gp default"] = error_text(exc)
     with tempfile.TemporaryDirectory() as fresh:
@@ -87,21 +90,21 @@ def run(name: str, target: Target, repeats: int, sessions: int, with_tp: bool, m
             build_latency_model(build_dependency_graph(trace(model, x)), target, progress=True)
             row.table_s = time.perf_counter() - t
             t = time.perf_counter()
-            variants["gp target"] = graphprune.prune(model, 0.5, x, target=target)
+            variants["gp target"] = graphprune.prune(model, budget, x, target=target)
             row.prune_s = time.perf_counter() - t
         except Exception as exc:
             row.errors["gp target"] = error_text(exc)
         if measured:
             try:
                 t = time.perf_counter()
-                variants["gp measured"], log = measured_prune(model, 0.5, x, target)
+                variants["gp measured"], log = measured_prune(model, budget, x, target)
                 row.search = {"seconds": time.perf_counter() - t, **dataclasses.asdict(log)}
             except Exception as exc:
                 row.errors["gp measured"] = error_text(exc)
         os.environ.pop("GRAPHPRUNE_CACHE")
     if with_tp:
         try:
-            variants["TP r8"], _ = torch_pruning_at(model, x)
+            variants["TP r8"], _ = torch_pruning_at(model, x, macs_goal=budget)
         except Exception as exc:
             row.errors["TP r8"] = error_text(exc)
     row.macs = {v: counted_macs(m, (x,)) / dense_macs for v, m in variants.items()}
@@ -112,7 +115,8 @@ def run(name: str, target: Target, repeats: int, sessions: int, with_tp: bool, m
 
 
 def render(rows: list[Row], env: dict) -> str:
-    head = ["model", "target", "dense ms", *[f"{v} x (eff, MACs)" for v in VARIANTS], "table s", "prune s", "load"]
+    head = ["model", "target", "MACs budget", "dense ms", *[f"{v} x (eff, MACs)" for v in VARIANTS], "table s",
+            "prune s", "load"]
     body = []
     for r in rows:
         cells = []
@@ -120,7 +124,7 @@ def render(rows: list[Row], env: dict) -> str:
             e = r.efficiency(v)
             cells.append(f"{r.dense_ms / r.ms[v]:.2f} ({e:.2f}, {r.macs[v]:.3f})" if e else "fails" if v in r.errors
                          else "—")
-        body.append([r.model, r.target, f"{r.dense_ms:.2f}", *cells,
+        body.append([r.model, r.target, f"{r.budget:.3f}", f"{r.dense_ms:.2f}", *cells,
                      f"{r.table_s:.0f}" if r.table_s else "—", f"{r.prune_s:.0f}" if r.prune_s else "—",
                      "/".join(f"{x:.1f}" for x in r.load)])
     errors = [f"- {r.model} {r.target} {v}: {e}" for r in rows for v, e in r.errors.items()]
@@ -143,13 +147,14 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--sessions", type=int, default=3)
     p.add_argument("--no-tp", action="store_true", help="skip Torch-Pruning")
+    p.add_argument("--macs", type=float, default=0.5, help="the MACs budget (every variant; TP bisected to it)")
     p.add_argument("--measured-search", action="store_true",
                    help="also the upper-bound probe: shaping with every candidate plan measured (measured_search.py)")
     p.add_argument("--out", default=str(RESULTS / "latency_macs_target.json"))
     args = p.parse_args(argv)
     run_rows_merged(Path(args.out), Row, args.models, [parse_target(t) for t in args.targets],
                     lambda name, target: run(name, target, args.repeats, args.sessions, not args.no_tp,
-                                                            args.measured_search), render)
+                                                            args.measured_search, args.macs), render)
     return 0
 
 
