@@ -79,6 +79,7 @@ class _Builder:
             if key != first:  # tied weights: one tensor, many names
                 for axis in range(len(self.shapes[key])):
                     self.union(Dim(key, axis), Dim(first, axis))
+        self.from_parameters_only = _parameter_only_nodes(self.gm.graph)
 
     # ---- union-find over dims ------------------------------------------------------------
     def _register(self, d: Dim) -> None:
@@ -181,7 +182,7 @@ class _Builder:
         rule = lookup_rule(node, self.modules)
         if rule is None:
             self._freeze_all(involved, f"{node.name} ({label}): no channel rule for this op; "
-                                       "its tensors keep all channels")
+                                       f"its tensors keep all channels{self._computed_weight_hint(node)}")
             return
         ctx = RuleContext(self, node)
         rule.couple(ctx)
@@ -192,7 +193,15 @@ class _Builder:
             for axis in range(len(self.shapes[v])):
                 d = Dim(v, axis)
                 if d not in ctx.touched:
-                    self.freeze(d, f"{node.name} ({label}): does not support pruning axis {axis} of {v}")
+                    self.freeze(d, f"{node.name} ({label}): does not support pruning axis {axis} of {v}"
+                                   f"{self._computed_weight_hint(node)}")
+
+    def _computed_weight_hint(self, node: fx.Node) -> str:
+        """What to do when the frozen op computes a weight from parameters alone in ``forward``."""
+        if node.name not in self.from_parameters_only:
+            return ""
+        return (" (computed from parameters alone, e.g. weight standardisation in forward; to prune through it, "
+                "register it with torch.nn.utils.parametrize: graphprune bakes parametrized weights into plain ones)")
 
     def _visit_get_attr(self, node: fx.Node) -> None:
         if node.name not in self.shapes:
@@ -208,6 +217,18 @@ class _Builder:
     def run(self) -> None:
         for node in self.gm.graph.nodes:
             self.visit(node)
+
+
+def _parameter_only_nodes(graph: fx.Graph) -> set[str]:
+    """Names of the ops whose every input comes from parameters, buffers or constants (no model input upstream)."""
+    from_input: set[str] = set()
+    only: set[str] = set()
+    for node in graph.nodes:
+        if node.op == "placeholder" or any(i.name in from_input for i in node.all_input_nodes):
+            from_input.add(node.name)
+        elif node.op in ("call_function", "call_method", "call_module") and node.all_input_nodes:
+            only.add(node.name)
+    return only
 
 
 def _retry_choices(builder: _Builder, graph: DependencyGraph) -> dict[str, int] | None:
