@@ -28,6 +28,7 @@ import torch
 from graphprune.latency import Target
 from graphprune.latency.runners import measure_ms
 from graphprune.passes import rewrite
+from graphprune.search.time_shaping import ranked_narrowings
 
 CANDIDATES = 5
 MAX_MOVES = 12
@@ -92,22 +93,9 @@ def measured_prune(model: torch.nn.Module, budget: float, x: torch.Tensor, targe
 
 def _best_measured_move(counts, lo, menus, keep_of, predicted, macs_of, refill, measured, spend_floor):
     """The fastest (measured) of the table's best-ranked one-step narrowings, each refilled by importance."""
-    keep = keep_of(counts)
-    now_t, now_macs = predicted(keep), macs_of(keep)
-    rates = []
-    for gi in range(len(counts)):
-        widths = menus.allowed(gi, int(lo[gi]))
-        below = widths[widths < counts[gi]]
-        if not len(below):
-            continue
-        trial = counts.copy()
-        trial[gi] = int(below[-1])
-        narrowed = keep_of(trial)
-        freed_t, freed_macs = now_t - predicted(narrowed), now_macs - macs_of(narrowed)
-        if freed_t > 0:
-            rates.append((freed_t / max(freed_macs, 1e-9), gi, trial))
     best = None
-    for _, gi, trial in sorted(rates, key=lambda r: -r[0])[:CANDIDATES]:
+    ranked = ranked_narrowings(counts, lo, menus, keep_of, predicted, macs_of, predicted(keep_of(counts)))
+    for gi, trial in ranked[:CANDIDATES]:
         filled = refill(trial, gi)
         if macs_of(keep_of(filled)) < spend_floor:
             continue

@@ -37,7 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["shape_for_time", "ShapingResult", "MIN_GAIN", "IMPORTANCE_SLACK", "MAX_MOVES", "CANDIDATES",
+__all__ = ["shape_for_time", "ranked_narrowings", "ShapingResult", "MIN_GAIN", "IMPORTANCE_SLACK", "MAX_MOVES", "CANDIDATES",
            "MIN_KEPT_OF_ALLOCATED", "SPEND_SLACK",
            "MIN_TOTAL_GAIN"]
 
@@ -99,9 +99,10 @@ def _narrower(menus, gi: int, count: int, lo: int) -> int | None:
     return int(below[-1]) if len(below) else None
 
 
-def _best_move(counts, lo, menus, keep_of, time_of, macs_of, importance_of, refill, now_t, floors):
-    keep = keep_of(counts)
-    now_macs = macs_of(keep)
+def ranked_narrowings(counts: np.ndarray, lo: np.ndarray, menus, keep_of, time_of, macs_of,
+                      now_t: float) -> list[tuple[int, np.ndarray]]:
+    """Rule 1: each group narrowed alone one menu step, as (group, counts), best time freed per MAC freed first."""
+    now_macs = macs_of(keep_of(counts))
     rates = []
     for gi in range(len(counts)):
         k = _narrower(menus, gi, int(counts[gi]), int(lo[gi]))
@@ -113,8 +114,12 @@ def _best_move(counts, lo, menus, keep_of, time_of, macs_of, importance_of, refi
         freed_t, freed_macs = now_t - time_of(narrowed), now_macs - macs_of(narrowed)
         if freed_t > 0:
             rates.append((freed_t / max(freed_macs, 1e-9), gi, trial))
+    return [(gi, trial) for _, gi, trial in sorted(rates, key=lambda r: -r[0])]
+
+
+def _best_move(counts, lo, menus, keep_of, time_of, macs_of, importance_of, refill, now_t, floors):
     best = None
-    for _, gi, trial in sorted(rates, key=lambda r: -r[0])[:CANDIDATES]:
+    for gi, trial in ranked_narrowings(counts, lo, menus, keep_of, time_of, macs_of, now_t)[:CANDIDATES]:
         filled = refill(trial, gi)
         keep = keep_of(filled)
         t = time_of(keep)
