@@ -37,9 +37,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["shape_for_time", "ranked_narrowings", "ShapingResult", "MIN_GAIN", "IMPORTANCE_SLACK", "MAX_MOVES", "CANDIDATES",
-           "MIN_KEPT_OF_ALLOCATED", "SPEND_SLACK",
-           "MIN_TOTAL_GAIN"]
+__all__ = ["shape_for_time", "ranked_narrowings", "ShapingResult", "MIN_GAIN", "IMPORTANCE_SLACK", "MAX_MOVES",
+           "CANDIDATES", "MIN_KEPT_OF_ALLOCATED", "SPEND_SLACK", "MIN_TOTAL_GAIN"]
 
 MIN_GAIN = 0.002  # of the current time: smaller gains are below what any runtime can show
 IMPORTANCE_SLACK = 0.01  # of the allocation's kept (normalised) importance that faster widths may cost
